@@ -1,0 +1,150 @@
+package rebell
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Kind says what an applyToken failure means to the caller.
+type Kind int
+
+// The kinds of applyToken failure.
+const (
+	// KindRetryable: resultStatus U or an unknown status letter,
+	// REQUEST_TRAFFIC_EXCEED_LIMIT, a timeout, a transport error, HTTP 429 or
+	// 5xx. Trying again later may succeed.
+	KindRetryable Kind = iota + 1
+	// KindAuthCodeRejected: INVALID_CODE, EXPIRED_CODE or USED_CODE. The Mini
+	// App must call my.getAuthCode again.
+	KindAuthCodeRejected
+	// KindRefreshTokenDead: INVALID_REFRESH_TOKEN, EXPIRED_REFRESH_TOKEN or
+	// USED_REFRESH_TOKEN. The session cannot be refreshed any more.
+	KindRefreshTokenDead
+	// KindConfiguration: INVALID_AUTH_CLIENT, ACCESS_DENIED, PARAM_ILLEGAL,
+	// AUTH_CLIENT_UNSUPPORTED_GRANT_TYPE, REFERENCE_CLIENT_ID_NOT_MATCH or any
+	// other F result: something in the merchant's set-up is wrong.
+	KindConfiguration
+	// KindBadSignature: a Rebell public key is configured and the response's
+	// signature is missing or does not verify.
+	KindBadSignature
+	// KindBadResponse: the response could not be used: too large, not the
+	// JSON expected, or a field out of its documented bounds.
+	KindBadResponse
+)
+
+var kindNames = [...]string{
+	KindRetryable:        "retryable",
+	KindAuthCodeRejected: "auth code rejected",
+	KindRefreshTokenDead: "refresh token dead",
+	KindConfiguration:    "merchant configuration",
+	KindBadSignature:     "bad response signature",
+	KindBadResponse:      "bad response",
+}
+
+func (k Kind) String() string {
+	if k > 0 && int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// Result statuses of Rebell's OpenAPI.
+const (
+	StatusSuccess  = "S"
+	StatusFail     = "F"
+	StatusUnknown  = "U"
+	StatusAccepted = "A"
+)
+
+// Result codes of applyToken that the gateway acts on.
+const (
+	CodeSuccess                        = "SUCCESS"
+	CodeUnknownException               = "UNKNOWN_EXCEPTION"
+	CodeRequestTrafficExceedLimit      = "REQUEST_TRAFFIC_EXCEED_LIMIT"
+	CodeParamIllegal                   = "PARAM_ILLEGAL"
+	CodeProcessFail                    = "PROCESS_FAIL"
+	CodeAccessDenied                   = "ACCESS_DENIED"
+	CodeInvalidAuthClient              = "INVALID_AUTH_CLIENT"
+	CodeAuthClientUnsupportedGrantType = "AUTH_CLIENT_UNSUPPORTED_GRANT_TYPE"
+	CodeReferenceClientIDNotMatch      = "REFERENCE_CLIENT_ID_NOT_MATCH"
+	CodeInvalidCode                    = "INVALID_CODE"
+	CodeExpiredCode                    = "EXPIRED_CODE"
+	CodeUsedCode                       = "USED_CODE"
+	CodeInvalidRefreshToken            = "INVALID_REFRESH_TOKEN"
+	CodeExpiredRefreshToken            = "EXPIRED_REFRESH_TOKEN"
+	CodeUsedRefreshToken               = "USED_REFRESH_TOKEN"
+	CodeInvalidSignature               = "INVALID_SIGNATURE"
+)
+
+// Classify returns what a non-success result means. It keys off the code
+// first (Rebell has been seen to send UNKNOWN_EXCEPTION with status F), then
+// the status: S with a code other than SUCCESS, F, and anything not S count
+// as failures; an unknown status letter counts as U.
+func Classify(resultStatus, resultCode string) Kind {
+	switch resultCode {
+	case CodeInvalidCode, CodeExpiredCode, CodeUsedCode:
+		return KindAuthCodeRejected
+	case CodeInvalidRefreshToken, CodeExpiredRefreshToken, CodeUsedRefreshToken:
+		return KindRefreshTokenDead
+	case CodeRequestTrafficExceedLimit, CodeUnknownException:
+		return KindRetryable
+	}
+	if resultStatus == StatusFail {
+		return KindConfiguration
+	}
+	return KindRetryable
+}
+
+// Error is a failed applyToken call. Callers act on Kind; ResultCode names
+// Rebell's reason when Rebell gave one. It never holds a token, an auth code
+// or a signature.
+type Error struct {
+	// Kind says what the failure means.
+	Kind Kind
+	// ResultStatus and ResultCode are Rebell's, when it answered with a result.
+	ResultStatus string
+	ResultCode   string
+	// ResultMessage is Rebell's resultMessage (at most 256 characters).
+	ResultMessage string
+	// HTTPStatus is the response status, 0 without a response.
+	HTTPStatus int
+	// Attempts is how many requests were made.
+	Attempts int
+	// Err is the underlying error (transport, timeout, signature, parse), if any.
+	Err error
+}
+
+func (e *Error) Error() string {
+	msg := "rebell: applyToken: " + e.Kind.String()
+	if e.ResultCode != "" {
+		msg += ": " + e.ResultStatus + " " + e.ResultCode
+	}
+	if e.HTTPStatus != 0 {
+		msg += fmt.Sprintf(" (HTTP %d)", e.HTTPStatus)
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrorKind returns the Kind of err if it is or wraps an *Error, and 0
+// otherwise.
+func ErrorKind(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return 0
+}
+
+// ResultCodeOf returns the resultCode carried by err, or "".
+func ResultCodeOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.ResultCode
+	}
+	return ""
+}

@@ -1,0 +1,35 @@
+package rebell
+
+import (
+	"context"
+	"time"
+)
+
+// Grant types of applyToken.
+const (
+	GrantAuthorizationCode = "AUTHORIZATION_CODE"
+	GrantRefreshToken      = "REFRESH_TOKEN"
+)
+
+// Token is a successful applyToken result.
+type Token struct {
+	// CustomerID is the user the tokens act for.
+	CustomerID string
+	// AccessToken and its expiry.
+	AccessToken       Secret
+	AccessTokenExpiry time.Time
+	// RefreshToken and its expiry; RefreshToken is zero when the response
+	// carried none (callers keep the one they had).
+	RefreshToken       Secret
+	RefreshTokenExpiry time.Time
+}
+
+// TokenExchanger is what the gateway needs from Rebell: exchanging an auth
+// code for tokens and refreshing them. *Client implements it; tests use fakes.
+// Errors are *Error values (see Kind).
+type TokenExchanger interface {
+	// ExchangeAuthCode calls applyToken with grantType AUTHORIZATION_CODE.
+	ExchangeAuthCode(ctx context.Context, authCode Secret) (*Token, error)
+	// Refresh calls applyToken with grantType REFRESH_TOKEN.
+	Refresh(ctx context.Context, refreshToken Secret) (*Token, error)
+}
