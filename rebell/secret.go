@@ -14,23 +14,37 @@ const Redacted = "[REDACTED]"
 // encoding/json, encoding.TextMarshaler and zap; only Reveal gives the value.
 //
 // The zero Secret is empty.
-type Secret struct{ s string }
+//
+// The value sits behind a pointer: fmt cannot call String on a Secret held in
+// an unexported struct field, and prints a nested pointer as an address, so
+// even a struct that embeds a Secret privately does not print the value.
+type Secret struct{ v *string }
 
 // NewSecret wraps s.
-func NewSecret(s string) Secret { return Secret{s: s} }
+func NewSecret(s string) Secret {
+	if s == "" {
+		return Secret{}
+	}
+	return Secret{v: &s}
+}
 
 // Reveal returns the secret's value. Call it only where the value goes on the
 // wire or into a header for the upstream.
-func (s Secret) Reveal() string { return s.s }
+func (s Secret) Reveal() string {
+	if s.v == nil {
+		return ""
+	}
+	return *s.v
+}
 
 // IsZero reports whether the secret is empty.
-func (s Secret) IsZero() bool { return s.s == "" }
+func (s Secret) IsZero() bool { return s.v == nil }
 
 // Len returns the length of the value in bytes.
-func (s Secret) Len() int { return len(s.s) }
+func (s Secret) Len() int { return len(s.Reveal()) }
 
 // Equal reports whether s and o hold the same value.
-func (s Secret) Equal(o Secret) bool { return s.s == o.s }
+func (s Secret) Equal(o Secret) bool { return s.Reveal() == o.Reveal() }
 
 // String implements fmt.Stringer and returns [REDACTED].
 func (s Secret) String() string { return Redacted }

@@ -1,0 +1,516 @@
+package rebell
+
+import (
+	"bytes"
+	"context"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Limits checked on applyToken responses (PROTOCOL.md §3, §5.2).
+const (
+	// MaxResponseBytes caps an applyToken response body.
+	MaxResponseBytes = 64 << 10
+	maxResultCode    = 64
+	maxResultMessage = 256
+	maxTokenLen      = 128
+	maxCustomerIDLen = 64
+	maxExtendInfo    = 4096
+	maxReferenceID   = 128
+)
+
+// Defaults of ClientConfig.
+const (
+	DefaultTimeout     = 5 * time.Second
+	DefaultBackoffBase = 200 * time.Millisecond
+	DefaultBackoffMax  = 2 * time.Second
+)
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// Endpoint is the OpenAPI base URL, e.g. https://api.rebellapp.com or
+	// https://host/api/open. A path prefix is kept and signed.
+	Endpoint string
+	// Signer signs requests as the merchant (Client-Id and private key).
+	Signer *Signer
+	// RebellPublicKey verifies response signatures. When nil, responses are
+	// not verified; when set, a response without a valid signature is an
+	// error of KindBadSignature, never a success.
+	RebellPublicKey *rsa.PublicKey
+	// APIVersion is "v1" or "v2" ("" means v2).
+	APIVersion string
+	// ReferenceClientID is sent as referenceClientId (v2 only).
+	ReferenceClientID string
+	// CustomerBelongsTo is sent in extendInfo as {"customerBelongsTo":...}.
+	CustomerBelongsTo string
+	// Timeout bounds one attempt (0 means DefaultTimeout).
+	Timeout time.Duration
+	// Retries is how many extra attempts a retryable failure gets.
+	Retries int
+	// BackoffBase and BackoffMax shape the exponential backoff with full
+	// jitter between attempts (0 means the defaults).
+	BackoffBase, BackoffMax time.Duration
+	// HTTPClient sends the requests. nil means a client of its own that
+	// follows no redirects.
+	HTTPClient *http.Client
+	// Now is the clock for Request-Time (nil means time.Now).
+	Now func() time.Time
+	// Observe, if set, is called after every attempt with the grant type, its
+	// result (a resultCode, or transport_error, bad_signature, bad_response,
+	// http_error) and how long it took. Metrics hook; keep it cheap.
+	Observe func(grantType, result string, took time.Duration)
+}
+
+// Client calls Rebell's applyToken. It is safe for concurrent use and
+// implements TokenExchanger.
+type Client struct {
+	cfg        ClientConfig
+	url        *url.URL
+	uri        string // what is signed: the path (and query) as sent
+	extendInfo string
+	httpClient *http.Client
+	now        func() time.Time
+}
+
+// NewClient checks cfg and returns a Client.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if cfg.Signer == nil {
+		return nil, errors.New("rebell: client needs a signer")
+	}
+	u, err := url.Parse(cfg.Endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("rebell: endpoint %q is not an absolute http(s) URL", cfg.Endpoint)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("rebell: endpoint %q must not carry a query, fragment or user info", cfg.Endpoint)
+	}
+	switch cfg.APIVersion {
+	case "":
+		cfg.APIVersion = "v2"
+	case "v1", "v2":
+	default:
+		return nil, fmt.Errorf("rebell: api version %q is not v1 or v2", cfg.APIVersion)
+	}
+	if cfg.ReferenceClientID != "" && cfg.APIVersion != "v2" {
+		return nil, errors.New("rebell: reference client id is a v2 field")
+	}
+	if len(cfg.ReferenceClientID) > maxReferenceID {
+		return nil, fmt.Errorf("rebell: reference client id longer than %d characters", maxReferenceID)
+	}
+	if cfg.Timeout < 0 || cfg.Retries < 0 || cfg.BackoffBase < 0 || cfg.BackoffMax < 0 {
+		return nil, errors.New("rebell: timeout, retries and backoff must not be negative")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.BackoffBase == 0 {
+		cfg.BackoffBase = DefaultBackoffBase
+	}
+	if cfg.BackoffMax == 0 {
+		cfg.BackoffMax = DefaultBackoffMax
+	}
+	c := &Client{cfg: cfg, httpClient: cfg.HTTPClient, now: cfg.Now}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.httpClient == nil {
+		c.httpClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		}}
+	}
+	if cfg.CustomerBelongsTo != "" {
+		b, _ := json.Marshal(map[string]string{"customerBelongsTo": cfg.CustomerBelongsTo})
+		if len(b) > maxExtendInfo {
+			return nil, fmt.Errorf("rebell: customerBelongsTo makes extendInfo longer than %d bytes", maxExtendInfo)
+		}
+		c.extendInfo = string(b)
+	}
+	target := *u
+	target.Path = strings.TrimSuffix(u.Path, "/") + "/" + cfg.APIVersion + "/authorizations/applyToken"
+	if u.RawPath != "" {
+		target.RawPath = strings.TrimSuffix(u.RawPath, "/") + "/" + cfg.APIVersion + "/authorizations/applyToken"
+	}
+	c.url = &target
+	c.uri = target.RequestURI()
+	return c, nil
+}
+
+// URL returns the applyToken URL the client posts to.
+func (c *Client) URL() string { return c.url.String() }
+
+// ExchangeAuthCode calls applyToken with grantType AUTHORIZATION_CODE.
+func (c *Client) ExchangeAuthCode(ctx context.Context, authCode Secret) (*Token, error) {
+	if authCode.IsZero() {
+		return nil, &Error{Kind: KindConfiguration, Err: errors.New("empty auth code")}
+	}
+	return c.applyToken(ctx, GrantAuthorizationCode, authCode)
+}
+
+// Refresh calls applyToken with grantType REFRESH_TOKEN.
+func (c *Client) Refresh(ctx context.Context, refreshToken Secret) (*Token, error) {
+	if refreshToken.IsZero() {
+		return nil, &Error{Kind: KindRefreshTokenDead, Err: errors.New("no refresh token")}
+	}
+	return c.applyToken(ctx, GrantRefreshToken, refreshToken)
+}
+
+// applyTokenRequest is the request body; optional fields are left out when empty.
+type applyTokenRequest struct {
+	GrantType         string `json:"grantType"`
+	AuthCode          string `json:"authCode,omitempty"`
+	RefreshToken      string `json:"refreshToken,omitempty"`
+	ReferenceClientID string `json:"referenceClientId,omitempty"`
+	ExtendInfo        string `json:"extendInfo,omitempty"`
+}
+
+func (c *Client) body(grantType string, credential Secret) ([]byte, error) {
+	req := applyTokenRequest{GrantType: grantType, ReferenceClientID: c.cfg.ReferenceClientID, ExtendInfo: c.extendInfo}
+	if grantType == GrantAuthorizationCode {
+		req.AuthCode = credential.Reveal()
+	} else {
+		req.RefreshToken = credential.Reveal()
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(req); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+func (c *Client) applyToken(ctx context.Context, grantType string, credential Secret) (*Token, error) {
+	body, err := c.body(grantType, credential)
+	if err != nil {
+		return nil, &Error{Kind: KindConfiguration, Err: err}
+	}
+	var last *Error
+	for attempt := 0; ; attempt++ {
+		tok, err := c.attempt(ctx, grantType, body)
+		if err == nil {
+			return tok, nil
+		}
+		last = err
+		last.Attempts = attempt + 1
+		if last.Kind != KindRetryable || attempt >= c.cfg.Retries || ctx.Err() != nil {
+			return nil, last
+		}
+		wait := c.backoff(attempt)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
+			return nil, last
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, last
+		case <-t.C:
+		}
+	}
+}
+
+// backoff returns a full-jitter delay for the attempt that just failed.
+func (c *Client) backoff(attempt int) time.Duration {
+	ceiling := c.cfg.BackoffMax
+	if attempt < 30 {
+		if d := c.cfg.BackoffBase << attempt; d > 0 && d < ceiling {
+			ceiling = d
+		}
+	}
+	return rand.N(ceiling) + 1
+}
+
+func (c *Client) attempt(ctx context.Context, grantType string, body []byte) (tok *Token, e *Error) {
+	start := time.Now()
+	defer func() {
+		if c.cfg.Observe != nil {
+			result := CodeSuccess
+			if e != nil {
+				result = e.metricResult()
+			}
+			c.cfg.Observe(grantType, result, time.Since(start))
+		}
+	}()
+	actx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, c.url.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, &Error{Kind: KindConfiguration, Err: err}
+	}
+	if err := c.cfg.Signer.Sign(req.Header, HeaderRequestTime, http.MethodPost, c.uri, body, c.now()); err != nil {
+		return nil, &Error{Kind: KindConfiguration, Err: err}
+	}
+	resp, err := c.httpClient.Do(req)
+	if err != nil {
+		return nil, &Error{Kind: KindRetryable, Err: transportError(err)}
+	}
+	defer resp.Body.Close()
+	respBody, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
+	if err != nil {
+		return nil, &Error{Kind: KindRetryable, HTTPStatus: resp.StatusCode, Err: transportError(err)}
+	}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
+		e := &Error{Kind: KindRetryable, HTTPStatus: resp.StatusCode, Err: errors.New("server error")}
+		if r, err := parseResult(respBody); err == nil {
+			e.ResultStatus, e.ResultCode, e.ResultMessage = r.ResultStatus, r.ResultCode, r.ResultMessage
+		}
+		return nil, e
+	}
+	if len(respBody) > MaxResponseBytes {
+		return nil, &Error{Kind: KindBadResponse, HTTPStatus: resp.StatusCode, Err: fmt.Errorf("response body over %d bytes", MaxResponseBytes)}
+	}
+	if c.cfg.RebellPublicKey != nil {
+		if _, err := VerifyMessage(c.cfg.RebellPublicKey, resp.Header, HeaderResponseTime, http.MethodPost, c.uri, respBody); err != nil {
+			e := &Error{Kind: KindBadSignature, HTTPStatus: resp.StatusCode, Err: err}
+			// Say what the unverified body claims: an INVALID_SIGNATURE
+			// answer is usually unsigned, and naming it helps the operator.
+			if r, perr := parseResult(respBody); perr == nil {
+				e.ResultStatus, e.ResultCode, e.ResultMessage = r.ResultStatus, r.ResultCode, r.ResultMessage
+			}
+			return nil, e
+		}
+	}
+	return parseApplyToken(resp.StatusCode, respBody, grantType)
+}
+
+// metricResult names the error as a metric label value.
+func (e *Error) metricResult() string {
+	switch e.Kind {
+	case KindBadSignature:
+		return "bad_signature"
+	case KindBadResponse:
+		return "bad_response"
+	}
+	if e.ResultCode != "" {
+		return e.ResultCode
+	}
+	if e.HTTPStatus != 0 {
+		return "http_error"
+	}
+	return "transport_error"
+}
+
+// MetricResult names err as the result label of the refresh and login
+// metrics: the Rebell resultCode, or transport_error, bad_signature,
+// bad_response, http_error. It returns "error" for an error that is not an
+// *Error.
+func MetricResult(err error) string {
+	if err == nil {
+		return CodeSuccess
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.metricResult()
+	}
+	return "error"
+}
+
+func transportError(err error) error {
+	// url.Error repeats the URL, which is fine (no secrets), but the
+	// underlying error is what matters.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if ue.Timeout() {
+			return fmt.Errorf("timeout: %w", ue.Err)
+		}
+		return ue.Err
+	}
+	return err
+}
+
+type result struct {
+	ResultStatus  string `json:"resultStatus"`
+	ResultCode    string `json:"resultCode"`
+	ResultMessage string `json:"resultMessage"`
+}
+
+type applyTokenResponse struct {
+	Result                 *result `json:"result"`
+	AccessToken            *string `json:"accessToken"`
+	AccessTokenExpiryTime  *string `json:"accessTokenExpiryTime"`
+	RefreshToken           *string `json:"refreshToken"`
+	RefreshTokenExpiryTime *string `json:"refreshTokenExpiryTime"`
+	CustomerID             *string `json:"customerId"`
+	ExtendInfo             *string `json:"extendInfo"`
+}
+
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON value")
+	}
+	return nil
+}
+
+// parseResult reads only the result object, for error answers.
+func parseResult(body []byte) (*result, error) {
+	var r struct {
+		Result *result `json:"result"`
+	}
+	if err := decodeStrict(body, &r); err != nil {
+		return nil, err
+	}
+	if r.Result == nil {
+		return nil, errors.New("no result object")
+	}
+	if err := r.Result.check(); err != nil {
+		return nil, err
+	}
+	return r.Result, nil
+}
+
+func (r *result) check() error {
+	if r.ResultStatus == "" {
+		return errors.New("result without resultStatus")
+	}
+	if len(r.ResultStatus) > 8 {
+		return errors.New("resultStatus too long")
+	}
+	if r.ResultCode == "" {
+		return errors.New("result without resultCode")
+	}
+	if len(r.ResultCode) > maxResultCode {
+		return fmt.Errorf("resultCode longer than %d characters", maxResultCode)
+	}
+	for i := 0; i < len(r.ResultCode); i++ {
+		c := r.ResultCode[i]
+		if !('A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_') {
+			return errors.New("resultCode is not upper-case letters, digits and underscores")
+		}
+	}
+	if len(r.ResultMessage) > maxResultMessage*4 {
+		return fmt.Errorf("resultMessage longer than %d characters", maxResultMessage)
+	}
+	if n := len([]rune(r.ResultMessage)); n > maxResultMessage {
+		return fmt.Errorf("resultMessage longer than %d characters", maxResultMessage)
+	}
+	return nil
+}
+
+// ParseApplyTokenResponse parses an applyToken response body received with
+// the given HTTP status for the given grant type. It returns the token on
+// success and an *Error otherwise. It is exported for tests and fuzzing; the
+// Client calls it after verifying the signature.
+func ParseApplyTokenResponse(httpStatus int, body []byte, grantType string) (*Token, error) {
+	tok, err := parseApplyToken(httpStatus, body, grantType)
+	if err != nil {
+		return nil, err
+	}
+	return tok, nil
+}
+
+func parseApplyToken(httpStatus int, body []byte, grantType string) (*Token, *Error) {
+	bad := func(format string, args ...any) *Error {
+		return &Error{Kind: KindBadResponse, HTTPStatus: httpStatus, Err: fmt.Errorf(format, args...)}
+	}
+	if len(body) > MaxResponseBytes {
+		return nil, bad("response body over %d bytes", MaxResponseBytes)
+	}
+	var r applyTokenResponse
+	if err := decodeStrict(body, &r); err != nil {
+		if httpStatus >= 300 {
+			return nil, &Error{Kind: KindConfiguration, HTTPStatus: httpStatus, Err: errors.New("HTTP error without a result")}
+		}
+		return nil, bad("response is not the JSON expected: %v", jsonProblem(err))
+	}
+	if r.Result == nil {
+		if httpStatus >= 300 {
+			return nil, &Error{Kind: KindConfiguration, HTTPStatus: httpStatus, Err: errors.New("HTTP error without a result")}
+		}
+		return nil, bad("response has no result")
+	}
+	if err := r.Result.check(); err != nil {
+		return nil, bad("%v", err)
+	}
+	res := r.Result
+	if res.ResultStatus != StatusSuccess || res.ResultCode != CodeSuccess {
+		return nil, &Error{
+			Kind:          Classify(res.ResultStatus, res.ResultCode),
+			ResultStatus:  res.ResultStatus,
+			ResultCode:    res.ResultCode,
+			ResultMessage: res.ResultMessage,
+			HTTPStatus:    httpStatus,
+		}
+	}
+	if httpStatus < 200 || httpStatus >= 300 {
+		return nil, bad("SUCCESS result with HTTP status %d", httpStatus)
+	}
+	tok := &Token{}
+	if r.AccessToken == nil || *r.AccessToken == "" {
+		return nil, bad("no accessToken")
+	}
+	if len(*r.AccessToken) > maxTokenLen {
+		return nil, bad("accessToken longer than %d characters", maxTokenLen)
+	}
+	tok.AccessToken = NewSecret(*r.AccessToken)
+	var err error
+	if tok.AccessTokenExpiry, err = parseExpiry(r.AccessTokenExpiryTime); err != nil {
+		return nil, bad("accessTokenExpiryTime: %v", err)
+	}
+	if r.RefreshToken != nil && *r.RefreshToken != "" {
+		if len(*r.RefreshToken) > maxTokenLen {
+			return nil, bad("refreshToken longer than %d characters", maxTokenLen)
+		}
+		tok.RefreshToken = NewSecret(*r.RefreshToken)
+		if tok.RefreshTokenExpiry, err = parseExpiry(r.RefreshTokenExpiryTime); err != nil {
+			return nil, bad("refreshTokenExpiryTime: %v", err)
+		}
+	} else if grantType == GrantAuthorizationCode {
+		return nil, bad("no refreshToken")
+	}
+	if r.CustomerID != nil {
+		if len(*r.CustomerID) > maxCustomerIDLen {
+			return nil, bad("customerId longer than %d characters", maxCustomerIDLen)
+		}
+		tok.CustomerID = *r.CustomerID
+	}
+	if tok.CustomerID == "" && grantType == GrantAuthorizationCode {
+		return nil, bad("no customerId")
+	}
+	if r.ExtendInfo != nil && len(*r.ExtendInfo) > maxExtendInfo {
+		return nil, bad("extendInfo longer than %d characters", maxExtendInfo)
+	}
+	return tok, nil
+}
+
+func parseExpiry(s *string) (time.Time, error) {
+	if s == nil || *s == "" {
+		return time.Time{}, errors.New("missing")
+	}
+	if len(*s) > 64 {
+		return time.Time{}, errors.New("too long")
+	}
+	t, err := time.Parse(time.RFC3339, *s)
+	if err != nil {
+		return time.Time{}, errors.New("not RFC 3339")
+	}
+	return t, nil
+}
+
+// jsonProblem describes a decoding error without quoting the input (which
+// may hold a token).
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("syntax error at byte %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %s has the wrong type (%s)", te.Field, te.Value)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "truncated"
+	default:
+		return "malformed"
+	}
+}
