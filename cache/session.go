@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -93,6 +94,26 @@ type Grant struct {
 	// SessionExpiry is when the session ends at the latest (the refresh
 	// token's expiry).
 	SessionExpiry time.Time
+
+	attachment atomic.Pointer[any]
+}
+
+// Attachment returns the value attached to g with Attach, or nil.
+func (g *Grant) Attachment() any {
+	if p := g.attachment.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Attach attaches v to g unless a value is attached already, and returns the
+// attached value. Callers use it to derive per-grant values (such as
+// placeholder values) once per grant instead of once per request.
+func (g *Grant) Attach(v any) any {
+	if g.attachment.CompareAndSwap(nil, &v) {
+		return v
+	}
+	return *g.attachment.Load()
 }
 
 // Errors returned by the cache. Returned errors wrap exactly one of them

@@ -1,0 +1,473 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/rebell-gateway/caddy-rebell/cache"
+	"github.com/rebell-gateway/caddy-rebell/handler"
+	"github.com/rebell-gateway/caddy-rebell/rebell"
+)
+
+func init() {
+	caddy.RegisterModule(Auth{})
+}
+
+// Defaults of the rebell_auth handler (SPEC §2).
+const (
+	defaultKeyVersion       = 1
+	defaultTimeout          = 5 * time.Second
+	defaultRetries          = 2
+	defaultLoginPath        = "/rebell/login"
+	defaultLogoutPath       = "/rebell/logout"
+	defaultSessionHeader    = "Authorization"
+	defaultSessionCookie    = "rebell_session"
+	defaultRefreshAhead     = 5 * time.Minute
+	defaultLoginDedupWindow = 60 * time.Second
+	defaultMaxSessions      = 1_000_000
+	defaultAccessHeader     = "X-Rebell-Access-Token"
+	defaultCustomerHeader   = "X-Rebell-Customer-Id"
+)
+
+// caches keeps token caches across config reloads, keyed by the settings that
+// define a cache's sessions, so `caddy reload` keeps every session.
+var caches = caddy.NewUsagePool()
+
+// Auth is a token gateway for a Rebell Mini App's API. The Mini App posts the
+// auth code from my.getAuthCode to the login path; the gateway exchanges it
+// with Rebell's applyToken (a signed server-to-server call), keeps the tokens
+// and returns an opaque session id. Every other request carries that id; the
+// gateway finds (or refreshes) the user's access token and injects it, with
+// the customer id, into the request for the next handler (normally
+// reverse_proxy), after deleting any client-supplied copies of those headers.
+//
+// Placeholders set on success: {http.auth.user.id} (the customer id, also
+// logged as the access log's user_id), {http.rebell.customer_id},
+// {http.rebell.access_token}, {http.rebell.access_token_expiry} and
+// {http.rebell.session_expiry} (RFC 3339). On rejection {http.auth.user.id}
+// is "" and {http.rebell.error} holds the error code.
+//
+// Values may use global placeholders such as {env.X} and {file./path}.
+type Auth struct {
+	// Base URL of Rebell's OpenAPI, e.g. https://api.rebellapp.com. A path
+	// prefix (https://host/api/open) is kept and signed. Required.
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// The merchant's Client-Id issued by Rebell. Required.
+	ClientID string `json:"client_id,omitempty"`
+
+	// Path of the merchant's RSA private key (2048 bits or more): PEM PKCS#1,
+	// PEM PKCS#8 or bare base64 DER. Exactly one of private_key_file and
+	// private_key is required.
+	PrivateKeyFile string `json:"private_key_file,omitempty"`
+
+	// The merchant's private key inline, in the same formats, e.g.
+	// {env.REBELL_PRIVATE_KEY}.
+	PrivateKey string `json:"private_key,omitempty"`
+
+	// Path of Rebell's platform public key: PEM PKIX or PKCS#1, bare base64
+	// DER, or a certificate. When this or rebell_public_key is set, every
+	// applyToken response must carry a valid signature. When neither is set,
+	// responses are not verified (logged at WARN once).
+	RebellPublicKeyFile string `json:"rebell_public_key_file,omitempty"`
+
+	// Rebell's platform public key inline, in the same formats.
+	RebellPublicKey string `json:"rebell_public_key,omitempty"`
+
+	// The keyVersion written in the Signature header. Default: 1.
+	KeyVersion *int `json:"key_version,omitempty"`
+
+	// The algorithm literal written in the Signature header: RSA256 or
+	// SHA256withRSA (both mean RSASSA-PKCS1-v1_5 with SHA-256). Default: RSA256.
+	SignatureAlgorithm string `json:"signature_algorithm,omitempty"`
+
+	// applyToken version, v1 or v2 (path /v2/authorizations/applyToken).
+	// Default: v2.
+	APIVersion string `json:"api_version,omitempty"`
+
+	// Sent as referenceClientId (v2 only).
+	ReferenceClientID string `json:"reference_client_id,omitempty"`
+
+	// Sent in extendInfo as {"customerBelongsTo":"<value>"}: the wallet site
+	// name in Mini App scenarios.
+	CustomerBelongsTo string `json:"customer_belongs_to,omitempty"`
+
+	// Timeout of one applyToken attempt. Default: 5s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// Extra attempts for retryable results (U, rate limiting, timeouts,
+	// transport errors, HTTP 5xx), with exponential backoff and jitter.
+	// Default: 2.
+	Retries *int `json:"retries,omitempty"`
+
+	// Path where the Mini App posts {"authCode":"..."}. Default: /rebell/login.
+	LoginPath string `json:"login_path,omitempty"`
+
+	// Path where the Mini App ends its session. Default: /rebell/logout.
+	LogoutPath string `json:"logout_path,omitempty"`
+
+	// Request header that carries the session id. Default: Authorization,
+	// as "Bearer <id>"; any other header carries the bare id.
+	SessionHeader string `json:"session_header,omitempty"`
+
+	// Name of the cookie that also carries the session id, or "off".
+	// Default: rebell_session.
+	SessionCookie string `json:"session_cookie,omitempty"`
+
+	// How long before the access token expires a request starts a
+	// background refresh. Default: 5m.
+	RefreshAhead caddy.Duration `json:"refresh_ahead,omitempty"`
+
+	// A session unused this long is ended. Default: 0 (none).
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+
+	// The same auth code posted again within this window after a successful
+	// login (or while it is in flight) gets the same session. 0 turns it off.
+	// Default: 60s.
+	LoginDedupWindow *caddy.Duration `json:"login_dedup_window,omitempty"`
+
+	// How many sessions the in-memory cache holds. Default: 1000000.
+	MaxSessions int64 `json:"max_sessions,omitempty"`
+
+	// Upstream request header that receives the access token.
+	// Default: X-Rebell-Access-Token.
+	AccessTokenHeader string `json:"access_token_header,omitempty"`
+
+	// Upstream request header that receives the customer id.
+	// Default: X-Rebell-Customer-Id.
+	CustomerIDHeader string `json:"customer_id_header,omitempty"`
+
+	logger  *zap.Logger
+	handler *handler.Handler
+	cache   *pooledCache
+	poolKey string
+}
+
+// CaddyModule returns the Caddy module information.
+func (Auth) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.rebell_auth",
+		New: func() caddy.Module { return new(Auth) },
+	}
+}
+
+// pooledCache is a token cache shared by every config that defines the same
+// sessions. The Rebell client is swapped on reload, so settings that do not
+// change whose sessions these are (keys, timeouts) apply without losing them.
+type pooledCache struct {
+	*cache.Cache
+	exchanger *swapExchanger
+}
+
+// Destruct stops the cache when the last config using it is unloaded.
+func (p *pooledCache) Destruct() error {
+	p.Close()
+	return nil
+}
+
+// swapExchanger forwards to the Rebell client of the newest config.
+type swapExchanger struct{ client atomic.Pointer[rebell.Client] }
+
+func (s *swapExchanger) ExchangeAuthCode(ctx context.Context, code rebell.Secret) (*rebell.Token, error) {
+	return s.client.Load().ExchangeAuthCode(ctx, code)
+}
+
+func (s *swapExchanger) Refresh(ctx context.Context, rt rebell.Secret) (*rebell.Token, error) {
+	return s.client.Load().Refresh(ctx, rt)
+}
+
+// Provision sets defaults, loads the keys, builds the Rebell client and finds
+// or creates the token cache.
+func (a *Auth) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	registerMetrics(ctx.GetMetricsRegistry())
+	repl := caddy.NewReplacer()
+	for _, f := range []*string{
+		&a.Endpoint, &a.ClientID, &a.PrivateKeyFile, &a.PrivateKey, &a.RebellPublicKeyFile, &a.RebellPublicKey,
+		&a.SignatureAlgorithm, &a.APIVersion, &a.ReferenceClientID, &a.CustomerBelongsTo,
+		&a.LoginPath, &a.LogoutPath, &a.SessionHeader, &a.SessionCookie, &a.AccessTokenHeader, &a.CustomerIDHeader,
+	} {
+		*f = strings.TrimSpace(repl.ReplaceKnown(*f, ""))
+	}
+	a.setDefaults()
+
+	client, err := a.newClient()
+	if err != nil {
+		return err
+	}
+	key := a.cacheKey()
+	val, _, err := caches.LoadOrNew(key, func() (caddy.Destructor, error) {
+		ex := &swapExchanger{}
+		ex.client.Store(client)
+		c, err := cache.New(cache.Config{
+			Exchanger:        ex,
+			MaxSessions:      a.MaxSessions,
+			RefreshAhead:     time.Duration(a.RefreshAhead),
+			IdleTimeout:      time.Duration(a.IdleTimeout),
+			LoginDedupWindow: time.Duration(*a.LoginDedupWindow),
+			Logger:           a.logger,
+			OnLogin:          func(result string) { metrics.logins.WithLabelValues(result).Inc() },
+			OnRefresh:        func(result string) { metrics.refreshes.WithLabelValues(result).Inc() },
+		})
+		if err != nil {
+			return nil, err
+		}
+		return &pooledCache{Cache: c, exchanger: ex}, nil
+	})
+	if err != nil {
+		return err
+	}
+	a.poolKey = key
+	a.cache = val.(*pooledCache)
+
+	cookie := a.SessionCookie
+	if cookie == "off" {
+		cookie = ""
+	}
+	a.handler, err = handler.New(handler.Config{
+		Sessions:          a.cache,
+		LoginPath:         a.LoginPath,
+		LogoutPath:        a.LogoutPath,
+		SessionHeader:     a.SessionHeader,
+		SessionCookie:     cookie,
+		AccessTokenHeader: a.AccessTokenHeader,
+		CustomerIDHeader:  a.CustomerIDHeader,
+		Logger:            a.logger,
+		OnGrant:           setGrantPlaceholders,
+		OnReject:          setRejectPlaceholders,
+		OnOutcome:         func(outcome string) { metrics.requests.WithLabelValues(outcome).Inc() },
+	})
+	if err != nil {
+		return err
+	}
+	// Only now that everything is in place does this config's client serve
+	// the (possibly shared) cache.
+	a.cache.exchanger.client.Store(client)
+	return nil
+}
+
+func (a *Auth) setDefaults() {
+	if a.KeyVersion == nil {
+		v := defaultKeyVersion
+		a.KeyVersion = &v
+	}
+	if a.SignatureAlgorithm == "" {
+		a.SignatureAlgorithm = rebell.AlgorithmRSA256
+	}
+	if a.APIVersion == "" {
+		a.APIVersion = "v2"
+	}
+	if a.Timeout == 0 {
+		a.Timeout = caddy.Duration(defaultTimeout)
+	}
+	if a.Retries == nil {
+		v := defaultRetries
+		a.Retries = &v
+	}
+	if a.LoginPath == "" {
+		a.LoginPath = defaultLoginPath
+	}
+	if a.LogoutPath == "" {
+		a.LogoutPath = defaultLogoutPath
+	}
+	if a.SessionHeader == "" {
+		a.SessionHeader = defaultSessionHeader
+	}
+	if a.SessionCookie == "" {
+		a.SessionCookie = defaultSessionCookie
+	}
+	if a.RefreshAhead == 0 {
+		a.RefreshAhead = caddy.Duration(defaultRefreshAhead)
+	}
+	if a.LoginDedupWindow == nil {
+		v := caddy.Duration(defaultLoginDedupWindow)
+		a.LoginDedupWindow = &v
+	}
+	if a.MaxSessions == 0 {
+		a.MaxSessions = defaultMaxSessions
+	}
+	if a.AccessTokenHeader == "" {
+		a.AccessTokenHeader = defaultAccessHeader
+	}
+	if a.CustomerIDHeader == "" {
+		a.CustomerIDHeader = defaultCustomerHeader
+	}
+}
+
+// newClient checks the Rebell settings, loads the keys and returns the
+// applyToken client.
+func (a *Auth) newClient() (*rebell.Client, error) {
+	if a.Endpoint == "" {
+		return nil, errors.New("endpoint: required")
+	}
+	if a.ClientID == "" {
+		return nil, errors.New("client_id: required")
+	}
+	var (
+		priv *rsa.PrivateKey
+		err  error
+	)
+	switch {
+	case a.PrivateKeyFile != "" && a.PrivateKey != "":
+		return nil, errors.New("private_key_file and private_key: set only one")
+	case a.PrivateKeyFile != "":
+		if priv, err = rebell.ReadPrivateKeyFile(a.PrivateKeyFile); err != nil {
+			return nil, fmt.Errorf("private_key_file: %w", err)
+		}
+	case a.PrivateKey != "":
+		if priv, err = rebell.ParsePrivateKey([]byte(a.PrivateKey)); err != nil {
+			return nil, fmt.Errorf("private_key: %w", err)
+		}
+	default:
+		return nil, errors.New("private_key_file or private_key: one is required")
+	}
+	var pub *rsa.PublicKey
+	switch {
+	case a.RebellPublicKeyFile != "" && a.RebellPublicKey != "":
+		return nil, errors.New("rebell_public_key_file and rebell_public_key: set only one")
+	case a.RebellPublicKeyFile != "":
+		if pub, err = rebell.ReadPublicKeyFile(a.RebellPublicKeyFile); err != nil {
+			return nil, fmt.Errorf("rebell_public_key_file: %w", err)
+		}
+	case a.RebellPublicKey != "":
+		if pub, err = rebell.ParsePublicKey([]byte(a.RebellPublicKey)); err != nil {
+			return nil, fmt.Errorf("rebell_public_key: %w", err)
+		}
+	default:
+		a.logger.Warn("no Rebell public key configured: applyToken responses are NOT verified; set rebell_public_key_file")
+	}
+	if *a.KeyVersion < 0 {
+		return nil, fmt.Errorf("key_version: %d is negative", *a.KeyVersion)
+	}
+	if *a.Retries < 0 || *a.Retries > 10 {
+		return nil, fmt.Errorf("retries: %d is not between 0 and 10", *a.Retries)
+	}
+	if a.Timeout < 0 {
+		return nil, errors.New("timeout: must not be negative")
+	}
+	if a.RefreshAhead < 0 || a.IdleTimeout < 0 || *a.LoginDedupWindow < 0 {
+		return nil, errors.New("refresh_ahead, idle_timeout and login_dedup_window must not be negative")
+	}
+	if a.MaxSessions < 0 {
+		return nil, fmt.Errorf("max_sessions: %d is negative", a.MaxSessions)
+	}
+	signer, err := rebell.NewSigner(a.ClientID, priv, *a.KeyVersion, a.SignatureAlgorithm)
+	if err != nil {
+		return nil, fmt.Errorf("signature_algorithm: %w", err)
+	}
+	if a.APIVersion != "v1" && a.APIVersion != "v2" {
+		return nil, fmt.Errorf("api_version: %q is not v1 or v2", a.APIVersion)
+	}
+	if a.ReferenceClientID != "" && a.APIVersion != "v2" {
+		return nil, errors.New("reference_client_id: only sent with api_version v2")
+	}
+	client, err := rebell.NewClient(rebell.ClientConfig{
+		Endpoint:          a.Endpoint,
+		Signer:            signer,
+		RebellPublicKey:   pub,
+		APIVersion:        a.APIVersion,
+		ReferenceClientID: a.ReferenceClientID,
+		CustomerBelongsTo: a.CustomerBelongsTo,
+		Timeout:           time.Duration(a.Timeout),
+		Retries:           *a.Retries,
+		Observe: func(grantType, _ string, took time.Duration) {
+			metrics.applyToken.WithLabelValues(grantType).Observe(took.Seconds())
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("endpoint: %w", err)
+	}
+	return client, nil
+}
+
+// cacheKey names the sessions this config serves: the same Rebell merchant
+// at the same endpoint, with the same cache shape.
+func (a *Auth) cacheKey() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%q|%q|%q|%q|%q|%d|%d|%d|%d",
+		a.Endpoint, a.ClientID, a.APIVersion, a.ReferenceClientID, a.CustomerBelongsTo,
+		a.MaxSessions, a.RefreshAhead, a.IdleTimeout, *a.LoginDedupWindow)
+	return "rebell_auth:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// Cleanup releases this config's reference to the token cache; the cache
+// stops when no config uses it any more.
+func (a *Auth) Cleanup() error {
+	if a.poolKey == "" {
+		return nil
+	}
+	_, err := caches.Delete(a.poolKey)
+	a.poolKey = ""
+	return err
+}
+
+// ServeHTTP handles login, logout and every other request as SPEC §3–§6 say.
+func (a *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	return a.handler.ServeHTTP(w, r, next)
+}
+
+// grantPlaceholders answers the identity placeholders of one grant. It is
+// built once per grant (see cache.Grant.Attach), so a request that passes
+// costs no allocation for its placeholders.
+type grantPlaceholders struct {
+	customerID, accessToken, accessExpiry, sessionExpiry any
+}
+
+func (p *grantPlaceholders) replace(key string) (any, bool) {
+	switch key {
+	case "http.auth.user.id", "http.rebell.customer_id":
+		return p.customerID, true
+	case "http.rebell.access_token":
+		return p.accessToken, true
+	case "http.rebell.access_token_expiry":
+		return p.accessExpiry, true
+	case "http.rebell.session_expiry":
+		return p.sessionExpiry, true
+	}
+	return nil, false
+}
+
+func setGrantPlaceholders(r *http.Request, g *cache.Grant) {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return
+	}
+	f, _ := g.Attachment().(caddy.ReplacerFunc)
+	if f == nil {
+		p := &grantPlaceholders{
+			customerID:    g.CustomerID,
+			accessToken:   g.AccessToken.Reveal(),
+			accessExpiry:  g.AccessTokenExpiry.UTC().Format(time.RFC3339),
+			sessionExpiry: g.SessionExpiry.UTC().Format(time.RFC3339),
+		}
+		f, _ = g.Attach(caddy.ReplacerFunc(p.replace)).(caddy.ReplacerFunc)
+	}
+	repl.Map(f)
+}
+
+func setRejectPlaceholders(r *http.Request, code string) {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return
+	}
+	repl.Set("http.auth.user.id", "")
+	repl.Set("http.rebell.error", code)
+}
+
+var (
+	_ caddy.Provisioner           = (*Auth)(nil)
+	_ caddy.CleanerUpper          = (*Auth)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Auth)(nil)
+)

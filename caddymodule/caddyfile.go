@@ -1,0 +1,155 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("rebell_auth", parseAuthCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("rebell_auth", httpcaddyfile.Before, "basic_auth")
+}
+
+func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	a := new(Auth)
+	err := a.UnmarshalCaddyfile(h.Dispenser)
+	return a, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	rebell_auth [<matcher>] {
+//		endpoint               <url>
+//		client_id              <id>
+//		private_key_file       <path>
+//		private_key            <value>
+//		rebell_public_key_file <path>
+//		rebell_public_key      <value>
+//		key_version            <n>
+//		signature_algorithm    RSA256|SHA256withRSA
+//		api_version            v1|v2
+//		reference_client_id    <id>
+//		customer_belongs_to    <site>
+//		timeout                <duration>
+//		retries                <n>
+//		login_path             <path>
+//		logout_path            <path>
+//		session_header         <name>
+//		session_cookie         <name>|off
+//		refresh_ahead          <duration>
+//		idle_timeout           <duration>
+//		login_dedup_window     <duration>
+//		max_sessions           <n>
+//		access_token_header    <name>
+//		customer_id_header     <name>
+//	}
+func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	strs := map[string]*string{
+		"endpoint":            &a.Endpoint,
+		"client_id":           &a.ClientID,
+		"private_key":         &a.PrivateKey,
+		"rebell_public_key":   &a.RebellPublicKey,
+		"reference_client_id": &a.ReferenceClientID,
+		"customer_belongs_to": &a.CustomerBelongsTo,
+		"login_path":          &a.LoginPath,
+		"logout_path":         &a.LogoutPath,
+		"session_header":      &a.SessionHeader,
+		"session_cookie":      &a.SessionCookie,
+		"access_token_header": &a.AccessTokenHeader,
+		"customer_id_header":  &a.CustomerIDHeader,
+	}
+	files := map[string]*string{
+		"private_key_file":       &a.PrivateKeyFile,
+		"rebell_public_key_file": &a.RebellPublicKeyFile,
+	}
+	durations := map[string]*caddy.Duration{
+		"timeout":       &a.Timeout,
+		"refresh_ahead": &a.RefreshAhead,
+		"idle_timeout":  &a.IdleTimeout,
+	}
+	seen := map[string]int{}
+	for d.NextBlock(0) {
+		sub := d.Val()
+		if line, dup := seen[sub]; dup {
+			return d.Errf("%s: already set on line %d", sub, line)
+		}
+		seen[sub] = d.Line()
+		if dst, ok := strs[sub]; ok {
+			if err := oneArg(d, dst); err != nil {
+				return err
+			}
+			continue
+		}
+		if dst, ok := files[sub]; ok {
+			if err := fileArg(d, dst); err != nil {
+				return err
+			}
+			continue
+		}
+		if dst, ok := durations[sub]; ok {
+			if err := durationArg(d, dst); err != nil {
+				return err
+			}
+			continue
+		}
+		switch sub {
+		case "key_version":
+			var v int
+			if err := intArg(d, &v); err != nil {
+				return err
+			}
+			a.KeyVersion = &v
+		case "retries":
+			var v int
+			if err := intArg(d, &v); err != nil {
+				return err
+			}
+			if v > 10 {
+				return d.Errf("retries: %d is more than 10", v)
+			}
+			a.Retries = &v
+		case "max_sessions":
+			var v int
+			if err := intArg(d, &v); err != nil {
+				return err
+			}
+			if v == 0 {
+				return d.Err("max_sessions: must be at least 1")
+			}
+			a.MaxSessions = int64(v)
+		case "login_dedup_window":
+			var v caddy.Duration
+			if err := durationArg(d, &v); err != nil {
+				return err
+			}
+			a.LoginDedupWindow = &v
+		case "signature_algorithm":
+			if err := oneArg(d, &a.SignatureAlgorithm); err != nil {
+				return err
+			}
+			if a.SignatureAlgorithm != "RSA256" && a.SignatureAlgorithm != "SHA256withRSA" {
+				return d.Errf("signature_algorithm: %q is not RSA256 or SHA256withRSA", a.SignatureAlgorithm)
+			}
+		case "api_version":
+			if err := oneArg(d, &a.APIVersion); err != nil {
+				return err
+			}
+			if a.APIVersion != "v1" && a.APIVersion != "v2" {
+				return d.Errf("api_version: %q is not v1 or v2", a.APIVersion)
+			}
+		default:
+			return d.Errf("unrecognized subdirective %s", strconv.Quote(sub))
+		}
+	}
+	return nil
+}
+
+var _ caddyfile.Unmarshaler = (*Auth)(nil)

@@ -1,0 +1,73 @@
+package caddymodule
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are created once and registered into every config's registry, so
+// counters keep counting across reloads, like the caches they describe.
+var metrics = struct {
+	logins     *prometheus.CounterVec
+	refreshes  *prometheus.CounterVec
+	requests   *prometheus.CounterVec
+	applyToken *prometheus.HistogramVec
+	sessions   prometheus.GaugeFunc
+}{
+	logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "rebell", Name: "logins_total",
+		Help: "Logins by result: a Rebell resultCode, or transport_error, bad_signature, bad_response, store_error, deduplicated.",
+	}, []string{"result"}),
+	refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "rebell", Name: "refreshes_total",
+		Help: "Token refreshes by result: a Rebell resultCode, or transport_error, bad_signature, bad_response.",
+	}, []string{"result"}),
+	requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "rebell", Name: "requests_total",
+		Help: "Requests through rebell_auth by outcome: ok, login, logout, or the error code sent.",
+	}, []string{"outcome"}),
+	applyToken: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "caddy", Subsystem: "rebell", Name: "apply_token_duration_seconds",
+		Help:    "Duration of applyToken attempts by grant type.",
+		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"grant_type"}),
+	sessions: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "rebell", Name: "sessions",
+		Help: "Sessions held in memory, over all token caches.",
+	}, func() float64 { return float64(sessionsInMemory()) }),
+}
+
+var registerMu sync.Mutex
+
+// registerMetrics registers the collectors into a config's registry (nil for
+// a zero caddy.Context, as in tests).
+func registerMetrics(reg *prometheus.Registry) {
+	if reg == nil {
+		return
+	}
+	registerMu.Lock()
+	defer registerMu.Unlock()
+	for _, c := range []prometheus.Collector{metrics.logins, metrics.refreshes, metrics.requests, metrics.applyToken, metrics.sessions} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				// Only a programming error (a clashing descriptor) gets here.
+				panic(err)
+			}
+		}
+	}
+}
+
+// sessionsInMemory sums the sessions of every live token cache.
+func sessionsInMemory() int {
+	n := 0
+	caches.Range(func(_, v any) bool {
+		if c, ok := v.(*pooledCache); ok {
+			n += c.Len()
+		}
+		return true
+	})
+	return n
+}
