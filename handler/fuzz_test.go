@@ -1,0 +1,119 @@
+package handler
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/rebell-gateway/caddy-rebell/cache"
+)
+
+// FuzzLoginBody: any body with any Content-Type gets 200, 400 or 413, and
+// Login only ever sees a valid authCode.
+func FuzzLoginBody(f *testing.F) {
+	for _, seed := range []struct{ body, ct string }{
+		{`{"authCode":"abc"}`, "application/json"},
+		{`{"authCode":"abc","x":[1,{"y":null}]}`, "application/json; charset=utf-8"},
+		{`{"authCode":"a\u0062c"}`, ""},
+		{`{"authCode":"abc","authCode":"abc"}`, "application/json"},
+		{`{"authCode":1}`, "application/json"},
+		{`[`, "application/json"},
+		{`authCode=abc`, "application/x-www-form-urlencoded"},
+		{`authCode=a%2Bb&x=%zz`, "application/x-www-form-urlencoded"},
+		{strings.Repeat("a", 8193), "text/plain"},
+		{"", ""},
+	} {
+		f.Add([]byte(seed.body), seed.ct)
+	}
+	f.Fuzz(func(t *testing.T, body []byte, contentType string) {
+		e := newEnv(t, nil)
+		r := httptest.NewRequest(http.MethodPost, "/rebell/login", strings.NewReader(string(body)))
+		r.Header["Content-Type"] = []string{contentType}
+		w, err := e.serve(r, nil)
+		if err != nil {
+			t.Fatalf("ServeHTTP = %v", err)
+		}
+		switch w.Code {
+		case 200, 400, 413:
+		default:
+			t.Fatalf("status %d for %q (%q)", w.Code, body, contentType)
+		}
+		if w.Code == 413 && len(body) <= maxLoginBody {
+			t.Fatalf("413 for %d bytes", len(body))
+		}
+		calls := e.s.loginCalls()
+		if (w.Code == 200) != (len(calls) == 1) || len(calls) > 1 {
+			t.Fatalf("status %d with Login calls %q", w.Code, calls)
+		}
+		for _, c := range calls {
+			if !validAuthCode(c) {
+				t.Fatalf("Login called with invalid code %q", c)
+			}
+		}
+	})
+}
+
+// FuzzSessionCredential: any Authorization and Cookie values either pass
+// with the credential gone from the upstream request, or get a 401; and the
+// known session is found whenever a canonical credential names it.
+func FuzzSessionCredential(f *testing.F) {
+	const id = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" // 32 zero bytes
+	for _, seed := range [][2]string{
+		{"Bearer " + id, ""},
+		{"bearer\t" + id + " ", "a=1"},
+		{"Basic x", "rebell_session=" + id},
+		{"", "a=1; rebell_session=\"" + id + "\"; b"},
+		{"", "rebell_session=;rebell_session=" + id},
+		{"Bearer", ";;=;"},
+		{"Bearer " + id + ", Bearer x", ""},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	f.Fuzz(func(t *testing.T, auth, cookie string) {
+		e := newEnv(t, nil)
+		k, _ := cache.ParseSessionID(id)
+		e.s.sessions[k] = testGrant()
+		r := get("/api")
+		if auth != "" {
+			r.Header["Authorization"] = []string{auth}
+		}
+		if cookie != "" {
+			r.Header["Cookie"] = []string{cookie}
+		}
+		up := &upstream{}
+		w, err := e.serve(r, up)
+		if err != nil {
+			t.Fatalf("ServeHTTP = %v", err)
+		}
+		switch {
+		case w.Code == 200:
+			if !up.called {
+				t.Fatal("200 without next")
+			}
+			if _, ok := up.header["Authorization"]; ok {
+				t.Fatal("upstream saw Authorization")
+			}
+			for _, line := range up.header["Cookie"] {
+				if hasCookie(line, "rebell_session") {
+					t.Fatalf("upstream saw the session cookie: %q", line)
+				}
+			}
+			if up.header.Get("X-Rebell-Access-Token") != testToken {
+				t.Fatal("no access token injected")
+			}
+		case w.Code == 401:
+			if up.called {
+				t.Fatal("401 after next")
+			}
+			if auth == "Bearer "+id {
+				t.Fatal("canonical credential rejected")
+			}
+		default:
+			t.Fatalf("status %d", w.Code)
+		}
+		if _, ok := r.Header["Authorization"]; ok {
+			t.Fatal("Authorization left on the request")
+		}
+	})
+}

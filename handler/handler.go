@@ -1,0 +1,279 @@
+// Package handler is the gateway's HTTP behaviour (SPEC §3, §4 and §6) on
+// plain net/http: the login and logout endpoints, reading the session
+// credential, header hygiene, injecting the upstream identity headers and
+// the JSON errors the Mini App sees.
+//
+// It talks to the token cache through the Sessions interface and hands
+// identity to its host (the Caddy glue) through callbacks, so it imports
+// nothing from Caddy.
+//
+// Error responses that mean "try again later" (503 rebell_unavailable and
+// store_unavailable) carry Retry-After: 5. Rebell has already been retried
+// with backoff by then, and a shared store that is down reconnects by
+// itself; five seconds keeps a Mini App from hammering either while letting
+// it recover quickly.
+package handler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rebell-gateway/caddy-rebell/cache"
+	"github.com/rebell-gateway/caddy-rebell/rebell"
+)
+
+// Defaults of Config.
+const (
+	defaultLoginPath         = "/rebell/login"
+	defaultLogoutPath        = "/rebell/logout"
+	defaultSessionHeader     = "Authorization"
+	defaultAccessTokenHeader = "X-Rebell-Access-Token"
+	defaultCustomerIDHeader  = "X-Rebell-Customer-Id"
+)
+
+// Sessions is what the handler needs from the token cache (*cache.Cache
+// implements it). Errors wrap the cache's Err* sentinels and, when Rebell
+// gave a reason, a *rebell.Error.
+type Sessions interface {
+	// Login exchanges a Mini App's authCode for a new session and returns
+	// its id and first grant.
+	Login(ctx context.Context, authCode rebell.Secret) (sessionID string, g *cache.Grant, err error)
+	// Get returns a fresh grant for the session with key k.
+	Get(ctx context.Context, k cache.Key) (*cache.Grant, error)
+	// Logout ends the session with key k; ending an unknown session is not
+	// an error.
+	Logout(ctx context.Context, k cache.Key) error
+}
+
+// Next is the next handler in the chain; caddyhttp.Handler has this shape.
+type Next interface {
+	ServeHTTP(http.ResponseWriter, *http.Request) error
+}
+
+// Config configures a Handler. The zero value of every field but Sessions
+// selects the default documented on it.
+type Config struct {
+	// Sessions is the token cache. Required.
+	Sessions Sessions
+	// LoginPath is the path of the login endpoint; "" means /rebell/login.
+	LoginPath string
+	// LogoutPath is the path of the logout endpoint; "" means
+	// /rebell/logout.
+	LogoutPath string
+	// SessionHeader is the request header that carries the session id. ""
+	// means Authorization, which carries "Bearer <id>" (scheme
+	// case-insensitive); any other header carries the bare id.
+	SessionHeader string
+	// SessionCookie is the name of the cookie that carries the session id
+	// when the header does not. "" turns cookies off: none is read, and
+	// login and logout set none. (The Caddy glue maps "off" to "" and
+	// supplies the default name.)
+	SessionCookie string
+	// AccessTokenHeader is the upstream request header that receives the
+	// access token; "" means X-Rebell-Access-Token.
+	AccessTokenHeader string
+	// CustomerIDHeader is the upstream request header that receives the
+	// customer id; "" means X-Rebell-Customer-Id.
+	CustomerIDHeader string
+	// Now is the clock used for the cookie's Max-Age; nil means time.Now.
+	Now func() time.Time
+	// Logger receives the handler's few log lines (never a token, auth code
+	// or session id); nil means no logging.
+	Logger *zap.Logger
+	// OnGrant, if not nil, is called with the request and its grant just
+	// before a request that was let through goes to the next handler (the
+	// Caddy glue sets its placeholders here).
+	OnGrant func(r *http.Request, g *cache.Grant)
+	// OnReject, if not nil, is called with the error code (for example
+	// "session_invalid") whenever the handler writes an error response,
+	// before it is written (the Caddy glue sets {http.rebell.error} and
+	// clears {http.auth.user.id}).
+	OnReject func(r *http.Request, code string)
+	// OnOutcome, if not nil, is called once per request with its outcome,
+	// for metrics: "ok", "login", "logout", or the error code.
+	OnOutcome func(outcome string)
+}
+
+// Handler serves the gateway's behaviour for every request under the
+// directive. It is safe for concurrent use.
+type Handler struct {
+	sessions   Sessions
+	loginPath  string
+	logoutPath string
+
+	// Header names in canonical form (map keys), and lower-cased with '_'
+	// read as '-' (for hygiene comparisons).
+	sessionHeader, sessionNorm   string
+	accessHeader, accessNorm     string
+	customerHeader, customerNorm string
+	bearer                       bool // sessionHeader is Authorization
+	cookie                       string
+
+	now       func() time.Time
+	log       *zap.Logger
+	onGrant   func(*http.Request, *cache.Grant)
+	onReject  func(*http.Request, string)
+	onOutcome func(string)
+}
+
+// New validates cfg and returns a Handler. Header and cookie names must be
+// HTTP tokens, paths must start with "/", the login and logout paths must
+// differ, and the session, access-token and customer-id headers must be
+// three different headers.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Sessions == nil {
+		return nil, errors.New("handler: Sessions is required")
+	}
+	h := &Handler{
+		sessions:   cfg.Sessions,
+		loginPath:  orDefault(cfg.LoginPath, defaultLoginPath),
+		logoutPath: orDefault(cfg.LogoutPath, defaultLogoutPath),
+		cookie:     cfg.SessionCookie,
+		now:        cfg.Now,
+		log:        cfg.Logger,
+		onGrant:    cfg.OnGrant,
+		onReject:   cfg.OnReject,
+		onOutcome:  cfg.OnOutcome,
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.log == nil {
+		h.log = zap.NewNop()
+	}
+	for _, p := range []struct{ field, path string }{
+		{"login_path", h.loginPath},
+		{"logout_path", h.logoutPath},
+	} {
+		if p.path[0] != '/' {
+			return nil, fmt.Errorf("handler: %s %q must start with /", p.field, p.path)
+		}
+	}
+	if h.loginPath == h.logoutPath {
+		return nil, fmt.Errorf("handler: login_path and logout_path are both %q", h.loginPath)
+	}
+
+	headers := []struct {
+		field, name string
+		canon, norm *string
+	}{
+		{"session_header", orDefault(cfg.SessionHeader, defaultSessionHeader), &h.sessionHeader, &h.sessionNorm},
+		{"access_token_header", orDefault(cfg.AccessTokenHeader, defaultAccessTokenHeader), &h.accessHeader, &h.accessNorm},
+		{"customer_id_header", orDefault(cfg.CustomerIDHeader, defaultCustomerIDHeader), &h.customerHeader, &h.customerNorm},
+	}
+	for i, hd := range headers {
+		if !validToken(hd.name) {
+			return nil, fmt.Errorf("handler: %s %q is not a valid header name", hd.field, hd.name)
+		}
+		*hd.canon = http.CanonicalHeaderKey(hd.name)
+		*hd.norm = normalizeHeaderName(hd.name)
+		for _, prev := range headers[:i] {
+			if *prev.norm == *hd.norm {
+				return nil, fmt.Errorf("handler: %s and %s name the same header %q", prev.field, hd.field, hd.name)
+			}
+		}
+	}
+	h.bearer = h.sessionNorm == "authorization"
+	if h.cookie != "" && !validToken(h.cookie) {
+		return nil, fmt.Errorf("handler: session_cookie %q is not a valid cookie name", h.cookie)
+	}
+	return h, nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// ServeHTTP serves r. Login and logout requests are answered here; any other
+// request with a valid session goes to next with the identity headers set,
+// and next's error is returned unchanged. Every error response is written
+// here as JSON, and ServeHTTP returns nil for it.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) error {
+	h.stripSpoofed(r.Header)
+	switch r.URL.Path {
+	case h.loginPath:
+		h.serveLogin(w, r)
+		return nil
+	case h.logoutPath:
+		h.serveLogout(w, r)
+		return nil
+	}
+
+	k, cred := h.credential(r)
+	h.stripCredential(r.Header)
+	switch cred {
+	case credAbsent:
+		h.reject(w, r, errSessionRequired)
+		return nil
+	case credInvalid:
+		h.reject(w, r, errSessionInvalid)
+		return nil
+	}
+	g, err := h.sessions.Get(r.Context(), k)
+	if err != nil || g == nil {
+		h.rejectErr(w, r, err, &k)
+		return nil
+	}
+
+	// One allocation for both values; each slice is capped so that an
+	// append by a later handler cannot overwrite its neighbour.
+	vals := &[2]string{g.AccessToken.Reveal(), g.CustomerID}
+	r.Header[h.accessHeader] = vals[0:1:1]
+	r.Header[h.customerHeader] = vals[1:2:2]
+	if h.onGrant != nil {
+		h.onGrant(r, g)
+	}
+	h.outcome(outcomeOK)
+
+	rw := getResponseWriter(w, h.accessNorm)
+	err = next.ServeHTTP(rw, r)
+	rw.finish()
+	putResponseWriter(rw)
+	return err
+}
+
+// Outcomes reported to OnOutcome besides the error codes.
+const (
+	outcomeOK     = "ok"
+	outcomeLogin  = "login"
+	outcomeLogout = "logout"
+)
+
+func (h *Handler) outcome(o string) {
+	if h.onOutcome != nil {
+		h.onOutcome(o)
+	}
+}
+
+// logRejection logs why a cache call failed. Errors that wrap none of the
+// cache's sentinels are a bug somewhere and go out at ERROR; the others at
+// DEBUG (the cache logs Rebell's failures itself). Error strings of the
+// cache and rebell packages never hold a token, code or session id.
+func (h *Handler) logRejection(e *apiError, unexpected bool, err error, k *cache.Key) {
+	lvl := zap.DebugLevel
+	msg := "request rejected"
+	if unexpected {
+		lvl = zap.ErrorLevel
+		msg = "unexpected answer from the session cache"
+	}
+	ce := h.log.Check(lvl, msg)
+	if ce == nil {
+		return
+	}
+	fields := []zap.Field{zap.String("error_code", e.code)}
+	if k != nil {
+		fields = append(fields, zap.String("session", k.Tag()))
+	}
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+	}
+	ce.Write(fields...)
+}
