@@ -1,0 +1,97 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+
+	"github.com/rebell-gateway/caddy-rebell/rebell"
+)
+
+// BenchmarkGet measures a cached request for a fresh session.
+func BenchmarkGet(b *testing.B) {
+	h := newHarness(b, func(c *Config) { c.MaxSessions = 4096 })
+	k, _ := h.login(b, "code-1")
+	ctx := context.Background()
+
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := h.Get(ctx, k); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel/one-session", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := h.Get(ctx, k); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+	b.Run("parallel/1024-sessions", func(b *testing.B) {
+		keys := make([]Key, 1024)
+		for i := range keys {
+			keys[i], _ = h.login(b, fmt.Sprintf("code-p%d", i))
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				if _, err := h.Get(ctx, keys[i&1023]); err != nil {
+					b.Fatal(err)
+				}
+				i += 7
+			}
+		})
+	})
+}
+
+// BenchmarkMemoryPerSession stores 100k sessions with realistically sized
+// tokens and reports the heap they take per session. The ristretto sketch
+// (about 3 bytes per counter, 10 counters per MaxSessions) is allocated by
+// New and is not included; see the report's note.
+func BenchmarkMemoryPerSession(b *testing.B) {
+	const n = 100_000
+	for b.Loop() {
+		b.StopTimer()
+		h := newHarness(b, func(c *Config) { c.MaxSessions = 2 * n; c.LoginDedupWindow = 0 })
+		now := h.clock.Now()
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		b.StartTimer()
+		for i := range n {
+			// Sizes: Rebell documents ≤128 for tokens and ≤64 for customerId;
+			// 64/64/20 is a plausible middle. The strings are made here so the
+			// measurement counts them.
+			st, err := loginState(&rebell.Token{
+				CustomerID:         fmt.Sprintf("2188%016d", i),
+				AccessToken:        rebell.NewSecret(fmt.Sprintf("%064d", i)),
+				AccessTokenExpiry:  now.Add(accessTTL),
+				RefreshToken:       rebell.NewSecret(fmt.Sprintf("r%063d", i)),
+				RefreshTokenExpiry: now.Add(refreshTTL),
+			}, now)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := h.store(st, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if h.Len() != n {
+			b.Fatalf("Len = %d, want %d", h.Len(), n)
+		}
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/session")
+		h.Close()
+		b.StartTimer()
+	}
+}

@@ -1,0 +1,323 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/rebell-gateway/caddy-rebell/rebell"
+)
+
+// Defaults of Config.
+const (
+	defaultMaxSessions    = 1_000_000
+	defaultRefreshAhead   = 5 * time.Minute
+	defaultRefreshTimeout = 30 * time.Second
+	defaultRetryCooldown  = 5 * time.Second
+)
+
+// Config configures a Cache. Zero values select the defaults noted.
+type Config struct {
+	// Exchanger calls Rebell's applyToken. Required.
+	Exchanger rebell.TokenExchanger
+	// MaxSessions is how many sessions the memory tier holds (ristretto's
+	// MaxCost at cost 1 per session). When it is full, ristretto's admission
+	// policy may refuse a new session (Login fails with ErrStoreUnavailable)
+	// or evict a little-used one. 0 means 1,000,000.
+	MaxSessions int64
+	// RefreshAhead is how long before the access token expires a background
+	// refresh starts (SPEC §5). 0 means 5m; negative is an error.
+	RefreshAhead time.Duration
+	// IdleTimeout ends a session that no request used for this long
+	// (measured to within a second). 0 means none.
+	IdleTimeout time.Duration
+	// LoginDedupWindow is how long after a successful login the same auth
+	// code returns the same session; while a code's exchange is in flight,
+	// the same code joins it. 0 turns deduplication off entirely (each Login
+	// calls Rebell). The gateway's default is 60s (SPEC §2).
+	LoginDedupWindow time.Duration
+	// RefreshTimeout bounds one applyToken exchange, its retries included,
+	// run on behalf of the cache: a refresh, or a deduplicated login's
+	// exchange. It runs under the cache's own context, so one request giving
+	// up does not cancel an exchange that others wait on. 0 means 30s.
+	RefreshTimeout time.Duration
+	// RetryCooldown is how long after a failed refresh (other than a dead
+	// refresh token) no new refresh starts for that session; requests in the
+	// meantime get the cached token while it is valid, else the failure.
+	// 0 means 5s.
+	RetryCooldown time.Duration
+	// Now is the clock. nil means time.Now.
+	Now func() time.Time
+	// Logger receives login, refresh and session-end events, naming a session
+	// by Key.Tag. It never receives a token, an auth code or a session id,
+	// and a customer id only at DEBUG. nil means no logging.
+	Logger *zap.Logger
+	// OnLogin, if set, is called once per auth code exchange with its
+	// result: "SUCCESS", Rebell's resultCode, "transport_error",
+	// "bad_signature", "bad_response" or "store_error"; and with
+	// "deduplicated" for each Login that reused or joined the exchange of
+	// the same code instead of calling Rebell. Exchanges cut short by Close
+	// are not reported.
+	OnLogin func(result string)
+	// OnRefresh, if set, is called once per refresh call to Rebell with its
+	// result, in the vocabulary of OnLogin ("store_error" and
+	// "deduplicated" do not occur). Refreshes cut short by Close are not
+	// reported.
+	OnRefresh func(result string)
+	// OnSessionsChanged, if set, is called with the number of sessions in
+	// memory after it changes. It is called with an internal lock held: it
+	// must be quick and must not call the Cache other than Len.
+	OnSessionsChanged func(n int)
+}
+
+// Cache holds the gateway's sessions and keeps their tokens fresh (SPEC §3,
+// §5). All methods are safe for concurrent use.
+type Cache struct {
+	exch           rebell.TokenExchanger
+	pol            policy
+	idleTimeout    int64 // ns; 0 = none
+	dedupWindow    time.Duration
+	refreshTimeout time.Duration
+	retryCooldown  time.Duration
+	now            func() time.Time
+	log            *zap.Logger
+	onLogin        func(string)
+	onRefresh      func(string)
+
+	mem    *memoryTier
+	index  *customerIndex
+	logins loginMemo
+
+	// ctx is the parent of the cache's own work; Close cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// lifeMu guards closed against wg.Add: no goroutine starts after Close
+	// began waiting.
+	lifeMu    sync.Mutex
+	closed    bool
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// New validates cfg and returns a Cache. Close it when done.
+func New(cfg Config) (*Cache, error) {
+	switch {
+	case cfg.Exchanger == nil:
+		return nil, errors.New("cache: Exchanger is required")
+	case cfg.MaxSessions < 0 || cfg.MaxSessions > math.MaxInt64/10:
+		return nil, fmt.Errorf("cache: MaxSessions %d out of range", cfg.MaxSessions)
+	case cfg.RefreshAhead < 0:
+		return nil, fmt.Errorf("cache: RefreshAhead %v is negative", cfg.RefreshAhead)
+	case cfg.IdleTimeout < 0:
+		return nil, fmt.Errorf("cache: IdleTimeout %v is negative", cfg.IdleTimeout)
+	case cfg.LoginDedupWindow < 0:
+		return nil, fmt.Errorf("cache: LoginDedupWindow %v is negative", cfg.LoginDedupWindow)
+	case cfg.RefreshTimeout < 0:
+		return nil, fmt.Errorf("cache: RefreshTimeout %v is negative", cfg.RefreshTimeout)
+	case cfg.RetryCooldown < 0:
+		return nil, fmt.Errorf("cache: RetryCooldown %v is negative", cfg.RetryCooldown)
+	}
+	c := &Cache{
+		exch:           cfg.Exchanger,
+		pol:            newPolicy(orDefault(cfg.RefreshAhead, defaultRefreshAhead), cfg.IdleTimeout),
+		idleTimeout:    int64(cfg.IdleTimeout),
+		dedupWindow:    cfg.LoginDedupWindow,
+		refreshTimeout: orDefault(cfg.RefreshTimeout, defaultRefreshTimeout),
+		retryCooldown:  orDefault(cfg.RetryCooldown, defaultRetryCooldown),
+		now:            cfg.Now,
+		log:            cfg.Logger,
+		onLogin:        cfg.OnLogin,
+		onRefresh:      cfg.OnRefresh,
+		index:          newCustomerIndex(cfg.OnSessionsChanged),
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.log == nil {
+		c.log = zap.NewNop()
+	}
+	c.logins.m = make(map[[32]byte]*loginCall)
+	mem, err := newMemoryTier(orDefault(cfg.MaxSessions, defaultMaxSessions), memoryHooks{
+		evicted:  c.evicted,
+		rejected: c.rejected,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.mem = mem
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c, nil
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Get returns the Grant a request for session k acts with, refreshing the
+// session's tokens as SPEC §5 says. A request whose session is fresh costs no
+// allocation, no lock shared with other sessions, and no log line.
+//
+// Errors: ErrSessionInvalid (unknown, ended, idle-expired), ErrReauthRequired
+// (the refresh token expired or Rebell declared it dead),
+// ErrRebellUnavailable and ErrRebellRejected (a needed refresh failed and the
+// access token has expired; they wrap the *rebell.Error, or ctx's error when
+// ctx ended while waiting), ErrStoreUnavailable (the cache is closed).
+func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
+	e := c.mem.get(&k)
+	if e == nil {
+		if c.mem.closed() {
+			return nil, ErrStoreUnavailable
+		}
+		return nil, ErrSessionInvalid
+	}
+	if e.ended.Load() {
+		return nil, ErrSessionInvalid
+	}
+	now := c.now()
+	ns := now.UnixNano()
+	if c.idleTimeout > 0 && ns-e.lastUsed.Load() >= c.idleTimeout {
+		c.end(e, "idle", zapcore.DebugLevel)
+		return nil, ErrSessionInvalid
+	}
+	st := e.state.Load()
+	switch c.pol.classify(st, now) {
+	case fresh:
+		e.touch(ns)
+		return &st.grant, nil
+	case refreshAhead:
+		e.touch(ns)
+		c.refreshInBackground(e, st, now)
+		return &st.grant, nil
+	case mustRefresh:
+		e.touch(ns)
+		return c.awaitRefresh(ctx, e, st, now)
+	case reauth:
+		return nil, ErrReauthRequired
+	default: // gone: kept past its grace (the memory tier's TTL runs on the wall clock)
+		c.end(e, "expired", zapcore.DebugLevel)
+		return nil, ErrSessionInvalid
+	}
+}
+
+// Logout ends session k: requests holding its id get ErrSessionInvalid from
+// then on. It is idempotent: an unknown or ended session is not an error.
+func (c *Cache) Logout(_ context.Context, k Key) error {
+	if e := c.mem.get(&k); e != nil {
+		c.end(e, "logout", zapcore.InfoLevel)
+	}
+	return nil
+}
+
+// EndCustomer ends every session of customerID held by this cache and
+// returns how many it ended.
+func (c *Cache) EndCustomer(_ context.Context, customerID string) (int, error) {
+	n := 0
+	for _, e := range c.index.sessions(customerID) {
+		if c.end(e, "customer", zapcore.InfoLevel) {
+			n++
+		}
+	}
+	if n > 0 {
+		c.log.Info("rebell customer sessions ended", zap.Int("sessions", n))
+		c.log.Debug("rebell customer sessions ended", zap.String("customer_id", customerID), zap.Int("sessions", n))
+	}
+	return n, nil
+}
+
+// Len returns the number of sessions held in memory.
+func (c *Cache) Len() int { return c.index.len() }
+
+// Close cancels the cache's background refreshes and exchanges, waits for
+// them, and closes the memory tier, dropping every session. Requests still
+// calling Get afterwards get ErrStoreUnavailable. It is safe to call more
+// than once (later calls wait for the first) and concurrently with other
+// methods.
+func (c *Cache) Close() {
+	c.closeOnce.Do(func() {
+		c.lifeMu.Lock()
+		c.closed = true
+		c.lifeMu.Unlock()
+		c.cancel()
+		c.wg.Wait()
+		c.mem.close()
+	})
+}
+
+// spawn runs f in a goroutine owned by the cache, with the cache's context.
+// It reports false, running nothing, once Close has begun.
+func (c *Cache) spawn(f func(ctx context.Context)) bool {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f(c.ctx)
+	}()
+	return true
+}
+
+// closing reports whether Close has begun.
+func (c *Cache) closing() bool { return c.ctx.Err() != nil }
+
+// end ends a session: marks its entry ended (so every holder of the pointer
+// sees it), removes it from memory and from the customer index. It reports
+// whether this call ended it.
+func (c *Cache) end(e *entry, reason string, level zapcore.Level) bool {
+	if !e.ended.CompareAndSwap(false, true) {
+		return false
+	}
+	c.dropEnded(e, reason, level)
+	return true
+}
+
+// dropEnded removes an entry just marked ended from memory and the index.
+func (c *Cache) dropEnded(e *entry, reason string, level zapcore.Level) {
+	c.mem.remove(e)
+	c.index.remove(e.state.Load().grant.CustomerID, e)
+	c.logEnd(e, reason, level)
+}
+
+// evicted is ristretto's report that it dropped a session on its own: for
+// room, or because its record lifetime (R + grace) passed.
+func (c *Cache) evicted(e *entry, expired bool) {
+	if !e.ended.CompareAndSwap(false, true) {
+		return
+	}
+	c.index.remove(e.state.Load().grant.CustomerID, e)
+	if expired {
+		c.logEnd(e, "expired", zapcore.DebugLevel)
+	} else {
+		c.logEnd(e, "evicted", zapcore.InfoLevel)
+	}
+}
+
+// rejected is ristretto's report that it did not admit a new session; the
+// Login that wrote it reports the failure.
+func (c *Cache) rejected(e *entry) {
+	if e.ended.CompareAndSwap(false, true) {
+		c.index.remove(e.state.Load().grant.CustomerID, e)
+	}
+}
+
+func (c *Cache) logEnd(e *entry, reason string, level zapcore.Level) {
+	if c.closing() {
+		return // Close drops every session; that is not news per session
+	}
+	if ce := c.log.Check(level, "rebell session ended"); ce != nil {
+		age := c.now().Sub(time.Unix(0, e.created)).Round(time.Second)
+		ce.Write(zap.String("session", e.key.Tag()), zap.String("reason", reason), zap.Duration("age", age))
+	}
+}

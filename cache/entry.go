@@ -1,0 +1,147 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rebell-gateway/caddy-rebell/rebell"
+)
+
+// entry is one session as the memory tier holds it. ristretto stores a
+// pointer to it; the token state is an immutable snapshot swapped atomically,
+// so a cached request reads it without taking a lock.
+type entry struct {
+	// key is the session's full Key; ristretto only knows its first 8 bytes.
+	key Key
+	// state is the current token snapshot; never nil.
+	state atomic.Pointer[tokenState]
+	// lastUsed is when a request last used the session (Unix ns), written at
+	// most once per second.
+	lastUsed atomic.Int64
+	// created is when the session was created (Unix ns).
+	created int64
+	// ended is set once, when the session ends (logout, customer ended, idle,
+	// expired, dead refresh token, evicted). Holders of the pointer see it.
+	ended atomic.Bool
+
+	// mu serialises starting and finishing refreshes. flight and failure are
+	// written under mu and may be read without it.
+	mu sync.Mutex
+	// flight is the refresh in progress, nil when none.
+	flight atomic.Pointer[refreshCall]
+	// failure is the last refresh failure, nil after a success: no new
+	// refresh starts before its cooldown ends.
+	failure atomic.Pointer[refreshFailure]
+}
+
+// tokenState is an immutable snapshot of a session's tokens.
+type tokenState struct {
+	// grant is handed to requests by pointer; it must not be modified.
+	grant        Grant
+	refreshToken rebell.Secret
+}
+
+// refreshFailure remembers a failed refresh for the cooldown.
+type refreshFailure struct {
+	until int64 // Unix ns: no new refresh before then
+	err   error // what Refresh returned, to answer requests during the cooldown
+}
+
+// touchInterval is how stale lastUsed may get before a request writes it.
+const touchInterval = int64(time.Second)
+
+func newEntry(k Key, st *tokenState, now time.Time) *entry {
+	e := &entry{key: k, created: now.UnixNano()}
+	e.state.Store(st)
+	e.lastUsed.Store(now.UnixNano())
+	return e
+}
+
+// touch records a use at now (Unix ns). It writes at most once per second, so
+// the requests of a busy session do not all write the same cache line.
+func (e *entry) touch(now int64) {
+	if now-e.lastUsed.Load() >= touchInterval {
+		e.lastUsed.Store(now)
+	}
+}
+
+// errBadToken is wrapped in a rebell.Error of KindBadResponse when applyToken
+// succeeded but its tokens cannot make a session.
+var errBadToken = errors.New("unusable token in applyToken response")
+
+func badResponse(msg string) error {
+	return &rebell.Error{Kind: rebell.KindBadResponse, Err: fmt.Errorf("%w: %s", errBadToken, msg)}
+}
+
+// loginState validates a login's tokens at now and makes the session's first
+// snapshot. Tokens that cannot make a session (no customer, no token, an
+// expiry not in the future, an access token outliving its refresh token) are
+// a bad response.
+func loginState(tok *rebell.Token, now time.Time) (*tokenState, error) {
+	switch {
+	case tok == nil:
+		return nil, badResponse("no token")
+	case tok.CustomerID == "":
+		return nil, badResponse("empty customerId")
+	case tok.AccessToken.IsZero():
+		return nil, badResponse("empty accessToken")
+	case tok.RefreshToken.IsZero():
+		return nil, badResponse("empty refreshToken")
+	case !tok.RefreshTokenExpiry.After(now):
+		return nil, badResponse("refreshTokenExpiryTime not in the future")
+	case !tok.AccessTokenExpiry.After(now):
+		return nil, badResponse("accessTokenExpiryTime not in the future")
+	case tok.AccessTokenExpiry.After(tok.RefreshTokenExpiry):
+		return nil, badResponse("accessTokenExpiryTime after refreshTokenExpiryTime")
+	}
+	return &tokenState{
+		grant: Grant{
+			CustomerID:        tok.CustomerID,
+			AccessToken:       tok.AccessToken,
+			AccessTokenExpiry: tok.AccessTokenExpiry,
+			SessionExpiry:     tok.RefreshTokenExpiry,
+		},
+		refreshToken: tok.RefreshToken,
+	}, nil
+}
+
+// refreshedState validates a refresh's tokens at now and makes the snapshot
+// that follows old. A response without a refresh token keeps the old one and
+// its expiry. A response naming another customer is refused: a refresh never
+// changes whom a session acts for.
+func refreshedState(old *tokenState, tok *rebell.Token, now time.Time) (*tokenState, error) {
+	if tok == nil {
+		return nil, badResponse("no token")
+	}
+	if tok.AccessToken.IsZero() {
+		return nil, badResponse("empty accessToken")
+	}
+	if tok.CustomerID != "" && tok.CustomerID != old.grant.CustomerID {
+		return nil, badResponse("customerId changed on refresh")
+	}
+	rt, rexp := old.refreshToken, old.grant.SessionExpiry
+	if !tok.RefreshToken.IsZero() {
+		rt, rexp = tok.RefreshToken, tok.RefreshTokenExpiry
+	}
+	if !rexp.After(now) {
+		return nil, badResponse("refreshTokenExpiryTime not in the future")
+	}
+	if !tok.AccessTokenExpiry.After(now) {
+		return nil, badResponse("accessTokenExpiryTime not in the future")
+	}
+	if tok.AccessTokenExpiry.After(rexp) {
+		return nil, badResponse("accessTokenExpiryTime after refreshTokenExpiryTime")
+	}
+	return &tokenState{
+		grant: Grant{
+			CustomerID:        old.grant.CustomerID,
+			AccessToken:       tok.AccessToken,
+			AccessTokenExpiry: tok.AccessTokenExpiry,
+			SessionExpiry:     rexp,
+		},
+		refreshToken: rt,
+	}, nil
+}

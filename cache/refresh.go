@@ -1,0 +1,217 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/rebell-gateway/caddy-rebell/rebell"
+)
+
+// refreshCall is a refresh in flight. Every request waiting on it gets its
+// result: when done is closed, exactly one of st and err is set.
+type refreshCall struct {
+	done chan struct{}
+	st   *tokenState
+	err  error
+}
+
+// refreshInBackground starts a refresh of e from st unless one runs or the
+// cooldown of a failure holds; it does not wait.
+func (c *Cache) refreshInBackground(e *entry, st *tokenState, now time.Time) {
+	c.joinRefresh(e, st, now)
+}
+
+// joinRefresh finds the refresh of e to wait on, starting one from st (the
+// state the caller judged) if none runs. Exactly one of its results tells the
+// caller what to do:
+//   - call != nil: wait on it;
+//   - cur != st: a refresh finished since the caller read st; judge cur;
+//   - fail != nil: a refresh failed within RetryCooldown; none was started;
+//   - otherwise the session ended or the cache is closing.
+func (c *Cache) joinRefresh(e *entry, st *tokenState, now time.Time) (call *refreshCall, cur *tokenState, fail *refreshFailure) {
+	// Lock-free first: requests in the refresh-ahead window pass here while a
+	// refresh runs or a cooldown holds.
+	if call := e.flight.Load(); call != nil {
+		return call, st, nil
+	}
+	ns := now.UnixNano()
+	if f := e.failure.Load(); f != nil && ns < f.until {
+		return nil, st, f
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if call := e.flight.Load(); call != nil {
+		return call, st, nil
+	}
+	if cur := e.state.Load(); cur != st {
+		return nil, cur, nil
+	}
+	if f := e.failure.Load(); f != nil && ns < f.until {
+		return nil, st, f
+	}
+	if e.ended.Load() {
+		return nil, st, nil
+	}
+	call = &refreshCall{done: make(chan struct{})}
+	if !c.spawn(func(ctx context.Context) { c.runRefresh(ctx, e, st, call) }) {
+		return nil, st, nil
+	}
+	e.flight.Store(call)
+	return call, st, nil
+}
+
+// awaitRefresh answers a request that must not use st's access token without
+// a refresh (now ≥ A − m): it joins or starts the refresh and waits for it, or
+// for ctx.
+func (c *Cache) awaitRefresh(ctx context.Context, e *entry, st *tokenState, now time.Time) (*Grant, error) {
+	for {
+		call, cur, fail := c.joinRefresh(e, st, now)
+		switch {
+		case call != nil:
+			select {
+			case <-call.done:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: %w", ErrRebellUnavailable, ctx.Err())
+			}
+			if call.err == nil {
+				return &call.st.grant, nil
+			}
+			// A failed refresh leaves the state as it was.
+			return fallback(call.err, e.state.Load(), c.now())
+		case cur != st:
+			st = cur
+			switch c.pol.classify(st, now) {
+			case fresh, refreshAhead:
+				return &st.grant, nil
+			case mustRefresh:
+				continue // the new token is short-lived too: refresh it
+			default:
+				return nil, ErrReauthRequired
+			}
+		case fail != nil:
+			return fallback(fail.err, e.state.Load(), now)
+		case e.ended.Load():
+			return nil, ErrSessionInvalid
+		default:
+			return fallback(fmt.Errorf("%w: %w", ErrStoreUnavailable, errClosed), st, now)
+		}
+	}
+}
+
+// fallback answers a request whose refresh failed with err, from the state st
+// the refresh started from, at now (SPEC §5).
+func fallback(err error, st *tokenState, now time.Time) (*Grant, error) {
+	valid := now.Before(st.grant.AccessTokenExpiry)
+	switch {
+	case errors.Is(err, ErrSessionInvalid):
+		return nil, err
+	case errors.Is(err, ErrStoreUnavailable):
+		if valid {
+			return &st.grant, nil
+		}
+		return nil, err
+	}
+	switch rebell.ErrorKind(err) {
+	case rebell.KindRefreshTokenDead:
+		return nil, fmt.Errorf("%w: %w", ErrReauthRequired, err)
+	case rebell.KindConfiguration, rebell.KindBadSignature, rebell.KindBadResponse, rebell.KindAuthCodeRejected:
+		if valid {
+			return &st.grant, nil
+		}
+		return nil, fmt.Errorf("%w: %w", ErrRebellRejected, err)
+	default: // KindRetryable, a transport error, the RefreshTimeout
+		if valid {
+			return &st.grant, nil
+		}
+		return nil, fmt.Errorf("%w: %w", ErrRebellUnavailable, err)
+	}
+}
+
+// runRefresh calls Rebell for e with old's refresh token, under the cache's
+// context and RefreshTimeout, and applies the result: a new snapshot on
+// success; on a dead refresh token the session ends; on other failures the
+// session is kept and a cooldown starts.
+func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call *refreshCall) {
+	ctx, cancel := context.WithTimeout(ctx, c.refreshTimeout)
+	tok, err := c.exch.Refresh(ctx, old.refreshToken)
+	cancel()
+	now := c.now()
+	var st *tokenState
+	if err == nil {
+		st, err = refreshedState(old, tok, now)
+	}
+	kind := rebell.ErrorKind(err)
+	closing := c.closing()
+
+	// Publish the outcome under mu: the new state (or the failure) becomes
+	// visible before flight clears, so no request can start a second refresh
+	// with the refresh token this one just spent.
+	ended := false
+	e.mu.Lock()
+	switch {
+	case err == nil && e.ended.Load():
+		st, err = nil, ErrSessionInvalid // ended meanwhile; its tokens go with it
+	case err == nil:
+		e.state.Store(st)
+		e.failure.Store(nil)
+	case kind == rebell.KindRefreshTokenDead:
+		ended = e.ended.CompareAndSwap(false, true)
+	case !closing:
+		e.failure.Store(&refreshFailure{until: now.Add(c.retryCooldown).UnixNano(), err: err})
+	}
+	e.flight.Store(nil)
+	e.mu.Unlock()
+
+	switch {
+	case ended:
+		c.dropEnded(e, "refresh_token_dead", zapcore.InfoLevel)
+	case st != nil && !st.grant.SessionExpiry.Equal(old.grant.SessionExpiry):
+		// The record lives until the new R + grace. If ristretto dropped the
+		// entry meanwhile, do not bring it back.
+		if c.mem.update(e, c.pol.lifetime(st, now)) && e.ended.Load() {
+			c.mem.remove(e)
+		}
+	}
+	if !closing || err == nil { // a call cancelled by Close is not Rebell's answer
+		c.reportRefresh(e, st, err, kind)
+	}
+	call.st, call.err = st, err
+	close(call.done)
+}
+
+func (c *Cache) reportRefresh(e *entry, st *tokenState, err error, kind rebell.Kind) {
+	if errors.Is(err, ErrSessionInvalid) {
+		// Rebell answered SUCCESS; the session ended while it did.
+		if c.onRefresh != nil {
+			c.onRefresh(resultSuccess)
+		}
+		c.log.Debug("rebell token refresh discarded: session ended", zap.String("session", e.key.Tag()))
+		return
+	}
+	result := resultSuccess
+	if err != nil {
+		result = resultOf(err)
+	}
+	if c.onRefresh != nil {
+		c.onRefresh(result)
+	}
+	session := zap.String("session", e.key.Tag())
+	switch {
+	case err == nil:
+		c.log.Debug("rebell token refreshed", session,
+			zap.Time("access_token_expiry", st.grant.AccessTokenExpiry),
+			zap.Time("session_expiry", st.grant.SessionExpiry))
+	case kind == rebell.KindRefreshTokenDead:
+		c.log.Info("rebell refresh token rejected; session ended", session, zap.String("result", result))
+	case kind == rebell.KindRetryable || kind == 0:
+		c.log.Warn("rebell token refresh failed", session, zap.String("result", result), zap.Error(err))
+	default:
+		c.log.Error("rebell token refresh rejected", session, zap.String("result", result),
+			zap.String("result_code", rebell.ResultCodeOf(err)), zap.Error(err))
+	}
+}
