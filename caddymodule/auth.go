@@ -247,7 +247,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		Logger:            a.logger,
 		OnGrant:           setGrantPlaceholders,
 		OnReject:          setRejectPlaceholders,
-		OnOutcome:         func(outcome string) { metrics.requests.WithLabelValues(outcome).Inc() },
+		OnOutcome:         countRequest,
 	})
 	if err != nil {
 		return err

@@ -39,6 +39,31 @@ var metrics = struct {
 	}, func() float64 { return float64(sessionsInMemory()) }),
 }
 
+// requestOutcomes are the outcomes a request can have (SPEC §6 error codes
+// plus ok, login and logout). Their counters are looked up once, so counting
+// a request costs one read of a map that never changes instead of hashing
+// label values.
+var requestOutcomes = func() map[string]prometheus.Counter {
+	m := map[string]prometheus.Counter{}
+	for _, o := range []string{
+		"ok", "login", "logout",
+		"invalid_auth_code", "session_required", "session_invalid", "reauth_required", "auth_code_rejected",
+		"method_not_allowed", "request_too_large", "rebell_rejected", "rebell_unavailable", "store_unavailable",
+	} {
+		m[o] = metrics.requests.WithLabelValues(o)
+	}
+	return m
+}()
+
+// countRequest counts one request with its outcome.
+func countRequest(outcome string) {
+	if c, ok := requestOutcomes[outcome]; ok {
+		c.Inc()
+		return
+	}
+	metrics.requests.WithLabelValues(outcome).Inc()
+}
+
 var registerMu sync.Mutex
 
 // registerMetrics registers the collectors into a config's registry (nil for

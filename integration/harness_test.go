@@ -5,7 +5,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/rsa"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rebell-gateway/caddy-rebell/internal/testkeys"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
@@ -58,24 +58,10 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-var (
-	keysOnce sync.Once
-	keys     [2]*rsa.PrivateKey
-)
-
-// testKeys returns the merchant's and the sandbox's keys, generated once.
+// testKeys returns the merchant's and the sandbox's keys.
 func testKeys(t testing.TB) (merchant, platform *rsa.PrivateKey) {
 	t.Helper()
-	keysOnce.Do(func() {
-		for i := range keys {
-			k, err := rsa.GenerateKey(rand.Reader, 2048)
-			if err != nil {
-				panic(err)
-			}
-			keys[i] = k
-		}
-	})
-	return keys[0], keys[1]
+	return testkeys.RSA(0), testkeys.RSA(1)
 }
 
 // keyFiles writes the test keys as PEM files in dir.

@@ -2,7 +2,6 @@ package rebell_test
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
@@ -15,27 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rebell-gateway/caddy-rebell/internal/testkeys"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 	"github.com/rebell-gateway/caddy-rebell/sandbox"
 )
 
-var (
-	keysOnce sync.Once
-	keys     [3]*rsa.PrivateKey
-)
-
 func key(t testing.TB, i int) *rsa.PrivateKey {
 	t.Helper()
-	keysOnce.Do(func() {
-		for j := range keys {
-			k, err := rsa.GenerateKey(rand.Reader, 2048)
-			if err != nil {
-				panic(err)
-			}
-			keys[j] = k
-		}
-	})
-	return keys[i]
+	return testkeys.RSA(i)
 }
 
 type clock struct {

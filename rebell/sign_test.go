@@ -237,16 +237,26 @@ func TestVerifyMessageFailures(t *testing.T) {
 		mutate func(http.Header) ([]byte, string)
 		pub    bool
 	}{
-		"other key":          {func(h http.Header) ([]byte, string) { return body, goldenURI }, false},
-		"body changed":       {func(h http.Header) ([]byte, string) { return append([]byte(" "), body...), goldenURI }, true},
-		"path changed":       {func(h http.Header) ([]byte, string) { return body, "/api" + goldenURI }, true},
-		"client id changed":  {func(h http.Header) ([]byte, string) { h.Set(HeaderClientID, "OTHER"); return body, goldenURI }, true},
-		"time changed":       {func(h http.Header) ([]byte, string) { h.Set(HeaderResponseTime, "2000-01-01T00:00:00Z"); return body, goldenURI }, true},
-		"no time":            {func(h http.Header) ([]byte, string) { h.Del(HeaderResponseTime); return body, goldenURI }, true},
-		"no client id":       {func(h http.Header) ([]byte, string) { h.Del(HeaderClientID); return body, goldenURI }, true},
-		"no signature":       {func(h http.Header) ([]byte, string) { h.Del(HeaderSignature); return body, goldenURI }, true},
-		"garbled signature":  {func(h http.Header) ([]byte, string) { h.Set(HeaderSignature, "algorithm=RSA256"); return body, goldenURI }, true},
-		"request time field": {func(h http.Header) ([]byte, string) { h.Set(HeaderRequestTime, h.Get(HeaderResponseTime)); h.Del(HeaderResponseTime); return body, goldenURI }, true},
+		"other key":         {func(h http.Header) ([]byte, string) { return body, goldenURI }, false},
+		"body changed":      {func(h http.Header) ([]byte, string) { return append([]byte(" "), body...), goldenURI }, true},
+		"path changed":      {func(h http.Header) ([]byte, string) { return body, "/api" + goldenURI }, true},
+		"client id changed": {func(h http.Header) ([]byte, string) { h.Set(HeaderClientID, "OTHER"); return body, goldenURI }, true},
+		"time changed": {func(h http.Header) ([]byte, string) {
+			h.Set(HeaderResponseTime, "2000-01-01T00:00:00Z")
+			return body, goldenURI
+		}, true},
+		"no time":      {func(h http.Header) ([]byte, string) { h.Del(HeaderResponseTime); return body, goldenURI }, true},
+		"no client id": {func(h http.Header) ([]byte, string) { h.Del(HeaderClientID); return body, goldenURI }, true},
+		"no signature": {func(h http.Header) ([]byte, string) { h.Del(HeaderSignature); return body, goldenURI }, true},
+		"garbled signature": {func(h http.Header) ([]byte, string) {
+			h.Set(HeaderSignature, "algorithm=RSA256")
+			return body, goldenURI
+		}, true},
+		"request time field": {func(h http.Header) ([]byte, string) {
+			h.Set(HeaderRequestTime, h.Get(HeaderResponseTime))
+			h.Del(HeaderResponseTime)
+			return body, goldenURI
+		}, true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -3,7 +3,6 @@ package sandbox
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rebell-gateway/caddy-rebell/internal/testkeys"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
@@ -30,13 +30,7 @@ var (
 func testKeys(t testing.TB) {
 	t.Helper()
 	keysOnce.Do(func() {
-		for _, k := range []**rsa.PrivateKey{&merchantKey, &otherKey, &sandboxKey} {
-			key, err := rsa.GenerateKey(rand.Reader, 2048)
-			if err != nil {
-				panic(err)
-			}
-			*k = key
-		}
+		merchantKey, otherKey, sandboxKey = testkeys.RSA(0), testkeys.RSA(1), testkeys.RSA(2)
 	})
 }
 
