@@ -52,6 +52,27 @@ func BenchmarkGet(b *testing.B) {
 	})
 }
 
+// BenchmarkGetShared measures a cached request of an instance with a shared
+// store, and reports the store calls per request (0: a cached request does
+// not ask the store).
+func BenchmarkGetShared(b *testing.B) {
+	cl := newCluster(b, 2, func(c *Config) { c.MaxSessions = 4096 })
+	key, _ := cl.nodes[0].login(b, "code-1")
+	h := cl.nodes[1]
+	ctx := context.Background()
+	if _, err := h.Get(ctx, key); err != nil { // a miss: read from the store
+		b.Fatal(err)
+	}
+	before := cl.srv.calls.Load()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := h.Get(ctx, key); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(cl.srv.calls.Load()-before)/float64(b.N), "store-calls/op")
+}
+
 // BenchmarkMemoryPerSession stores 100k sessions with realistically sized
 // tokens and reports the heap they take per session. The ristretto sketch
 // (about 3 bytes per counter, 10 counters per MaxSessions) is allocated by
@@ -80,7 +101,7 @@ func BenchmarkMemoryPerSession(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, _, err := h.store(st, now); err != nil {
+			if _, _, err := h.keep(context.Background(), st, now); err != nil {
 				b.Fatal(err)
 			}
 		}

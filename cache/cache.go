@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -52,6 +53,11 @@ type Config struct {
 	// meantime get the cached token while it is valid, else the failure.
 	// 0 means 5s.
 	RetryCooldown time.Duration
+	// Store, if set, is the record of truth shared with other instances
+	// (SPEC §7): logins are confirmed in it, memory misses read it, refreshes
+	// take its lease, and its announcements end or update the copies held in
+	// memory. The Cache owns it: Close closes it. nil means memory only.
+	Store Store
 	// Now is the clock. nil means time.Now.
 	Now func() time.Time
 	// Logger receives login, refresh and session-end events, naming a session
@@ -93,6 +99,15 @@ type Cache struct {
 	mem    *memoryTier
 	index  *customerIndex
 	logins loginMemo
+
+	// With a shared store (SPEC §7) only:
+	shared   Store
+	leaseTTL time.Duration
+	loads    missLoads
+	// resyncAt (Unix ns) is when the store's subscription was last
+	// re-established: copies compared with the store before then are
+	// compared again before use.
+	resyncAt atomic.Int64
 
 	// ctx is the parent of the cache's own work; Close cancels it.
 	ctx    context.Context
@@ -152,6 +167,12 @@ func New(cfg Config) (*Cache, error) {
 	}
 	c.mem = mem
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if cfg.Store != nil {
+		c.shared = cfg.Store
+		c.leaseTTL = defaultLeaseTTL
+		c.loads.m = make(map[Key]*loadCall)
+		c.shared.Listen(c.onEvent)
+	}
 	return c, nil
 }
 
@@ -178,16 +199,33 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 		if c.mem.closed() {
 			return nil, ErrStoreUnavailable
 		}
-		return nil, ErrSessionInvalid
+		if c.shared == nil {
+			return nil, ErrSessionInvalid
+		}
+		var err error
+		if e, err = c.loadMiss(k); err != nil {
+			return nil, err
+		}
 	}
 	if e.ended.Load() {
 		return nil, ErrSessionInvalid
 	}
 	now := c.now()
 	ns := now.UnixNano()
+	if c.shared != nil && c.needsRecheck(e, ns) {
+		if err := c.recheck(ctx, e, ns); err != nil {
+			return nil, err
+		}
+	}
 	if c.idleTimeout > 0 && ns-e.lastUsed.Load() >= c.idleTimeout {
-		c.end(e, "idle", zapcore.DebugLevel)
-		return nil, ErrSessionInvalid
+		if c.shared == nil {
+			c.end(e, "idle", zapcore.DebugLevel)
+			return nil, ErrSessionInvalid
+		}
+		// Idle here; perhaps not on the other instances.
+		if ok, err := c.idleShared(ctx, e, ns); !ok {
+			return nil, err
+		}
 	}
 	st := e.state.Load()
 	switch c.pol.classify(st, now) {
@@ -210,28 +248,81 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 }
 
 // Logout ends session k: requests holding its id get ErrSessionInvalid from
-// then on. It is idempotent: an unknown or ended session is not an error.
-func (c *Cache) Logout(_ context.Context, k Key) error {
+// then on, on every instance sharing the store. It is idempotent: an unknown
+// or ended session is not an error. With a shared store it fails with
+// ErrStoreUnavailable when the end cannot be stored; the copy in this
+// instance's memory is dropped either way.
+func (c *Cache) Logout(ctx context.Context, k Key) error {
+	customer := ""
 	if e := c.mem.get(&k); e != nil {
+		customer = e.state.Load().grant.CustomerID
 		c.end(e, "logout", zapcore.InfoLevel)
+	}
+	if c.shared == nil {
+		return nil
+	}
+	ctx, cancel := c.storeCtx(ctx)
+	defer cancel()
+	if customer == "" {
+		rec, err := c.shared.Load(ctx, k, time.Time{})
+		switch {
+		case err != nil && !errors.Is(err, ErrRecordCorrupt):
+			return storeError(err)
+		case err == nil && rec == nil:
+			return nil
+		case err == nil:
+			customer = rec.CustomerID
+		}
+	}
+	if _, err := c.shared.End(ctx, k, customer); err != nil {
+		return storeError(err)
 	}
 	return nil
 }
 
-// EndCustomer ends every session of customerID held by this cache and
-// returns how many it ended.
-func (c *Cache) EndCustomer(_ context.Context, customerID string) (int, error) {
+// EndCustomer ends every session of customerID and returns how many it
+// ended: those held by this cache and, with a shared store, every one
+// indexed there (on every instance).
+func (c *Cache) EndCustomer(ctx context.Context, customerID string) (int, error) {
 	n := 0
+	ended := make(map[Key]bool)
 	for _, e := range c.index.sessions(customerID) {
 		if c.end(e, "customer", zapcore.InfoLevel) {
+			ended[e.key] = true
 			n++
 		}
+	}
+	var serr error
+	if c.shared != nil {
+		serr = c.endCustomerShared(ctx, customerID, ended, &n)
 	}
 	if n > 0 {
 		c.log.Info("rebell customer sessions ended", zap.Int("sessions", n))
 		c.log.Debug("rebell customer sessions ended", zap.String("customer_id", customerID), zap.Int("sessions", n))
 	}
-	return n, nil
+	return n, serr
+}
+
+// endCustomerShared ends the customer's sessions indexed in the store,
+// counting in n those not in ended already.
+func (c *Cache) endCustomerShared(ctx context.Context, customerID string, ended map[Key]bool, n *int) error {
+	ctx, cancel := c.storeCtx(ctx)
+	defer cancel()
+	keys, err := c.shared.CustomerSessions(ctx, customerID)
+	if err != nil {
+		return storeError(err)
+	}
+	for _, k := range keys {
+		ok, err := c.shared.End(ctx, k, customerID)
+		if err != nil {
+			return storeError(err)
+		}
+		if ok && !ended[k] {
+			ended[k] = true
+			*n++
+		}
+	}
+	return nil
 }
 
 // Len returns the number of sessions held in memory.
@@ -250,6 +341,11 @@ func (c *Cache) Close() {
 		c.cancel()
 		c.wg.Wait()
 		c.mem.close()
+		if c.shared != nil {
+			if err := c.shared.Close(); err != nil {
+				c.log.Warn("rebell session store close", zap.Error(err))
+			}
+		}
 	})
 }
 

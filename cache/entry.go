@@ -35,6 +35,18 @@ type entry struct {
 	// failure is the last refresh failure, nil after a success: no new
 	// refresh starts before its cooldown ends.
 	failure atomic.Pointer[refreshFailure]
+
+	// With a shared store only:
+	// checked is when the entry was last compared with the store's record
+	// (Unix ns); a copy older than recheckInterval is compared again before
+	// use.
+	checked atomic.Int64
+	// checking is held by the request that compares the entry with the store.
+	checking atomic.Bool
+	// wake, guarded by mu, is closed (and cleared) when a newer state is
+	// adopted from the store; a refresh waiting on another instance's lease
+	// waits on it.
+	wake chan struct{}
 }
 
 // tokenState is an immutable snapshot of a session's tokens.
@@ -42,6 +54,12 @@ type tokenState struct {
 	// grant is handed to requests by pointer; it must not be modified.
 	grant        Grant
 	refreshToken rebell.Secret
+	// version is the store record's version this state is (SPEC §7); 0
+	// without a shared store.
+	version uint64
+	// unsynced marks a refreshed state the store could not be told about:
+	// it is written back at the next chance.
+	unsynced bool
 }
 
 // refreshFailure remembers a failed refresh for the cooldown.

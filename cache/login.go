@@ -63,9 +63,83 @@ func (c *Cache) Login(ctx context.Context, authCode rebell.Secret) (sessionID st
 // runLogin is the deduplicated exchange of one auth code, owned by the cache.
 func (c *Cache) runLogin(ctx context.Context, h [32]byte, call *loginCall, authCode rebell.Secret) {
 	ctx, cancel := context.WithTimeout(ctx, c.refreshTimeout)
-	id, e, err := c.exchange(ctx, authCode)
+	var (
+		id  string
+		e   *entry
+		err error
+	)
+	if c.shared != nil {
+		id, e, err = c.sharedLogin(ctx, authCode)
+	} else {
+		id, e, err = c.exchange(ctx, authCode)
+	}
 	cancel()
 	c.logins.finish(h, call, id, e, err, c.now().Add(c.dedupWindow).UnixNano())
+}
+
+// sharedLogin deduplicates the exchange of authCode across instances through
+// the store's login memo: the instance that claims the code exchanges it;
+// the others wait for its session and return the same one.
+func (c *Cache) sharedLogin(ctx context.Context, authCode rebell.Secret) (string, *entry, error) {
+	wait := 20 * time.Millisecond
+	for {
+		sctx, cancel := c.storeCtx(ctx)
+		claimed, sid, err := c.shared.ClaimLogin(sctx, authCode, c.refreshTimeout)
+		cancel()
+		if err != nil {
+			// Before Rebell is asked: the auth code is not spent.
+			c.reportLogin(resultStoreError)
+			c.log.Error("rebell login could not be claimed in the session store", zap.Error(err))
+			return "", nil, storeError(err)
+		}
+		if claimed {
+			id, e, err := c.exchange(ctx, authCode)
+			if err != nil {
+				id = "" // forget the claim: the code may be tried again
+			}
+			fctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
+			if ferr := c.shared.FinishLogin(fctx, authCode, id, c.dedupWindow); ferr != nil {
+				c.log.Warn("rebell login memo could not be stored", zap.Error(ferr))
+			}
+			cancel()
+			return id, e, err
+		}
+		if sid != "" {
+			k, ok := ParseSessionID(sid)
+			if !ok {
+				return "", nil, storeError(fmt.Errorf("%w: login memo", ErrRecordCorrupt))
+			}
+			e := c.mem.get(&k)
+			if e == nil {
+				e, err = c.loadMiss(k)
+			}
+			switch {
+			case err == nil && !e.ended.Load():
+				c.reportLogin(resultDeduplicated)
+				return sid, e, nil
+			case err == nil || errors.Is(err, ErrSessionInvalid):
+				// The remembered session has ended: exchange afresh.
+				fctx, cancel := c.storeCtx(ctx)
+				err = c.shared.FinishLogin(fctx, authCode, "", 0)
+				cancel()
+				if err != nil {
+					return "", nil, storeError(err)
+				}
+				continue
+			default:
+				return "", nil, err
+			}
+		}
+		// Another instance is exchanging the code.
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return "", nil, fmt.Errorf("%w: %w", ErrRebellUnavailable, ctx.Err())
+		}
+		wait = min(2*wait, 250*time.Millisecond)
+	}
 }
 
 // exchange calls applyToken for authCode and stores the new session.
@@ -82,7 +156,7 @@ func (c *Cache) exchange(ctx context.Context, authCode rebell.Secret) (string, *
 		}
 		return "", nil, loginError(err)
 	}
-	id, e, err := c.store(st, now)
+	id, e, err := c.keep(ctx, st, now)
 	if err != nil {
 		c.reportLogin(resultStoreError)
 		c.log.Error("rebell session could not be stored", zap.Error(err))
@@ -97,8 +171,10 @@ func (c *Cache) exchange(ctx context.Context, authCode rebell.Secret) (string, *
 	return id, e, nil
 }
 
-// store writes a new session with st and confirms it is held.
-func (c *Cache) store(st *tokenState, now time.Time) (string, *entry, error) {
+// keep stores a new session with st and confirms it is held: in the shared
+// store first when there is one (the record of truth; SPEC §7), then in
+// memory.
+func (c *Cache) keep(ctx context.Context, st *tokenState, now time.Time) (string, *entry, error) {
 	id, k := NewSessionID()
 	// The memory tier keys sessions by 64 of the Key's 256 bits. A collision
 	// with a held session (chance ~n/2^64) would overwrite it: draw again.
@@ -108,13 +184,30 @@ func (c *Cache) store(st *tokenState, now time.Time) (string, *entry, error) {
 		}
 		id, k = NewSessionID()
 	}
+	if c.shared != nil {
+		st.version = 1
+		sctx, cancel := c.storeCtx(ctx)
+		created, err := c.shared.Create(sctx, k, recordOf(st, now, now), c.pol.lifetime(st, now))
+		cancel()
+		if err != nil {
+			return "", nil, err
+		}
+		if !created { // a 256-bit collision: not in this universe
+			return "", nil, errors.New("session record exists")
+		}
+	}
 	e := newEntry(k, st, now)
+	e.checked.Store(now.UnixNano())
 	// Index first: if ristretto rejects or evicts the entry, its callback
 	// finds it there and removes it.
 	c.index.add(st.grant.CustomerID, e)
 	if err := c.mem.insert(e, c.pol.lifetime(st, now)); err != nil {
 		if e.ended.CompareAndSwap(false, true) {
 			c.index.remove(st.grant.CustomerID, e)
+		}
+		if c.shared != nil && !errors.Is(err, errClosed) {
+			// Stored where it counts: the next request reads it back.
+			return id, e, nil
 		}
 		return "", nil, err
 	}

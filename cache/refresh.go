@@ -138,13 +138,21 @@ func fallback(err error, st *tokenState, now time.Time) (*Grant, error) {
 // session is kept and a cooldown starts.
 func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call *refreshCall) {
 	ctx, cancel := context.WithTimeout(ctx, c.refreshTimeout)
-	tok, err := c.exch.Refresh(ctx, old.refreshToken)
+	var (
+		st     *tokenState
+		err    error
+		called = true // whether this run asked Rebell
+	)
+	if c.shared != nil {
+		st, called, err = c.sharedRefresh(ctx, e, old)
+	} else {
+		var tok *rebell.Token
+		if tok, err = c.exch.Refresh(ctx, old.refreshToken); err == nil {
+			st, err = refreshedState(old, tok, c.now())
+		}
+	}
 	cancel()
 	now := c.now()
-	var st *tokenState
-	if err == nil {
-		st, err = refreshedState(old, tok, now)
-	}
 	kind := rebell.ErrorKind(err)
 	closing := c.closing()
 
@@ -157,9 +165,13 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 	case err == nil && e.ended.Load():
 		st, err = nil, ErrSessionInvalid // ended meanwhile; its tokens go with it
 	case err == nil:
-		e.state.Store(st)
+		if cur := e.state.Load(); cur.version > st.version {
+			st = cur // a newer state arrived from the store meanwhile
+		} else {
+			e.state.Store(st)
+		}
 		e.failure.Store(nil)
-	case kind == rebell.KindRefreshTokenDead:
+	case kind == rebell.KindRefreshTokenDead, errors.Is(err, ErrSessionInvalid):
 		ended = e.ended.CompareAndSwap(false, true)
 	case !closing:
 		e.failure.Store(&refreshFailure{until: now.Add(c.retryCooldown).UnixNano(), err: err})
@@ -168,8 +180,10 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 	e.mu.Unlock()
 
 	switch {
-	case ended:
+	case ended && kind == rebell.KindRefreshTokenDead:
 		c.dropEnded(e, "refresh_token_dead", zapcore.InfoLevel)
+	case ended:
+		c.dropEnded(e, "ended_elsewhere", zapcore.DebugLevel)
 	case st != nil && !st.grant.SessionExpiry.Equal(old.grant.SessionExpiry):
 		// The record lives until the new R + grace. If ristretto dropped the
 		// entry meanwhile, do not bring it back.
@@ -177,7 +191,7 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 			c.mem.remove(e)
 		}
 	}
-	if !closing || err == nil { // a call cancelled by Close is not Rebell's answer
+	if called && (!closing || err == nil) { // a call cancelled by Close is not Rebell's answer
 		c.reportRefresh(e, st, err, kind)
 	}
 	call.st, call.err = st, err

@@ -141,6 +141,9 @@ const (
 type Event struct {
 	Kind EventKind
 	Key  Key
+	// Version is, for EventUpdated, the version the record was swapped to;
+	// 0 when the announcement does not say.
+	Version uint64
 }
 
 // ErrRecordCorrupt is returned (wrapped) by a Store whose record cannot be

@@ -211,7 +211,9 @@ func validAuthCode(s string) bool {
 }
 
 // serveLogout serves POST <logout_path> (SPEC §3): it ends the sessions the
-// request names and answers 204 whatever they were.
+// request names and answers 204 whatever they were. If an end cannot be
+// stored (a shared store is down) it answers 503 store_unavailable and keeps
+// the cookie, so the Mini App can try again.
 func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		h.stripCredential(r.Header)
@@ -224,8 +226,10 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) {
 	ctx := context.WithoutCancel(r.Context())
 	for i := range keys {
 		if err := h.sessions.Logout(ctx, keys[i]); err != nil {
-			h.log.Warn("logout failed; the session may stay valid until it expires",
+			h.log.Warn("logout failed; the session stays valid on other instances until it is ended",
 				zap.String("session", keys[i].Tag()), zap.Error(err))
+			h.rejectErr(w, r, err, nil)
+			return
 		}
 	}
 	hd := w.Header()

@@ -384,7 +384,6 @@ func TestLogout(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, func(c *Config) { c.SessionCookie = tt.cookie })
-			e.s.logoutErr = errors.New("store down") // still 204
 			// Twice: logout is idempotent.
 			for range 2 {
 				r := logoutRequest(tt.header...)
@@ -419,6 +418,22 @@ func TestLogout(t *testing.T) {
 				t.Errorf("outcomes %v", e.cb.outcomes)
 			}
 		})
+	}
+}
+
+// TestLogoutStoreUnavailable: an end that cannot be stored is a 503, and
+// the cookie is kept so that the Mini App can try again.
+func TestLogoutStoreUnavailable(t *testing.T) {
+	e := newEnv(t, nil)
+	id := e.s.add()
+	e.s.logoutErr = fmt.Errorf("%w: connection refused", cache.ErrStoreUnavailable)
+	w, _ := e.serve(logoutRequest("Authorization", bearer(id), "Cookie", "rebell_session="+id), nil)
+	wantError(t, w, http.StatusServiceUnavailable, "store_unavailable")
+	if w.Header().Get("Retry-After") == "" {
+		t.Error("no Retry-After")
+	}
+	if got := w.Header().Values("Set-Cookie"); len(got) != 0 {
+		t.Errorf("cookie cleared although the logout failed: %q", got)
 	}
 }
 

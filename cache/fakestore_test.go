@@ -1,0 +1,353 @@
+package cache
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rebell-gateway/caddy-rebell/rebell"
+)
+
+// fakeServer is an in-memory shared store on a fake clock: several Caches
+// (instances) talk to it through their own fakeStore. It keeps the
+// semantics of the Store interface, with lease and record lifetimes on the
+// fake clock, and delivers announcements synchronously, in order.
+type fakeServer struct {
+	clock *fakeClock
+
+	mu        sync.Mutex
+	recs      map[Key]fakeRec
+	leases    map[Key]fakeLease
+	customers map[string]map[Key]bool
+	logins    map[string]fakeMemo
+	listeners []*fakeStore
+
+	down  atomic.Bool  // every call fails
+	calls atomic.Int64 // calls made
+}
+
+type fakeRec struct {
+	rec     Record
+	expires time.Time
+}
+
+type fakeLease struct {
+	owner   string
+	expires time.Time
+}
+
+type fakeMemo struct {
+	sid     string // "" while pending
+	expires time.Time
+}
+
+var errFakeDown = errors.New("fake store down")
+
+func newFakeServer(clock *fakeClock) *fakeServer {
+	return &fakeServer{
+		clock:     clock,
+		recs:      map[Key]fakeRec{},
+		leases:    map[Key]fakeLease{},
+		customers: map[string]map[Key]bool{},
+		logins:    map[string]fakeMemo{},
+	}
+}
+
+// store returns a new instance's view of the server.
+func (s *fakeServer) store() *fakeStore { return &fakeStore{s: s} }
+
+// enter counts a call and fails it when the server is down; it returns with
+// mu held otherwise.
+func (s *fakeServer) enter(ctx context.Context) error {
+	s.calls.Add(1)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.down.Load() {
+		return errFakeDown
+	}
+	s.mu.Lock()
+	return nil
+}
+
+// record returns k's live record; mu is held.
+func (s *fakeServer) record(k Key) (fakeRec, bool) {
+	r, ok := s.recs[k]
+	if ok && !s.clock.Now().Before(r.expires) {
+		delete(s.recs, k)
+		return r, false
+	}
+	return r, ok
+}
+
+func (s *fakeServer) lease(k Key) (fakeLease, bool) {
+	l, ok := s.leases[k]
+	if ok && !s.clock.Now().Before(l.expires) {
+		delete(s.leases, k)
+		return l, false
+	}
+	return l, ok
+}
+
+func (s *fakeServer) announce(ev Event) {
+	s.mu.Lock()
+	ls := append([]*fakeStore(nil), s.listeners...)
+	s.mu.Unlock()
+	for _, l := range ls {
+		l.deliver(ev)
+	}
+}
+
+// resync tells every instance its subscription was re-established.
+func (s *fakeServer) resync() { s.announce(Event{Kind: EventResync}) }
+
+// dropSilently deletes k's record without announcing it (a lost message).
+func (s *fakeServer) dropSilently(k Key) {
+	s.mu.Lock()
+	delete(s.recs, k)
+	s.mu.Unlock()
+}
+
+func (s *fakeServer) version(k Key) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.record(k)
+	if !ok {
+		return 0
+	}
+	return r.rec.Version
+}
+
+type fakeStore struct {
+	s      *fakeServer
+	mu     sync.Mutex
+	fn     func(Event)
+	closed bool
+}
+
+func (f *fakeStore) deliver(ev Event) {
+	f.mu.Lock()
+	fn, closed := f.fn, f.closed
+	f.mu.Unlock()
+	if fn != nil && !closed {
+		fn(ev)
+	}
+}
+
+func (f *fakeStore) Create(ctx context.Context, k Key, rec *Record, ttl time.Duration) (bool, error) {
+	s := f.s
+	if err := s.enter(ctx); err != nil {
+		return false, err
+	}
+	defer s.mu.Unlock()
+	if _, ok := s.record(k); ok {
+		return false, nil
+	}
+	r := *rec
+	r.LastUsed = r.Created
+	s.recs[k] = fakeRec{rec: r, expires: s.clock.Now().Add(ttl)}
+	if s.customers[rec.CustomerID] == nil {
+		s.customers[rec.CustomerID] = map[Key]bool{}
+	}
+	s.customers[rec.CustomerID][k] = true
+	return true, nil
+}
+
+func (f *fakeStore) Load(ctx context.Context, k Key, used time.Time) (*Record, error) {
+	s := f.s
+	if err := s.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	r, ok := s.record(k)
+	if !ok {
+		return nil, nil
+	}
+	if used.After(r.rec.LastUsed) {
+		r.rec.LastUsed = used
+		s.recs[k] = r
+	}
+	rec := r.rec
+	return &rec, nil
+}
+
+func (f *fakeStore) Acquire(ctx context.Context, k Key, version uint64, ttl time.Duration) (string, LeaseResult, error) {
+	s := f.s
+	if err := s.enter(ctx); err != nil {
+		return "", 0, err
+	}
+	defer s.mu.Unlock()
+	r, ok := s.record(k)
+	switch {
+	case !ok:
+		return "", LeaseGone, nil
+	case r.rec.Version != version:
+		return "", LeaseStale, nil
+	}
+	if _, held := s.lease(k); held {
+		return "", LeaseHeld, nil
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	owner := hex.EncodeToString(b[:])
+	s.leases[k] = fakeLease{owner: owner, expires: s.clock.Now().Add(ttl)}
+	return owner, LeaseAcquired, nil
+}
+
+func (f *fakeStore) Renew(ctx context.Context, k Key, lease string, ttl time.Duration) (bool, error) {
+	s := f.s
+	if err := s.enter(ctx); err != nil {
+		return false, err
+	}
+	defer s.mu.Unlock()
+	if l, ok := s.lease(k); ok && l.owner == lease {
+		s.leases[k] = fakeLease{owner: lease, expires: s.clock.Now().Add(ttl)}
+		return true, nil
+	}
+	return false, nil
+}
+
+func (f *fakeStore) Release(ctx context.Context, k Key, lease string) error {
+	s := f.s
+	if err := s.enter(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if l, ok := s.lease(k); ok && l.owner == lease {
+		delete(s.leases, k)
+	}
+	return nil
+}
+
+func (f *fakeStore) Swap(ctx context.Context, k Key, lease string, old uint64, rec *Record, ttl time.Duration) (bool, error) {
+	s := f.s
+	if err := s.enter(ctx); err != nil {
+		return false, err
+	}
+	r, ok := s.record(k)
+	if !ok || r.rec.Version != old {
+		s.mu.Unlock()
+		return false, nil
+	}
+	nr := *rec
+	nr.LastUsed = r.rec.LastUsed
+	s.recs[k] = fakeRec{rec: nr, expires: s.clock.Now().Add(ttl)}
+	if l, ok := s.lease(k); ok && l.owner == lease {
+		delete(s.leases, k)
+	}
+	s.mu.Unlock()
+	s.announce(Event{Kind: EventUpdated, Key: k, Version: rec.Version})
+	return true, nil
+}
+
+func (f *fakeStore) End(ctx context.Context, k Key, customerID string) (bool, error) {
+	s := f.s
+	if err := s.enter(ctx); err != nil {
+		return false, err
+	}
+	_, ok := s.record(k)
+	delete(s.recs, k)
+	delete(s.leases, k)
+	if customerID != "" {
+		delete(s.customers[customerID], k)
+	}
+	s.mu.Unlock()
+	s.announce(Event{Kind: EventEnded, Key: k})
+	return ok, nil
+}
+
+func (f *fakeStore) CustomerSessions(ctx context.Context, customerID string) ([]Key, error) {
+	s := f.s
+	if err := s.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	var ks []Key
+	for k := range s.customers[customerID] {
+		ks = append(ks, k)
+	}
+	return ks, nil
+}
+
+func (f *fakeStore) ClaimLogin(ctx context.Context, code rebell.Secret, ttl time.Duration) (bool, string, error) {
+	s := f.s
+	if err := s.enter(ctx); err != nil {
+		return false, "", err
+	}
+	defer s.mu.Unlock()
+	m, ok := s.logins[code.Reveal()]
+	if ok && s.clock.Now().Before(m.expires) {
+		return false, m.sid, nil
+	}
+	s.logins[code.Reveal()] = fakeMemo{expires: s.clock.Now().Add(ttl)}
+	return true, "", nil
+}
+
+func (f *fakeStore) FinishLogin(ctx context.Context, code rebell.Secret, sid string, ttl time.Duration) error {
+	s := f.s
+	if err := s.enter(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if sid == "" {
+		delete(s.logins, code.Reveal())
+		return nil
+	}
+	s.logins[code.Reveal()] = fakeMemo{sid: sid, expires: s.clock.Now().Add(ttl)}
+	return nil
+}
+
+func (f *fakeStore) Listen(fn func(Event)) {
+	f.mu.Lock()
+	f.fn = fn
+	f.mu.Unlock()
+	f.s.mu.Lock()
+	f.s.listeners = append(f.s.listeners, f)
+	f.s.mu.Unlock()
+	f.deliver(Event{Kind: EventResync})
+}
+
+func (f *fakeStore) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	return nil
+}
+
+var _ Store = (*fakeStore)(nil)
+
+// cluster is several Caches (instances) sharing one fake store, one fake
+// clock and one fake Rebell.
+type cluster struct {
+	clock *fakeClock
+	srv   *fakeServer
+	fake  *fakeExchanger
+	nodes []*harness
+}
+
+// newCluster starts n instances. Each has its own fake exchanger view only
+// through fake (shared), unless a test swaps one in.
+func newCluster(t testing.TB, n int, mutate ...func(*Config)) *cluster {
+	t.Helper()
+	clock := newFakeClock()
+	cl := &cluster{clock: clock, srv: newFakeServer(clock), fake: newFakeExchanger(clock)}
+	for i := 0; i < n; i++ {
+		st := cl.srv.store()
+		h := newHarness(t, append([]func(*Config){func(c *Config) {
+			c.Now = clock.Now
+			c.Exchanger = cl.fake
+			c.Store = st
+		}}, mutate...)...)
+		h.clock, h.fake = clock, cl.fake
+		// Leases far longer than a test: the renewer (on the real clock)
+		// never runs; lease expiry is driven by the fake clock alone.
+		h.leaseTTL = time.Hour
+		cl.nodes = append(cl.nodes, h)
+	}
+	return cl
+}

@@ -1,0 +1,367 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/rebell-gateway/caddy-rebell/rebell"
+)
+
+// Timings of the shared store (SPEC §7).
+const (
+	// recheckInterval is how long a copy held in memory is used without
+	// comparing it with the store, when no announcement reached it.
+	recheckInterval = 60 * time.Second
+	// defaultLeaseTTL is the lifetime of a refresh lease; its holder renews
+	// it every third of that while applyToken runs, so a holder that dies
+	// frees the session within this long.
+	defaultLeaseTTL = 5 * time.Second
+	// heldPoll is how often a refresh waiting on another instance's lease
+	// looks again when no announcement woke it.
+	heldPoll = 200 * time.Millisecond
+	// storeOpTimeout bounds one store call made on behalf of the cache.
+	storeOpTimeout = 5 * time.Second
+)
+
+// errEndedElsewhere reports a session whose record another instance ended.
+var errEndedElsewhere = fmt.Errorf("%w: ended by another instance", ErrSessionInvalid)
+
+// storeError wraps a failure of the shared store.
+func storeError(err error) error {
+	if errors.Is(err, ErrStoreUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+}
+
+// recordOf is the store record of st.
+func recordOf(st *tokenState, created, lastUsed time.Time) *Record {
+	return &Record{
+		Version:            st.version,
+		CustomerID:         st.grant.CustomerID,
+		AccessToken:        st.grant.AccessToken,
+		AccessTokenExpiry:  st.grant.AccessTokenExpiry,
+		RefreshToken:       st.refreshToken,
+		RefreshTokenExpiry: st.grant.SessionExpiry,
+		Created:            created,
+		LastUsed:           lastUsed,
+	}
+}
+
+// stateOf is the token state of a store record, or an error if the record
+// cannot make a session.
+func stateOf(rec *Record) (*tokenState, error) {
+	if rec.Version == 0 || rec.CustomerID == "" || rec.AccessToken.IsZero() || rec.RefreshToken.IsZero() {
+		return nil, fmt.Errorf("%w: incomplete record", ErrRecordCorrupt)
+	}
+	return &tokenState{
+		grant: Grant{
+			CustomerID:        rec.CustomerID,
+			AccessToken:       rec.AccessToken,
+			AccessTokenExpiry: rec.AccessTokenExpiry,
+			SessionExpiry:     rec.RefreshTokenExpiry,
+		},
+		refreshToken: rec.RefreshToken,
+		version:      rec.Version,
+	}, nil
+}
+
+// storeCtx bounds one store call made on the cache's behalf.
+func (c *Cache) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, storeOpTimeout)
+}
+
+// adopt makes st, read from the store, e's state if it is newer than what e
+// holds, and wakes refreshes waiting for it. It returns e's state afterwards.
+func (c *Cache) adopt(e *entry, st *tokenState) *tokenState {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cur := e.state.Load()
+	if st.version > cur.version {
+		e.state.Store(st)
+		e.failure.Store(nil)
+		cur = st
+	}
+	if e.wake != nil {
+		close(e.wake)
+		e.wake = nil
+	}
+	return cur
+}
+
+// onEvent applies an announcement of the store.
+func (c *Cache) onEvent(ev Event) {
+	switch ev.Kind {
+	case EventResync:
+		// Announcements may have been lost: every copy is compared with the
+		// store before its next use.
+		c.resyncAt.Store(c.now().UnixNano())
+	case EventEnded:
+		if e := c.mem.get(&ev.Key); e != nil {
+			c.end(e, "ended_elsewhere", zapcore.DebugLevel)
+		}
+	case EventUpdated:
+		e := c.mem.get(&ev.Key)
+		if e == nil || e.ended.Load() || (ev.Version != 0 && e.state.Load().version >= ev.Version) {
+			return
+		}
+		c.spawn(func(ctx context.Context) {
+			ctx, cancel := c.storeCtx(ctx)
+			defer cancel()
+			_, _ = c.reload(ctx, e)
+		})
+	}
+}
+
+// reload reads e's record and adopts it if newer. A record that is gone ends
+// e (errEndedElsewhere); a corrupt one too.
+func (c *Cache) reload(ctx context.Context, e *entry) (*tokenState, error) {
+	rec, err := c.shared.Load(ctx, e.key, time.Time{})
+	if err == nil && rec == nil {
+		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
+		return nil, errEndedElsewhere
+	}
+	var st *tokenState
+	if err == nil {
+		st, err = stateOf(rec)
+	}
+	if err != nil {
+		if errors.Is(err, ErrRecordCorrupt) {
+			c.log.Error("rebell session record unreadable; session ended (is encryption_key the same on every instance?)",
+				zap.String("session", e.key.Tag()), zap.Error(err))
+			c.end(e, "record_corrupt", zapcore.InfoLevel)
+			return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+		}
+		return nil, storeError(err)
+	}
+	e.checked.Store(c.now().UnixNano())
+	return c.adopt(e, st), nil
+}
+
+// sharedRefresh refreshes e from old with the cluster-wide lease (SPEC §7):
+// exactly one instance calls Rebell; the others wait for its new version. It
+// reports whether this call asked Rebell, and Rebell's error if it did.
+func (c *Cache) sharedRefresh(ctx context.Context, e *entry, old *tokenState) (st *tokenState, called bool, err error) {
+	if old.unsynced {
+		// Tokens refreshed while the store was down: tell the store first;
+		// a refresh from a version it does not know would be refused.
+		if st, err := c.writeBack(ctx, e, old); err != nil || st != old {
+			return st, false, err
+		}
+		old = e.state.Load()
+	}
+	for {
+		lease, res, err := c.shared.Acquire(ctx, e.key, old.version, c.leaseTTL)
+		if err != nil {
+			return nil, false, storeError(err)
+		}
+		switch res {
+		case LeaseAcquired:
+			return c.refreshWithLease(ctx, e, old, lease)
+		case LeaseGone:
+			return nil, false, errEndedElsewhere
+		case LeaseStale:
+			st, err := c.reload(ctx, e)
+			if err == nil && st.version <= old.version {
+				err = storeError(fmt.Errorf("record version %d is behind version %d held in memory", st.version, old.version))
+			}
+			return st, false, err
+		case LeaseHeld:
+			if st := c.waitNewer(ctx, e, old); st != nil {
+				return st, false, nil
+			}
+			if ctx.Err() != nil {
+				return nil, false, ctx.Err()
+			}
+			// Look again: Stale once the holder swapped, Acquired if it gave
+			// up or died and its lease expired.
+		default:
+			return nil, false, storeError(fmt.Errorf("unknown lease result %d", res))
+		}
+	}
+}
+
+// waitNewer waits until e holds a state newer than old (adopted from an
+// announcement), heldPoll passes, or ctx ends. It returns the newer state or
+// nil.
+func (c *Cache) waitNewer(ctx context.Context, e *entry, old *tokenState) *tokenState {
+	e.mu.Lock()
+	if e.wake == nil {
+		e.wake = make(chan struct{})
+	}
+	wake := e.wake
+	e.mu.Unlock()
+	if st := e.state.Load(); st.version > old.version {
+		return st
+	}
+	t := time.NewTimer(heldPoll)
+	defer t.Stop()
+	select {
+	case <-wake:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	if st := e.state.Load(); st.version > old.version {
+		return st
+	}
+	return nil
+}
+
+// refreshWithLease calls Rebell holding the lease, renewing it meanwhile,
+// and writes the result with a compare-and-set on the version.
+func (c *Cache) refreshWithLease(ctx context.Context, e *entry, old *tokenState, lease string) (*tokenState, bool, error) {
+	stop := c.keepLease(e.key, lease)
+	tok, err := c.exch.Refresh(ctx, old.refreshToken)
+	stop()
+	now := c.now()
+	var st *tokenState
+	if err == nil {
+		st, err = refreshedState(old, tok, now)
+	}
+	if err != nil {
+		rctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
+		defer cancel()
+		_ = c.shared.Release(rctx, e.key, lease)
+		if rebell.ErrorKind(err) == rebell.KindRefreshTokenDead {
+			return c.deadRefreshToken(rctx, e, old, err)
+		}
+		return nil, true, err
+	}
+	st.version = old.version + 1
+	rec := recordOf(st, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
+	ok, err := c.swap(ctx, e, lease, old.version, rec, c.pol.lifetime(st, now))
+	switch {
+	case err != nil:
+		// Rebell has spent the old refresh token; these tokens are the only
+		// ones left. Keep them here and write them back when the store
+		// answers again.
+		st.unsynced = true
+		c.log.Error("rebell refreshed tokens could not be stored; kept in this instance's memory until the store is back",
+			zap.String("session", e.key.Tag()), zap.Error(err))
+		return st, true, nil
+	case ok:
+		return st, true, nil
+	}
+	// The record moved on without us: ended, or written by an instance that
+	// took over an expired lease. Its state wins.
+	cur, err := c.reload(ctx, e)
+	if err != nil {
+		return nil, true, err
+	}
+	c.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
+	return cur, true, nil
+}
+
+// swap writes rec with Store.Swap, retrying a failing store briefly.
+func (c *Cache) swap(ctx context.Context, e *entry, lease string, old uint64, rec *Record, ttl time.Duration) (bool, error) {
+	var err error
+	for i, backoff := 0, 50*time.Millisecond; i < 3; i, backoff = i+1, backoff*2 {
+		sctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
+		var ok bool
+		ok, err = c.shared.Swap(sctx, e.key, lease, old, rec, ttl)
+		cancel()
+		if err == nil {
+			return ok, nil
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false, err
+		}
+	}
+	return false, err
+}
+
+// deadRefreshToken handles Rebell's answer that old's refresh token is dead:
+// another instance may have rotated it (SPEC §5), so the record is read
+// again; only if nothing newer exists does the session end everywhere.
+func (c *Cache) deadRefreshToken(ctx context.Context, e *entry, old *tokenState, rerr error) (*tokenState, bool, error) {
+	rec, err := c.shared.Load(ctx, e.key, time.Time{})
+	if err == nil && rec != nil && rec.Version > old.version {
+		if st, err := stateOf(rec); err == nil {
+			c.log.Info("rebell refresh token already rotated by another instance; using its tokens",
+				zap.String("session", e.key.Tag()))
+			return c.adopt(e, st), true, nil
+		}
+	}
+	if err == nil && rec != nil {
+		if _, err := c.shared.End(ctx, e.key, old.grant.CustomerID); err != nil {
+			c.log.Warn("rebell session end could not be stored", zap.String("session", e.key.Tag()), zap.Error(err))
+		}
+	}
+	return nil, true, rerr
+}
+
+// writeBack stores old, a state refreshed while the store was down, if the
+// record is still at the version before it. It returns old (now synced) or
+// the store's newer state, or an error.
+func (c *Cache) writeBack(ctx context.Context, e *entry, old *tokenState) (*tokenState, error) {
+	sctx, cancel := c.storeCtx(ctx)
+	defer cancel()
+	rec := recordOf(old, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
+	ok, err := c.shared.Swap(sctx, e.key, "", old.version-1, rec, c.pol.lifetime(old, c.now()))
+	if err != nil {
+		return nil, storeError(err)
+	}
+	if !ok {
+		return c.reload(sctx, e)
+	}
+	synced := &tokenState{
+		grant: Grant{
+			CustomerID:        old.grant.CustomerID,
+			AccessToken:       old.grant.AccessToken,
+			AccessTokenExpiry: old.grant.AccessTokenExpiry,
+			SessionExpiry:     old.grant.SessionExpiry,
+		},
+		refreshToken: old.refreshToken,
+		version:      old.version,
+	}
+	e.mu.Lock()
+	if e.state.Load() == old {
+		e.state.Store(synced)
+	}
+	e.mu.Unlock()
+	c.log.Info("rebell refreshed tokens written back to the store", zap.String("session", e.key.Tag()))
+	return old, nil
+}
+
+// keepLease renews the lease of k every third of its lifetime until the
+// returned stop is called; stop waits for the renewer to finish.
+func (c *Cache) keepLease(k Key, lease string) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	started := c.spawn(func(ctx context.Context) {
+		defer close(done)
+		t := time.NewTicker(c.leaseTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			rctx, cancel := c.storeCtx(ctx)
+			ok, err := c.shared.Renew(rctx, k, lease, c.leaseTTL)
+			cancel()
+			if err == nil && !ok {
+				c.log.Warn("rebell refresh lease lost while applyToken was in flight", zap.String("session", k.Tag()))
+				return
+			}
+		}
+	})
+	if !started {
+		close(done)
+	}
+	return func() {
+		close(quit)
+		<-done
+	}
+}

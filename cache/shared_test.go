@@ -1,0 +1,374 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rebell-gateway/caddy-rebell/rebell"
+)
+
+// loginOn logs in on node i and returns the session id and key.
+func (cl *cluster) loginOn(t *testing.T, i int, code string) (string, Key, *Grant) {
+	t.Helper()
+	id, g, err := cl.nodes[i].Login(context.Background(), rebell.NewSecret(code))
+	if err != nil {
+		t.Fatalf("Login on %d: %v", i, err)
+	}
+	k, _ := ParseSessionID(id)
+	return id, k, g
+}
+
+func TestSharedSessionWorksOnEveryInstance(t *testing.T) {
+	cl := newCluster(t, 3)
+	_, k, g := cl.loginOn(t, 0, "code-1")
+	if v := cl.srv.version(k); v != 1 {
+		t.Fatalf("record version after login = %d, want 1", v)
+	}
+	for i := 1; i < 3; i++ {
+		got, err := cl.nodes[i].Get(context.Background(), k)
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		if got.CustomerID != g.CustomerID || !got.AccessToken.Equal(g.AccessToken) {
+			t.Fatalf("node %d got another grant", i)
+		}
+		if cl.nodes[i].Len() != 1 {
+			t.Fatalf("node %d holds %d sessions, want 1", i, cl.nodes[i].Len())
+		}
+	}
+	// A cached request costs no store call.
+	before := cl.srv.calls.Load()
+	for i := 0; i < 100; i++ {
+		mustGet(t, cl.nodes[i%3], k)
+	}
+	if d := cl.srv.calls.Load() - before; d != 0 {
+		t.Fatalf("cached requests made %d store calls", d)
+	}
+	// An unknown session is invalid everywhere.
+	_, unknown := NewSessionID()
+	if _, err := cl.nodes[1].Get(context.Background(), unknown); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("unknown session: %v", err)
+	}
+}
+
+func TestSharedRefreshStormCallsRebellOnce(t *testing.T) {
+	cl := newCluster(t, 3)
+	_, k, g := cl.loginOn(t, 0, "code-1")
+	for i := 1; i < 3; i++ {
+		mustGet(t, cl.nodes[i], k) // every instance holds a copy
+	}
+	cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second)) // must refresh
+	release := cl.fake.holdCalls()
+	var wg sync.WaitGroup
+	grants := make([]*Grant, 300)
+	errs := make([]error, 300)
+	for i := range grants {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			grants[i], errs[i] = cl.nodes[i%3].Get(context.Background(), k)
+		}()
+	}
+	cl.fake.awaitEntered(t, "refresh")
+	release()
+	wg.Wait()
+	if n := cl.fake.refreshes.Load(); n != 1 {
+		t.Fatalf("applyToken refresh calls = %d, want 1", n)
+	}
+	for i := range grants {
+		if errs[i] != nil {
+			t.Fatalf("request %d: %v", i, errs[i])
+		}
+		if grants[i].AccessToken.Equal(g.AccessToken) || !grants[i].AccessToken.Equal(grants[0].AccessToken) {
+			t.Fatalf("request %d did not get the one new token", i)
+		}
+	}
+	if v := cl.srv.version(k); v != 2 {
+		t.Fatalf("record version = %d, want 2", v)
+	}
+}
+
+func TestSharedLogoutEndsEverywhere(t *testing.T) {
+	cl := newCluster(t, 3)
+	_, k, _ := cl.loginOn(t, 0, "code-1")
+	for i := 1; i < 3; i++ {
+		mustGet(t, cl.nodes[i], k)
+	}
+	if err := cl.nodes[2].Logout(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := cl.nodes[i].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
+			t.Fatalf("node %d after logout: %v", i, err)
+		}
+		if cl.nodes[i].Len() != 0 {
+			t.Fatalf("node %d still holds the session", i)
+		}
+	}
+	// Logout of a session this instance never held also reaches the store.
+	_, k2, _ := cl.loginOn(t, 0, "code-2")
+	if err := cl.nodes[1].Logout(context.Background(), k2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.nodes[0].Get(context.Background(), k2); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("after logout elsewhere: %v", err)
+	}
+}
+
+func TestSharedRecheckWithoutAnnouncement(t *testing.T) {
+	cl := newCluster(t, 2)
+	_, k, _ := cl.loginOn(t, 0, "code-1")
+	mustGet(t, cl.nodes[1], k)
+	cl.srv.dropSilently(k) // the end's announcement was lost
+	cl.clock.Advance(recheckInterval - time.Second)
+	mustGet(t, cl.nodes[1], k) // still the copy
+	cl.clock.Advance(time.Second)
+	if _, err := cl.nodes[1].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("after the recheck interval: %v", err)
+	}
+
+	// A re-established subscription makes every copy be compared at once.
+	_, k2, _ := cl.loginOn(t, 0, "code-2")
+	mustGet(t, cl.nodes[1], k2)
+	cl.srv.dropSilently(k2)
+	cl.clock.Advance(time.Second)
+	cl.srv.resync()
+	cl.clock.Advance(time.Millisecond)
+	if _, err := cl.nodes[1].Get(context.Background(), k2); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("after resync: %v", err)
+	}
+}
+
+func TestSharedStoreDown(t *testing.T) {
+	cl := newCluster(t, 2)
+	_, k, g := cl.loginOn(t, 0, "code-1")
+	mustGet(t, cl.nodes[1], k)
+	cl.srv.down.Store(true)
+
+	// In memory and valid: served, also past the recheck interval.
+	cl.clock.Advance(2 * recheckInterval)
+	mustGet(t, cl.nodes[1], k)
+	// Not in memory: store_unavailable.
+	_, unknown := NewSessionID()
+	if _, err := cl.nodes[1].Get(context.Background(), unknown); !errors.Is(err, ErrStoreUnavailable) {
+		t.Fatalf("miss with the store down: %v", err)
+	}
+	// Login: refused before Rebell is asked.
+	exchanges := cl.fake.exchanges.Load()
+	if _, _, err := cl.nodes[0].Login(context.Background(), rebell.NewSecret("code-2")); !errors.Is(err, ErrStoreUnavailable) {
+		t.Fatalf("login with the store down: %v", err)
+	}
+	if cl.fake.exchanges.Load() != exchanges {
+		t.Fatal("Rebell was asked although the login could not be stored")
+	}
+	// In the refresh-ahead window: the cached token, no refresh without the lease.
+	cl.clock.Set(g.AccessTokenExpiry.Add(-time.Minute))
+	if got := mustGet(t, cl.nodes[1], k); !got.AccessToken.Equal(g.AccessToken) {
+		t.Fatal("cached token not served")
+	}
+	cl.nodes[1].settle(t, k)
+	// Past the access token's expiry: store_unavailable.
+	cl.clock.Set(g.AccessTokenExpiry.Add(time.Second))
+	if _, err := cl.nodes[1].Get(context.Background(), k); !errors.Is(err, ErrStoreUnavailable) {
+		t.Fatalf("expired token with the store down: %v", err)
+	}
+	if cl.fake.refreshes.Load() != 0 {
+		t.Fatal("refreshed without the lease")
+	}
+	// Logout cannot be stored: an error, not a silent success.
+	if err := cl.nodes[1].Logout(context.Background(), k); !errors.Is(err, ErrStoreUnavailable) {
+		t.Fatalf("logout with the store down: %v", err)
+	}
+
+	// The store is back: everything works again.
+	cl.srv.down.Store(false)
+	cl.clock.Advance(time.Minute) // past the retry cooldown
+	got, err := cl.nodes[0].Get(context.Background(), k)
+	if err != nil || got.AccessToken.Equal(g.AccessToken) {
+		t.Fatalf("after the store came back: %v", err)
+	}
+	cl.loginOn(t, 1, "code-3")
+}
+
+func TestSharedRefreshStoredWhileStoreDownIsWrittenBack(t *testing.T) {
+	cl := newCluster(t, 2)
+	_, k, g := cl.loginOn(t, 0, "code-1")
+	mustGet(t, cl.nodes[1], k)
+	cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
+	release := cl.fake.holdCalls()
+	done := make(chan *Grant)
+	go func() { done <- mustGet(t, cl.nodes[0], k) }()
+	cl.fake.awaitEntered(t, "refresh")
+	cl.srv.down.Store(true) // the store goes away while Rebell answers
+	release()
+	g2 := <-done
+	if g2.AccessToken.Equal(g.AccessToken) {
+		t.Fatal("the refreshed token was not served")
+	}
+	if cl.srv.version(k) != 1 {
+		t.Fatal("written although the store was down")
+	}
+	cl.srv.down.Store(false)
+	cl.clock.Advance(recheckInterval)
+	mustGet(t, cl.nodes[0], k) // the recheck writes it back
+	if v := cl.srv.version(k); v != 2 {
+		t.Fatalf("version after write-back = %d, want 2", v)
+	}
+	if got := mustGet(t, cl.nodes[1], k); !got.AccessToken.Equal(g2.AccessToken) {
+		t.Fatal("the other instance did not get the written-back token")
+	}
+}
+
+// TestSharedLeaseExpiresMidCall: a holder whose lease expired while Rebell
+// was slow loses to the instance that took over, whichever order their
+// answers come in; the session survives and no instance keeps the loser's
+// tokens.
+func TestSharedLeaseExpiresMidCall(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		slowSays error // what the slow holder hears from Rebell
+	}{
+		{"slow holder succeeds later", nil},
+		{"slow holder hears USED_REFRESH_TOKEN", errUsedRefresh},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl := newCluster(t, 2)
+			slow := newFakeExchanger(cl.clock)
+			cl.nodes[0].exch = slow
+			_, k, g := cl.loginOn(t, 1, "code-1")
+			mustGet(t, cl.nodes[0], k)
+			cl.clock.Set(g.AccessTokenExpiry.Add(-30 * time.Second))
+
+			release := slow.holdCalls()
+			if tc.slowSays != nil {
+				slow.scriptRefresh(result{err: tc.slowSays})
+			}
+			slowDone := make(chan error, 1)
+			go func() {
+				_, err := cl.nodes[0].Get(context.Background(), k)
+				slowDone <- err
+			}()
+			slow.awaitEntered(t, "refresh")
+
+			// The lease lapses; the other instance takes over and refreshes.
+			cl.clock.Set(g.AccessTokenExpiry.Add(-5 * time.Second))
+			cl.srv.mu.Lock()
+			for key, l := range cl.srv.leases {
+				l.expires = cl.clock.Now()
+				cl.srv.leases[key] = l
+			}
+			cl.srv.mu.Unlock()
+			winner := mustGet(t, cl.nodes[1], k)
+			if winner.AccessToken.Equal(g.AccessToken) || cl.srv.version(k) != 2 {
+				t.Fatal("the taking-over instance did not refresh")
+			}
+
+			release()
+			if err := <-slowDone; err != nil {
+				t.Fatalf("slow holder's request: %v", err)
+			}
+			if cl.srv.version(k) != 2 {
+				t.Fatalf("version = %d: the slow holder overwrote the winner", cl.srv.version(k))
+			}
+			for i := 0; i < 2; i++ {
+				got := mustGet(t, cl.nodes[i], k)
+				if !got.AccessToken.Equal(winner.AccessToken) {
+					t.Fatalf("node %d serves another token than the stored one", i)
+				}
+			}
+		})
+	}
+}
+
+func TestSharedDeadRefreshTokenEndsEverywhere(t *testing.T) {
+	cl := newCluster(t, 2)
+	_, k, g := cl.loginOn(t, 0, "code-1")
+	mustGet(t, cl.nodes[1], k)
+	cl.fake.scriptRefresh(result{err: errUsedRefresh})
+	cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
+	if _, err := cl.nodes[0].Get(context.Background(), k); !errors.Is(err, ErrReauthRequired) {
+		t.Fatalf("dead refresh token: %v", err)
+	}
+	if _, err := cl.nodes[1].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("other instance after the end: %v", err)
+	}
+}
+
+func TestSharedLoginDeduplicatedAcrossInstances(t *testing.T) {
+	cl := newCluster(t, 2)
+	release := cl.fake.holdCalls()
+	type res struct {
+		id  string
+		err error
+	}
+	out := make(chan res, 2)
+	go func() {
+		id, _, err := cl.nodes[0].Login(context.Background(), rebell.NewSecret("same-code"))
+		out <- res{id, err}
+	}()
+	cl.fake.awaitEntered(t, "exchange")
+	go func() {
+		id, _, err := cl.nodes[1].Login(context.Background(), rebell.NewSecret("same-code"))
+		out <- res{id, err}
+	}()
+	release()
+	a, b := <-out, <-out
+	if a.err != nil || b.err != nil || a.id != b.id {
+		t.Fatalf("logins: %+v %+v", a, b)
+	}
+	if n := cl.fake.exchanges.Load(); n != 1 {
+		t.Fatalf("exchanges = %d, want 1", n)
+	}
+	// Within the window, later too.
+	id, _, err := cl.nodes[1].Login(context.Background(), rebell.NewSecret("same-code"))
+	if err != nil || id != a.id || cl.fake.exchanges.Load() != 1 {
+		t.Fatalf("login again: %v", err)
+	}
+}
+
+func TestSharedEndCustomer(t *testing.T) {
+	cl := newCluster(t, 2)
+	cl.fake.customerForCode["c1"] = "cust-A"
+	cl.fake.customerForCode["c2"] = "cust-A"
+	cl.fake.customerForCode["c3"] = "cust-B"
+	_, k1, _ := cl.loginOn(t, 0, "c1")
+	_, k2, _ := cl.loginOn(t, 1, "c2")
+	_, k3, _ := cl.loginOn(t, 1, "c3")
+	mustGet(t, cl.nodes[0], k2)
+	n, err := cl.nodes[0].EndCustomer(context.Background(), "cust-A")
+	if err != nil || n != 2 {
+		t.Fatalf("EndCustomer = %d, %v; want 2", n, err)
+	}
+	for i := 0; i < 2; i++ {
+		for _, k := range []Key{k1, k2} {
+			if _, err := cl.nodes[i].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
+				t.Fatalf("node %d: ended customer's session: %v", i, err)
+			}
+		}
+		mustGet(t, cl.nodes[i], k3)
+	}
+}
+
+func TestSharedIdleTimeoutCountsEveryInstance(t *testing.T) {
+	cl := newCluster(t, 2, func(c *Config) { c.IdleTimeout = 10 * time.Minute })
+	_, k, _ := cl.loginOn(t, 0, "code-1")
+	mustGet(t, cl.nodes[1], k)
+	// Used on node 0 only, every minute: node 0 reports it at each recheck.
+	for i := 0; i < 11; i++ {
+		cl.clock.Advance(recheckInterval)
+		mustGet(t, cl.nodes[0], k)
+	}
+	// Node 1 has not seen a use for 11 minutes, but the session is in use.
+	mustGet(t, cl.nodes[1], k)
+	// Unused everywhere for longer than the timeout: ended everywhere.
+	cl.clock.Advance(11 * time.Minute)
+	if _, err := cl.nodes[1].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("idle everywhere: %v", err)
+	}
+	if _, err := cl.nodes[0].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("idle everywhere, other instance: %v", err)
+	}
+}

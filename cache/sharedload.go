@@ -1,0 +1,182 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// loadCall is a read of one session's record on a memory miss, shared by the
+// requests that miss at once.
+type loadCall struct {
+	done chan struct{}
+	e    *entry
+	err  error
+}
+
+// missLoads deduplicates memory-miss reads by session.
+type missLoads struct {
+	mu sync.Mutex
+	m  map[Key]*loadCall
+}
+
+// loadMiss finds session k in the store after a memory miss, and holds it in
+// memory (SPEC §7: a session created on one instance works on every other at
+// once). Concurrent misses of one session share one read.
+func (c *Cache) loadMiss(k Key) (*entry, error) {
+	c.loads.mu.Lock()
+	if call := c.loads.m[k]; call != nil {
+		c.loads.mu.Unlock()
+		<-call.done
+		return call.e, call.err
+	}
+	call := &loadCall{done: make(chan struct{})}
+	c.loads.m[k] = call
+	c.loads.mu.Unlock()
+
+	// Under the cache's context: the first request giving up does not fail
+	// the others.
+	ctx, cancel := c.storeCtx(c.ctx)
+	call.e, call.err = c.readMiss(ctx, k)
+	cancel()
+
+	c.loads.mu.Lock()
+	delete(c.loads.m, k)
+	c.loads.mu.Unlock()
+	close(call.done)
+	return call.e, call.err
+}
+
+func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
+	rec, err := c.shared.Load(ctx, k, time.Time{})
+	if err != nil {
+		if errors.Is(err, ErrRecordCorrupt) {
+			c.log.Error("rebell session record unreadable (is encryption_key the same on every instance?)",
+				zap.String("session", k.Tag()), zap.Error(err))
+			return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+		}
+		return nil, storeError(err)
+	}
+	if rec == nil {
+		return nil, ErrSessionInvalid
+	}
+	st, err := stateOf(rec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+	}
+	now := c.now()
+	ns := now.UnixNano()
+	if c.pol.classify(st, now) == gone {
+		return nil, ErrSessionInvalid
+	}
+	if c.idleTimeout > 0 && !rec.LastUsed.IsZero() && ns-rec.LastUsed.UnixNano() >= c.idleTimeout {
+		c.endShared(ctx, k, st.grant.CustomerID)
+		return nil, ErrSessionInvalid
+	}
+	if e := c.mem.get(&k); e != nil {
+		return e, nil // a login or another path stored it meanwhile
+	}
+	e := newEntry(k, st, rec.Created)
+	e.lastUsed.Store(ns) // the request that missed uses it now
+	e.checked.Store(ns)
+	c.index.add(st.grant.CustomerID, e)
+	if err := c.mem.insert(e, c.pol.lifetime(st, now)); err != nil {
+		if e.ended.CompareAndSwap(false, true) {
+			c.index.remove(st.grant.CustomerID, e)
+		}
+		return nil, storeError(err)
+	}
+	if e.ended.Load() {
+		c.mem.remove(e)
+		return nil, ErrSessionInvalid
+	}
+	return e, nil
+}
+
+// needsRecheck reports whether e, held in memory, must be compared with the
+// store before use: it was last compared more than recheckInterval ago, or
+// before the store's subscription was last re-established.
+func (c *Cache) needsRecheck(e *entry, ns int64) bool {
+	checked := e.checked.Load()
+	return ns-checked >= int64(recheckInterval) || checked < c.resyncAt.Load()
+}
+
+// recheck compares e with its record, reporting this instance's last use.
+// One request does it while the others go on with the copy. It returns an
+// error only when the session is over; when the store cannot be read the
+// copy keeps being used while its token is valid (SPEC §7) and the store is
+// asked again after the retry cooldown.
+func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
+	if !e.checking.CompareAndSwap(false, true) {
+		return nil
+	}
+	defer e.checking.Store(false)
+	ctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
+	defer cancel()
+	rec, err := c.shared.Load(ctx, e.key, time.Unix(0, e.lastUsed.Load()))
+	switch {
+	case err != nil && errors.Is(err, ErrRecordCorrupt):
+		c.log.Error("rebell session record unreadable; session ended (is encryption_key the same on every instance?)",
+			zap.String("session", e.key.Tag()), zap.Error(err))
+		c.end(e, "record_corrupt", zapcore.InfoLevel)
+		return ErrSessionInvalid
+	case err != nil:
+		e.checked.Store(ns - int64(recheckInterval) + int64(c.retryCooldown))
+		return nil
+	case rec == nil:
+		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
+		return errEndedElsewhere
+	}
+	e.checked.Store(ns)
+	if used := rec.LastUsed.UnixNano(); used > e.lastUsed.Load() {
+		e.lastUsed.Store(used)
+	}
+	cur := e.state.Load()
+	if cur.unsynced && rec.Version == cur.version-1 {
+		_, _ = c.writeBack(ctx, e, cur)
+		return nil
+	}
+	if rec.Version > cur.version {
+		if st, err := stateOf(rec); err == nil {
+			c.adopt(e, st)
+		}
+	}
+	return nil
+}
+
+// idleShared decides whether e, unused on this instance for the idle
+// timeout, is idle everywhere: the store keeps the latest use any instance
+// reported. It reports whether the session may go on.
+func (c *Cache) idleShared(ctx context.Context, e *entry, ns int64) (bool, error) {
+	ctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
+	defer cancel()
+	rec, err := c.shared.Load(ctx, e.key, time.Time{})
+	switch {
+	case err != nil && !errors.Is(err, ErrRecordCorrupt):
+		return false, storeError(err)
+	case err != nil || rec == nil:
+		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
+		return false, ErrSessionInvalid
+	}
+	if used := rec.LastUsed.UnixNano(); ns-used < c.idleTimeout {
+		if used > e.lastUsed.Load() {
+			e.lastUsed.Store(used)
+		}
+		return true, nil
+	}
+	c.end(e, "idle", zapcore.DebugLevel)
+	c.endShared(ctx, e.key, e.state.Load().grant.CustomerID)
+	return false, ErrSessionInvalid
+}
+
+// endShared ends session k in the store, logging a failure.
+func (c *Cache) endShared(ctx context.Context, k Key, customerID string) {
+	if _, err := c.shared.End(ctx, k, customerID); err != nil {
+		c.log.Warn("rebell session end could not be stored", zap.String("session", k.Tag()), zap.Error(err))
+	}
+}
