@@ -23,7 +23,7 @@ import (
 type Store interface {
 	// Create writes rec (rec.Version is 1) as the new record of session k, to
 	// live for ttl, and adds k to rec.CustomerID's index. It reports false,
-	// writing nothing, if a record of k exists.
+	// writing no record, if a record of k exists.
 	Create(ctx context.Context, k Key, rec *Record, ttl time.Duration) (bool, error)
 
 	// Load returns the record of k, or nil if there is none. If used is not
@@ -82,7 +82,7 @@ type Store interface {
 	// announce them, and EventResync each time the subscription is
 	// (re)established, since announcements may have been missed while it
 	// was not. It is called at most once, and must not block on the store
-	// being reachable.
+	// being reachable. fn must not call Close.
 	Listen(fn func(Event))
 
 	// Close stops Listen's delivery and releases the store's connections.

@@ -1,0 +1,170 @@
+// Package redisstore is the Redis (or Valkey) implementation of cache.Store:
+// the record of truth several gateway instances share (SPEC §7).
+//
+// A session's record is a hash at <prefix>{<hex key>} with fields v
+// (version), d (the sealed record) and u (last use, unix ms); its refresh
+// lease is <prefix>{<hex key>}:lease, in the same Cluster slot. Every change
+// is one Lua script on one slot; cross-slot companions (the customer index)
+// travel in the same pipeline.
+package redisstore
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/rebell-gateway/caddy-rebell/cache"
+)
+
+// Config configures a Store.
+type Config struct {
+	// Addresses of Redis: one (standalone), several (Cluster), or the
+	// Sentinels' when MasterName is set.
+	Addresses []string
+	// MasterName selects Sentinel: the name of the monitored master.
+	MasterName string
+	// Username and Password authenticate to Redis (ACL or requirepass). They
+	// are not sent to the Sentinels themselves.
+	Username string
+	Password string
+	// DB is the database number (standalone and Sentinel only).
+	DB int
+	// TLS connects with TLS (1.2 or later), verifying the server's
+	// certificate against the host of the first address.
+	TLS bool
+	// KeyPrefix starts every key name. "" means "rebell:". It must not
+	// contain '{' or '}', which would move the Cluster hash tag.
+	KeyPrefix string
+	// EncryptionKey is the AES-256-GCM key (32 bytes) that seals records.
+	EncryptionKey []byte
+	// Logger receives connection trouble. nil means none.
+	Logger *zap.Logger
+}
+
+// DefaultKeyPrefix is the KeyPrefix used when Config.KeyPrefix is "".
+const DefaultKeyPrefix = "rebell:"
+
+// Client timeouts: short, so that a request fails fast while Redis is down
+// (the Cache then serves from memory what it can).
+const (
+	dialTimeout  = 2 * time.Second
+	readTimeout  = time.Second
+	writeTimeout = time.Second
+	poolTimeout  = 2 * time.Second
+	maxRetries   = 1
+)
+
+// Store is a cache.Store on Redis. It is safe for concurrent use.
+type Store struct {
+	client redis.UniversalClient
+	log    *zap.Logger
+	seal   *sealer
+	keys   keys
+	health health
+
+	// Listen's goroutine.
+	listenOnce     sync.Once
+	healthInterval time.Duration // idle time before the subscription is PINGed
+	retryMax       time.Duration // longest wait between subscription attempts
+
+	ctx      context.Context // canceled by Close
+	cancel   context.CancelFunc
+	mu       sync.Mutex
+	closed   bool
+	listenWG sync.WaitGroup
+	pubsub   *redis.PubSub // the current subscription, closed by Close
+}
+
+var _ cache.Store = (*Store)(nil)
+
+// New validates cfg and returns a Store. It does not connect: Redis may be
+// down when the gateway starts. Its errors name the faulty setting and never
+// contain the password or the key.
+func New(cfg Config) (*Store, error) {
+	opts, err := clientOptions(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.EncryptionKey) != 32 {
+		return nil, fmt.Errorf("redisstore: encryption_key: must be 32 bytes (got %d)", len(cfg.EncryptionKey))
+	}
+	prefix := cfg.KeyPrefix
+	if prefix == "" {
+		prefix = DefaultKeyPrefix
+	}
+	if strings.ContainsAny(prefix, "{}") {
+		return nil, errors.New("redisstore: key_prefix: must not contain '{' or '}'")
+	}
+	s, err := newSealer(cfg.EncryptionKey)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	st := &Store{
+		client:         redis.NewUniversalClient(opts),
+		log:            log,
+		seal:           s,
+		keys:           newKeys(prefix, cfg.EncryptionKey),
+		health:         health{log: log},
+		healthInterval: 3 * time.Second,
+		retryMax:       time.Second,
+	}
+	st.ctx, st.cancel = context.WithCancel(context.Background())
+	return st, nil
+}
+
+// clientOptions checks the connection settings of cfg and turns them into
+// go-redis options: one address is a standalone server, several a Cluster,
+// and MasterName selects Sentinel.
+func clientOptions(cfg *Config) (*redis.UniversalOptions, error) {
+	if len(cfg.Addresses) == 0 {
+		return nil, errors.New("redisstore: address: at least one is required")
+	}
+	for i, addr := range cfg.Addresses {
+		// The address is not quoted: a mistaken URL may carry a password.
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host == "" {
+			return nil, fmt.Errorf("redisstore: address: #%d is not host:port", i+1)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("redisstore: address: #%d has no valid port", i+1)
+		}
+	}
+	if cfg.DB < 0 {
+		return nil, fmt.Errorf("redisstore: db: %d is negative", cfg.DB)
+	}
+	if cfg.DB != 0 && len(cfg.Addresses) > 1 && cfg.MasterName == "" {
+		return nil, errors.New("redisstore: db: a Redis Cluster (several addresses without master_name) has only database 0")
+	}
+	opts := &redis.UniversalOptions{
+		Addrs:                 append([]string(nil), cfg.Addresses...),
+		MasterName:            cfg.MasterName,
+		Username:              cfg.Username,
+		Password:              cfg.Password,
+		DB:                    cfg.DB,
+		DialTimeout:           dialTimeout,
+		DialerRetries:         1,
+		ReadTimeout:           readTimeout,
+		WriteTimeout:          writeTimeout,
+		PoolTimeout:           poolTimeout,
+		MaxRetries:            maxRetries,
+		ContextTimeoutEnabled: true,
+	}
+	if cfg.TLS {
+		host, _, _ := net.SplitHostPort(cfg.Addresses[0])
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	}
+	return opts, nil
+}

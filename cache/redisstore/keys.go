@@ -1,0 +1,108 @@
+package redisstore
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"strings"
+
+	"github.com/rebell-gateway/caddy-rebell/cache"
+)
+
+// keys names the Redis keys and the announcement channel.
+//
+//	<prefix>{<hex k>}          session record: hash v, d, u
+//	<prefix>{<hex k>}:lease    its refresh lease (same slot)
+//	<prefix>c:{<hex hmac>}     customer index: set of hex session keys
+//	<prefix>l:{<hex hmac>}     login memo of an auth code
+//	<prefix>events             announcements: e:<hex k>, u:<hex k>:<version>
+//
+// Customer ids and auth codes are named by HMAC-SHA256 under indexKey (itself
+// derived from the encryption key), since a plain hash of a guessable
+// customer number would be reversible.
+type keys struct {
+	prefix   string
+	indexKey []byte
+	channel  string
+}
+
+func newKeys(prefix string, encryptionKey []byte) keys {
+	m := hmac.New(sha256.New, encryptionKey)
+	m.Write([]byte("caddy-rebell index key"))
+	return keys{prefix: prefix, indexKey: m.Sum(nil), channel: prefix + "events"}
+}
+
+// record is the key name of session k's record.
+func (ks keys) record(k cache.Key) string {
+	return ks.prefix + "{" + hex.EncodeToString(k[:]) + "}"
+}
+
+// lease is the key name of session k's refresh lease.
+func (ks keys) lease(k cache.Key) string { return ks.record(k) + ":lease" }
+
+// customer is the key name of customerID's index.
+func (ks keys) customer(customerID string) string {
+	return ks.prefix + "c:{" + ks.mac(customerID) + "}"
+}
+
+// login is the key name of authCode's login memo.
+func (ks keys) login(authCode string) string {
+	return ks.prefix + "l:{" + ks.mac(authCode) + "}"
+}
+
+func (ks keys) mac(s string) string {
+	m := hmac.New(sha256.New, ks.indexKey)
+	m.Write([]byte(s))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// Announcements on the channel.
+func endedMessage(k cache.Key) string { return "e:" + hex.EncodeToString(k[:]) }
+
+func updatedMessage(k cache.Key, version uint64) string {
+	return "u:" + hex.EncodeToString(k[:]) + ":" + strconv.FormatUint(version, 10)
+}
+
+// parseMessage reads an announcement: "e:<hex>", "u:<hex>" or
+// "u:<hex>:<version>".
+func parseMessage(msg string) (cache.Event, bool) {
+	kind, rest, ok := strings.Cut(msg, ":")
+	if !ok {
+		return cache.Event{}, false
+	}
+	var ev cache.Event
+	switch kind {
+	case "e":
+		ev.Kind = cache.EventEnded
+	case "u":
+		ev.Kind = cache.EventUpdated
+		if h, v, ok := strings.Cut(rest, ":"); ok {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return cache.Event{}, false
+			}
+			rest, ev.Version = h, n
+		}
+	default:
+		return cache.Event{}, false
+	}
+	k, ok := parseKey(rest)
+	if !ok {
+		return cache.Event{}, false
+	}
+	ev.Key = k
+	return ev, true
+}
+
+// parseKey reads a session key in hex.
+func parseKey(s string) (cache.Key, bool) {
+	var k cache.Key
+	if len(s) != 2*len(k) {
+		return k, false
+	}
+	if _, err := hex.Decode(k[:], []byte(s)); err != nil {
+		return k, false
+	}
+	return k, true
+}

@@ -1,0 +1,166 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/rebell-gateway/caddy-rebell/cache"
+)
+
+// Listen implements cache.Store. Its goroutine subscribes to the channel,
+// delivers EventResync on every subscription confirmation, PINGs a quiet
+// subscription every healthInterval (a missing answer, like any error,
+// drops the connection) and subscribes again, with a backoff up to retryMax,
+// for as long as Redis is unreachable. fn must not call Close (Close waits
+// for fn to return).
+//
+// It drives go-redis's PubSub.ReceiveTimeout itself rather than
+// PubSub.ChannelWithSubscriptions, whose goroutine hides connection errors
+// (nothing to log), reads without a deadline (a half-open connection is only
+// noticed by TCP keepalive) and drops messages when fn is slow.
+func (s *Store) Listen(fn func(cache.Event)) {
+	s.listenOnce.Do(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			return
+		}
+		s.listenWG.Add(1)
+		go s.listen(fn)
+	})
+}
+
+func (s *Store) listen(fn func(cache.Event)) {
+	defer s.listenWG.Done()
+	const firstWait = 100 * time.Millisecond
+	wait := firstWait
+	for {
+		ps := s.client.Subscribe(s.ctx, s.keys.channel)
+		if !s.setPubSub(ps) {
+			_ = ps.Close()
+			return
+		}
+		subscribed := s.receive(ps, fn)
+		_ = ps.Close()
+		if !s.setPubSub(nil) {
+			return
+		}
+		if subscribed {
+			wait = firstWait
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-s.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, s.retryMax)
+	}
+}
+
+// setPubSub records the current subscription for Close; it reports false
+// if the Store is closed.
+func (s *Store) setPubSub(ps *redis.PubSub) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.pubsub = ps
+	return true
+}
+
+// receive delivers what ps receives until its connection fails or the
+// Store closes. It reports whether the subscription was confirmed.
+func (s *Store) receive(ps *redis.PubSub, fn func(cache.Event)) (subscribed bool) {
+	pinged := false
+	for {
+		msg, err := ps.ReceiveTimeout(s.ctx, s.healthInterval)
+		if s.ctx.Err() != nil {
+			return subscribed
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && subscribed {
+				if pinged {
+					s.health.fail("subscribe", errors.New("no answer to PING"))
+					return subscribed
+				}
+				if err := ps.Ping(s.ctx); err != nil {
+					s.health.fail("subscribe", err)
+					return subscribed
+				}
+				pinged = true
+				continue
+			}
+			s.health.fail("subscribe", err)
+			return subscribed
+		}
+		pinged = false
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" && m.Channel == s.keys.channel {
+				subscribed = true
+				s.health.ok()
+				fn(cache.Event{Kind: cache.EventResync})
+			}
+		case *redis.Message:
+			ev, ok := parseMessage(m.Payload)
+			if !ok {
+				s.log.Debug("redis store: ignoring a malformed announcement", zap.Int("length", len(m.Payload)))
+				continue
+			}
+			fn(ev)
+		}
+	}
+}
+
+// health logs connection trouble: one WARN when an outage starts (at most
+// one per warnEvery; DEBUG otherwise), one INFO when it ends.
+type health struct {
+	log      *zap.Logger
+	down     atomic.Bool
+	mu       sync.Mutex
+	lastWarn time.Time
+}
+
+// warnEvery limits the WARNs of a flapping connection.
+const warnEvery = time.Minute
+
+// fail records trouble with Redis (err contains no key names or values).
+func (h *health) fail(op string, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // the caller gave up
+	}
+	if h.down.Swap(true) {
+		return
+	}
+	h.mu.Lock()
+	now := time.Now()
+	warn := h.lastWarn.IsZero() || now.Sub(h.lastWarn) >= warnEvery
+	if warn {
+		h.lastWarn = now
+	}
+	h.mu.Unlock()
+	msg := "redis store unavailable: sessions not held in memory cannot be served until it returns"
+	if warn {
+		h.log.Warn(msg, zap.String("op", op), zap.Error(err))
+	} else {
+		h.log.Debug(msg, zap.String("op", op), zap.Error(err))
+	}
+}
+
+// ok records a successful exchange with Redis.
+func (h *health) ok() {
+	if h.down.CompareAndSwap(true, false) {
+		h.log.Info("redis store reachable again")
+	}
+}

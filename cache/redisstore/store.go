@@ -1,0 +1,348 @@
+package redisstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/rebell-gateway/caddy-rebell/cache"
+	"github.com/rebell-gateway/caddy-rebell/rebell"
+)
+
+// Create implements cache.Store. The record and the index entry travel in
+// one pipeline; when a record of k already exists, k is still added to the
+// index of rec.CustomerID (harmless: k is a hash of a random session id, so
+// only a retry of the same Create finds it).
+func (s *Store) Create(ctx context.Context, k cache.Key, rec *cache.Record, ttl time.Duration) (bool, error) {
+	name := s.keys.record(k)
+	sealed, err := s.seal.sealRecord(name, rec)
+	if err != nil {
+		return false, err
+	}
+	ms := millis(ttl)
+	calls := []*call{{
+		script: createScript,
+		keys:   []string{name},
+		args:   []any{strconv.FormatUint(rec.Version, 10), sealed, unixMilli(rec.Created), ms},
+	}}
+	if rec.CustomerID != "" {
+		calls = append(calls, &call{
+			script: indexAddScript,
+			keys:   []string{s.keys.customer(rec.CustomerID)},
+			args:   []any{hex.EncodeToString(k[:]), ms},
+		})
+	}
+	if err := s.runAll(ctx, "create", calls); err != nil {
+		return false, err
+	}
+	n, err := calls[0].cmd.Int64()
+	if err != nil {
+		return false, s.fail("create", err)
+	}
+	return n == 1, nil
+}
+
+// Load implements cache.Store, in one round trip.
+func (s *Store) Load(ctx context.Context, k cache.Key, used time.Time) (*cache.Record, error) {
+	name := s.keys.record(k)
+	vals, err := s.run(ctx, loadScript, []string{name}, unixMilli(used)).Slice()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, s.fail("load", err)
+	}
+	if len(vals) != 3 {
+		return nil, fmt.Errorf("redisstore: load: %w: unexpected shape", cache.ErrRecordCorrupt)
+	}
+	v, _ := vals[0].(string)
+	d, _ := vals[1].(string)
+	u, _ := vals[2].(string)
+	version, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: load: %w: bad version", cache.ErrRecordCorrupt)
+	}
+	rec, err := s.seal.openRecord(name, version, []byte(d))
+	if err != nil {
+		return nil, err
+	}
+	if u != "" {
+		ms, err := strconv.ParseInt(u, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: load: %w: bad last use", cache.ErrRecordCorrupt)
+		}
+		rec.LastUsed = fromUnixMilli(ms)
+	}
+	return rec, nil
+}
+
+// Acquire implements cache.Store.
+func (s *Store) Acquire(ctx context.Context, k cache.Key, version uint64, ttl time.Duration) (string, cache.LeaseResult, error) {
+	owner := newOwner()
+	n, err := s.run(ctx, acquireScript, []string{s.keys.record(k), s.keys.lease(k)},
+		strconv.FormatUint(version, 10), owner, millis(ttl)).Int64()
+	if err != nil {
+		return "", 0, s.fail("acquire", err)
+	}
+	switch n {
+	case acquireOK:
+		return owner, cache.LeaseAcquired, nil
+	case acquireHeld:
+		return "", cache.LeaseHeld, nil
+	case acquireStale:
+		return "", cache.LeaseStale, nil
+	default:
+		return "", cache.LeaseGone, nil
+	}
+}
+
+// Renew implements cache.Store.
+func (s *Store) Renew(ctx context.Context, k cache.Key, lease string, ttl time.Duration) (bool, error) {
+	if lease == "" {
+		return false, nil
+	}
+	n, err := s.run(ctx, renewScript, []string{s.keys.lease(k)}, lease, millis(ttl)).Int64()
+	if err != nil {
+		return false, s.fail("renew", err)
+	}
+	return n == 1, nil
+}
+
+// Release implements cache.Store.
+func (s *Store) Release(ctx context.Context, k cache.Key, lease string) error {
+	if lease == "" {
+		return nil
+	}
+	if err := s.run(ctx, releaseScript, []string{s.keys.lease(k)}, lease).Err(); err != nil {
+		return s.fail("release", err)
+	}
+	return nil
+}
+
+// Swap implements cache.Store. The record's lifetime is set to ttl, and the
+// index of rec.CustomerID is kept at least as long, in the same pipeline.
+func (s *Store) Swap(ctx context.Context, k cache.Key, lease string, old uint64, rec *cache.Record, ttl time.Duration) (bool, error) {
+	name := s.keys.record(k)
+	sealed, err := s.seal.sealRecord(name, rec)
+	if err != nil {
+		return false, err
+	}
+	ms := millis(ttl)
+	calls := []*call{{
+		script: swapScript,
+		keys:   []string{name, s.keys.lease(k)},
+		args: []any{strconv.FormatUint(old, 10), strconv.FormatUint(rec.Version, 10), sealed, ms,
+			lease, s.keys.channel, updatedMessage(k, rec.Version)},
+	}}
+	if rec.CustomerID != "" {
+		calls = append(calls, &call{
+			script: indexAddScript,
+			keys:   []string{s.keys.customer(rec.CustomerID)},
+			args:   []any{hex.EncodeToString(k[:]), ms},
+		})
+	}
+	if err := s.runAll(ctx, "swap", calls); err != nil {
+		return false, err
+	}
+	n, err := calls[0].cmd.Int64()
+	if err != nil {
+		return false, s.fail("swap", err)
+	}
+	return n == 1, nil
+}
+
+// End implements cache.Store, in one pipeline with the index removal.
+func (s *Store) End(ctx context.Context, k cache.Key, customerID string) (bool, error) {
+	calls := []*call{{
+		script: endScript,
+		keys:   []string{s.keys.record(k), s.keys.lease(k)},
+		args:   []any{s.keys.channel, endedMessage(k)},
+	}}
+	var srem *redis.IntCmd
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		calls[0].cmd = calls[0].script.EvalSha(ctx, p, calls[0].keys, calls[0].args...)
+		if customerID != "" {
+			srem = p.SRem(ctx, s.keys.customer(customerID), hex.EncodeToString(k[:]))
+		}
+		return nil
+	})
+	if err != nil && !isNoScript(err) {
+		return false, s.fail("end", err)
+	}
+	if err := s.retryNoScript(ctx, "end", calls); err != nil {
+		return false, err
+	}
+	if srem != nil && srem.Err() != nil {
+		return false, s.fail("end", srem.Err())
+	}
+	n, err := calls[0].cmd.Int64()
+	if err != nil {
+		return false, s.fail("end", err)
+	}
+	s.health.ok()
+	return n == 1, nil
+}
+
+// CustomerSessions implements cache.Store.
+func (s *Store) CustomerSessions(ctx context.Context, customerID string) ([]cache.Key, error) {
+	members, err := s.client.SMembers(ctx, s.keys.customer(customerID)).Result()
+	if err != nil {
+		return nil, s.fail("customer sessions", err)
+	}
+	s.health.ok()
+	ks := make([]cache.Key, 0, len(members))
+	for _, m := range members {
+		if k, ok := parseKey(m); ok {
+			ks = append(ks, k)
+		}
+	}
+	return ks, nil
+}
+
+// ClaimLogin implements cache.Store, in one round trip.
+func (s *Store) ClaimLogin(ctx context.Context, authCode rebell.Secret, ttl time.Duration) (bool, string, error) {
+	name := s.keys.login(authCode.Reveal())
+	vals, err := s.run(ctx, claimScript, []string{name}, millis(ttl)).Slice()
+	if err != nil {
+		return false, "", s.fail("claim login", err)
+	}
+	if len(vals) == 0 {
+		return false, "", errors.New("redisstore: claim login: unexpected reply")
+	}
+	if n, _ := vals[0].(int64); n == 1 {
+		return true, "", nil
+	}
+	var memo string
+	if len(vals) > 1 {
+		memo, _ = vals[1].(string)
+	}
+	if memo == "" || memo == pendingClaim {
+		return false, "", nil
+	}
+	id, err := s.seal.open([]byte(memo), name)
+	if err != nil {
+		return false, "", fmt.Errorf("redisstore: login memo: %w: does not open", cache.ErrRecordCorrupt)
+	}
+	return false, string(id), nil
+}
+
+// FinishLogin implements cache.Store. Forgetting (sessionID "") deletes the
+// memo only while it is still a claim.
+func (s *Store) FinishLogin(ctx context.Context, authCode rebell.Secret, sessionID string, ttl time.Duration) error {
+	name := s.keys.login(authCode.Reveal())
+	var err error
+	if sessionID == "" {
+		err = s.run(ctx, forgetScript, []string{name}).Err()
+	} else {
+		err = s.client.Set(ctx, name, s.seal.seal([]byte(sessionID), name), time.Duration(millis(ttl))*time.Millisecond).Err()
+	}
+	if err != nil {
+		return s.fail("finish login", err)
+	}
+	s.health.ok()
+	return nil
+}
+
+// Close implements cache.Store: it stops Listen's delivery (waiting for it)
+// and closes the client. It is idempotent.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.cancel()
+	ps := s.pubsub
+	s.mu.Unlock()
+	if ps != nil {
+		_ = ps.Close()
+	}
+	s.listenWG.Wait()
+	return s.client.Close()
+}
+
+// call is one script call of a pipeline.
+type call struct {
+	script *redis.Script
+	keys   []string
+	args   []any
+	cmd    *redis.Cmd
+}
+
+// run runs one script (EVALSHA, then EVAL if the server lacks it).
+func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) *redis.Cmd {
+	cmd := sc.Run(ctx, s.client, keys, args...)
+	if err := cmd.Err(); err == nil || errors.Is(err, redis.Nil) {
+		s.health.ok()
+	}
+	return cmd
+}
+
+// runAll runs calls in one pipeline (one round trip on a standalone server,
+// one per node on a Cluster), then reruns with EVAL any the server did not
+// know. It returns the first error.
+func (s *Store) runAll(ctx context.Context, op string, calls []*call) error {
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, c := range calls {
+			c.cmd = c.script.EvalSha(ctx, p, c.keys, c.args...)
+		}
+		return nil
+	})
+	if err != nil && !isNoScript(err) {
+		return s.fail(op, err)
+	}
+	if err := s.retryNoScript(ctx, op, calls); err != nil {
+		return err
+	}
+	for _, c := range calls {
+		if err := c.cmd.Err(); err != nil {
+			return s.fail(op, err)
+		}
+	}
+	s.health.ok()
+	return nil
+}
+
+// retryNoScript reruns with EVAL the calls that failed with NOSCRIPT (they
+// did nothing).
+func (s *Store) retryNoScript(ctx context.Context, op string, calls []*call) error {
+	for _, c := range calls {
+		if isNoScript(c.cmd.Err()) {
+			c.cmd = c.script.Eval(ctx, s.client, c.keys, c.args...)
+			if err := c.cmd.Err(); err != nil {
+				return s.fail(op, err)
+			}
+		}
+	}
+	return nil
+}
+
+func isNoScript(err error) bool {
+	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
+}
+
+// fail records err as store trouble and wraps it for the caller.
+func (s *Store) fail(op string, err error) error {
+	s.health.fail(op, err)
+	return fmt.Errorf("redisstore: %s: %w", op, err)
+}
+
+// newOwner returns a lease owner token: 16 random bytes in hex.
+func newOwner() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand docs)
+	return hex.EncodeToString(b[:])
+}
+
+// millis is ttl in whole milliseconds, at least 1: every key gets a
+// lifetime, however short.
+func millis(ttl time.Duration) int64 {
+	return max(ttl.Milliseconds(), 1)
+}
