@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rebell-gateway/caddy-rebell/cache"
+	"github.com/rebell-gateway/caddy-rebell/cache/redisstore"
 	"github.com/rebell-gateway/caddy-rebell/handler"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
@@ -149,10 +150,17 @@ type Auth struct {
 	// Default: X-Rebell-Customer-Id.
 	CustomerIDHeader string `json:"customer_id_header,omitempty"`
 
-	logger  *zap.Logger
-	handler *handler.Handler
-	cache   *pooledCache
-	poolKey string
+	// A shared session store, for several Caddy instances that serve the
+	// same Mini App: a session created on one works on every other, a
+	// logout ends it everywhere, and a refresh calls Rebell once for all of
+	// them. Absent: one instance, sessions in memory only.
+	Store *StoreConfig `json:"store,omitempty"`
+
+	logger   *zap.Logger
+	handler  *handler.Handler
+	cache    *pooledCache
+	poolKey  string
+	storeCfg *redisstore.Config
 }
 
 // CaddyModule returns the Caddy module information.
@@ -207,11 +215,25 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	if a.storeCfg, err = a.provisionStore(repl); err != nil {
+		return err
+	}
 	key := a.cacheKey()
 	val, _, err := caches.LoadOrNew(key, func() (caddy.Destructor, error) {
 		ex := &swapExchanger{}
 		ex.client.Store(client)
+		// The store is made here, so a pooled cache has exactly one; the
+		// cache owns it from now on and closes it.
+		var store cache.Store
+		if a.storeCfg != nil {
+			st, err := newStore(a.storeCfg, a.logger.Named("store"))
+			if err != nil {
+				return nil, err
+			}
+			store = st
+		}
 		c, err := cache.New(cache.Config{
+			Store:            store,
 			Exchanger:        ex,
 			MaxSessions:      a.MaxSessions,
 			RefreshAhead:     time.Duration(a.RefreshAhead),
@@ -222,6 +244,9 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			OnRefresh:        func(result string) { metrics.refreshes.WithLabelValues(result).Inc() },
 		})
 		if err != nil {
+			if store != nil {
+				_ = store.Close()
+			}
 			return nil, err
 		}
 		return &pooledCache{Cache: c, exchanger: ex}, nil
@@ -393,12 +418,14 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 }
 
 // cacheKey names the sessions this config serves: the same Rebell merchant
-// at the same endpoint, with the same cache shape.
+// at the same endpoint, with the same cache shape and the same shared store
+// (its settings enter hashed, secrets included).
 func (a *Auth) cacheKey() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%q|%q|%q|%q|%q|%d|%d|%d|%d",
 		a.Endpoint, a.ClientID, a.APIVersion, a.ReferenceClientID, a.CustomerBelongsTo,
 		a.MaxSessions, a.RefreshAhead, a.IdleTimeout, *a.LoginDedupWindow)
+	hashStore(h, a.storeCfg)
 	return "rebell_auth:" + hex.EncodeToString(h.Sum(nil))
 }
 

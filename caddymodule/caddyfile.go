@@ -46,7 +46,22 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		max_sessions           <n>
 //		access_token_header    <name>
 //		customer_id_header     <name>
+//		store redis {
+//			address        <host:port>...
+//			master_name    <name>
+//			username       <user>
+//			password       <password>
+//			db             <n>
+//			tls
+//			key_prefix     <prefix>
+//			encryption_key <base64>
+//		}
 //	}
+//
+// store redis shares sessions between several Caddy instances: address
+// lists one server, the nodes of a Redis Cluster, or (with master_name) the
+// Sentinels; encryption_key (32 random bytes in base64, the same on every
+// instance) is required.
 func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -145,10 +160,79 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if a.APIVersion != "v1" && a.APIVersion != "v2" {
 				return d.Errf("api_version: %q is not v1 or v2", a.APIVersion)
 			}
+		case "store":
+			if err := a.unmarshalStore(d); err != nil {
+				return err
+			}
 		default:
 			return d.Errf("unrecognized subdirective %s", strconv.Quote(sub))
 		}
 	}
+	return nil
+}
+
+// unmarshalStore parses `store redis { ... }`. Its errors name the field and
+// never contain a password or an encryption key.
+func (a *Auth) unmarshalStore(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Err("store: missing the store type (redis)")
+	}
+	if typ := d.Val(); typ != "redis" {
+		return d.Errf("store: unknown store type %s (only redis)", strconv.Quote(typ))
+	}
+	if d.NextArg() {
+		return d.Err("store redis: settings go in a block: store redis { ... }")
+	}
+	rs := &RedisStore{}
+	strs := map[string]*string{
+		"master_name":    &rs.MasterName,
+		"username":       &rs.Username,
+		"password":       &rs.Password,
+		"key_prefix":     &rs.KeyPrefix,
+		"encryption_key": &rs.EncryptionKey,
+	}
+	seen := map[string]int{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if line, dup := seen[sub]; dup {
+			return d.Errf("store redis: %s: already set on line %d", sub, line)
+		}
+		seen[sub] = d.Line()
+		if dst, ok := strs[sub]; ok {
+			if err := oneArg(d, dst); err != nil {
+				return err
+			}
+			if *dst == "" {
+				return d.Errf("store redis: %s: empty", sub)
+			}
+			continue
+		}
+		switch sub {
+		case "address":
+			rs.Address = d.RemainingArgs()
+			if len(rs.Address) == 0 {
+				return d.Err("store redis: address: at least one host:port is required")
+			}
+		case "db":
+			if err := intArg(d, &rs.DB); err != nil {
+				return err
+			}
+		case "tls":
+			if d.NextArg() {
+				return d.Err("store redis: tls takes no arguments")
+			}
+			rs.TLS = true
+		default:
+			return d.Errf("store redis: unrecognized subdirective %s", strconv.Quote(sub))
+		}
+	}
+	if len(rs.Address) == 0 {
+		return d.Err("store redis: address: required")
+	}
+	if rs.EncryptionKey == "" {
+		return d.Err("store redis: encryption_key: required (32 random bytes in base64)")
+	}
+	a.Store = &StoreConfig{Redis: rs}
 	return nil
 }
 

@@ -1,0 +1,191 @@
+package caddymodule
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"net"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/rebell-gateway/caddy-rebell/cache/redisstore"
+)
+
+// defaultKeyPrefix starts every Redis key name unless key_prefix says
+// otherwise.
+const defaultKeyPrefix = "rebell:"
+
+// StoreConfig selects the shared session store that lets several Caddy
+// instances serve the same sessions (SPEC §7). Without it, sessions live in
+// this instance's memory only.
+type StoreConfig struct {
+	// Redis (or Valkey) as the record of truth of every session: standalone,
+	// Sentinel or Cluster. Each instance keeps its own in-memory copy, so a
+	// request whose session it already holds costs no Redis round trip.
+	Redis *RedisStore `json:"redis,omitempty"`
+}
+
+// RedisStore configures the Redis store. Sessions are sealed with
+// AES-256-GCM before they are written, logouts and ended sessions are
+// announced to every instance on a Redis channel, and a refresh takes a
+// lease in Redis, so exactly one instance calls Rebell for it. When Redis
+// is down, sessions already held in memory are served while their access
+// token is valid; logins and sessions not in memory get 503
+// store_unavailable. Caddy starts even when Redis is unreachable and
+// reconnects by itself.
+type RedisStore struct {
+	// Addresses as host:port: one for a standalone server, several for a
+	// Redis Cluster (any of its nodes), or the Sentinels' when master_name
+	// is set. An entry may hold several addresses separated by commas or
+	// spaces, e.g. {env.REDIS_ADDRESSES}. Required.
+	Address []string `json:"address,omitempty"`
+
+	// The name of the master the Sentinels at address monitor. Setting it
+	// selects Sentinel.
+	MasterName string `json:"master_name,omitempty"`
+
+	// Username for Redis ACL authentication (Redis 6 and later).
+	Username string `json:"username,omitempty"`
+
+	// Password for Redis (ACL or requirepass), e.g. {env.REDIS_PASSWORD}.
+	Password string `json:"password,omitempty"`
+
+	// Database number. Standalone and Sentinel only: a Cluster has only
+	// database 0. Default: 0.
+	DB int `json:"db,omitempty"`
+
+	// Connect to Redis with TLS, verifying its certificate against the
+	// system's roots.
+	TLS bool `json:"tls,omitempty"`
+
+	// Starts the name of every key the gateway writes, so several gateways
+	// (or other applications) can share one Redis. Default: "rebell:".
+	KeyPrefix string `json:"key_prefix,omitempty"`
+
+	// The key that seals sessions at rest: 32 random bytes in base64 (e.g.
+	// the output of `openssl rand -base64 32`), the same on every instance,
+	// usually {env.REBELL_STORE_KEY} or {file./path}. Changing it ends every
+	// session. Required.
+	EncryptionKey string `json:"encryption_key,omitempty"`
+}
+
+// provisionStore replaces placeholders in the store settings, applies their
+// defaults and checks them. It returns the configuration of the Redis store
+// (without its logger), or nil when there is no shared store.
+func (a *Auth) provisionStore(repl *caddy.Replacer) (*redisstore.Config, error) {
+	if a.Store == nil {
+		return nil, nil
+	}
+	rs := a.Store.Redis
+	if rs == nil {
+		return nil, errors.New("store: no store type set (redis is the only one)")
+	}
+	var addrs []string
+	for _, entry := range rs.Address {
+		entry = repl.ReplaceKnown(entry, "")
+		addrs = append(addrs, strings.FieldsFunc(entry, func(r rune) bool {
+			return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r'
+		})...)
+	}
+	rs.Address = addrs
+	for _, f := range []*string{&rs.MasterName, &rs.Username, &rs.Password, &rs.KeyPrefix, &rs.EncryptionKey} {
+		*f = strings.TrimSpace(repl.ReplaceKnown(*f, ""))
+	}
+	if rs.KeyPrefix == "" {
+		rs.KeyPrefix = defaultKeyPrefix
+	}
+	if strings.ContainsAny(rs.KeyPrefix, "{}") {
+		return nil, errors.New("store: key_prefix: must not contain '{' or '}' (they mark Redis Cluster hash tags)")
+	}
+	if len(addrs) == 0 {
+		return nil, errors.New("store: address: required")
+	}
+	for _, addr := range addrs {
+		if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" {
+			return nil, fmt.Errorf("store: address: %q is not host:port", addr)
+		}
+	}
+	if rs.DB < 0 {
+		return nil, fmt.Errorf("store: db: %d is negative", rs.DB)
+	}
+	if rs.DB != 0 && len(addrs) > 1 && rs.MasterName == "" {
+		return nil, errors.New("store: db: a Redis Cluster (several addresses without master_name) has only database 0")
+	}
+	key, err := decodeEncryptionKey(rs.EncryptionKey)
+	if err != nil {
+		return nil, err
+	}
+	return &redisstore.Config{
+		Addresses:     addrs,
+		MasterName:    rs.MasterName,
+		Username:      rs.Username,
+		Password:      rs.Password,
+		DB:            rs.DB,
+		TLS:           rs.TLS,
+		KeyPrefix:     rs.KeyPrefix,
+		EncryptionKey: key,
+	}, nil
+}
+
+// decodeEncryptionKey decodes encryption_key: standard or URL base64, padded
+// or not, of exactly 32 bytes. Its errors never contain the value.
+func decodeEncryptionKey(s string) ([]byte, error) {
+	if s == "" {
+		return nil, errors.New("store: encryption_key: required (32 random bytes in base64, e.g. from `openssl rand -base64 32`)")
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if key, err := enc.DecodeString(s); err == nil {
+			if len(key) != 32 {
+				return nil, fmt.Errorf("store: encryption_key: must be 32 bytes of base64 (got %d bytes)", len(key))
+			}
+			return key, nil
+		}
+	}
+	return nil, errors.New("store: encryption_key: must be 32 bytes of base64 (it is not valid base64)")
+}
+
+// newStore builds the Redis store of cfg; it does not connect.
+func newStore(cfg *redisstore.Config, logger *zap.Logger) (*redisstore.Store, error) {
+	c := *cfg
+	c.Logger = logger
+	st, err := redisstore.New(c)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return st, nil
+}
+
+// hashStore writes every store setting, secrets included, into h (the pool
+// key's hash), so that a config that changes any of them gets a new cache.
+// Each value is length-prefixed, so no two settings hash alike.
+func hashStore(h hash.Hash, cfg *redisstore.Config) {
+	if cfg == nil {
+		h.Write([]byte("|store:none"))
+		return
+	}
+	field := func(b []byte) {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	h.Write([]byte("|store:redis"))
+	field([]byte(fmt.Sprint(len(cfg.Addresses))))
+	for _, addr := range cfg.Addresses {
+		field([]byte(addr))
+	}
+	field([]byte(cfg.MasterName))
+	field([]byte(cfg.Username))
+	// The secrets enter as their own hashes.
+	pw := sha256.Sum256([]byte(cfg.Password))
+	field(pw[:])
+	field([]byte(fmt.Sprint(cfg.DB, cfg.TLS)))
+	field([]byte(cfg.KeyPrefix))
+	ek := sha256.Sum256(cfg.EncryptionKey)
+	field(ek[:])
+}
