@@ -71,6 +71,13 @@ func stateOf(rec *Record) (*tokenState, error) {
 	}, nil
 }
 
+// logCorrupt reports a record of k that cannot be opened; the session is
+// treated as invalid.
+func (c *Cache) logCorrupt(k Key, err error) {
+	c.log.Error("rebell session record unreadable; session ended (is encryption_key the same on every instance?)",
+		zap.String("session", k.Tag()), zap.Error(err))
+}
+
 // storeCtx bounds one store call made on the cache's behalf.
 func (c *Cache) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, storeOpTimeout)
@@ -132,8 +139,7 @@ func (c *Cache) reload(ctx context.Context, e *entry) (*tokenState, error) {
 	}
 	if err != nil {
 		if errors.Is(err, ErrRecordCorrupt) {
-			c.log.Error("rebell session record unreadable; session ended (is encryption_key the same on every instance?)",
-				zap.String("session", e.key.Tag()), zap.Error(err))
+			c.logCorrupt(e.key, err)
 			c.end(e, "record_corrupt", zapcore.InfoLevel)
 			return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
 		}

@@ -56,8 +56,7 @@ func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
 	rec, err := c.shared.Load(ctx, k, time.Time{})
 	if err != nil {
 		if errors.Is(err, ErrRecordCorrupt) {
-			c.log.Error("rebell session record unreadable (is encryption_key the same on every instance?)",
-				zap.String("session", k.Tag()), zap.Error(err))
+			c.logCorrupt(k, err)
 			return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
 		}
 		return nil, storeError(err)
@@ -121,8 +120,7 @@ func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
 	rec, err := c.shared.Load(ctx, e.key, time.Unix(0, e.lastUsed.Load()))
 	switch {
 	case err != nil && errors.Is(err, ErrRecordCorrupt):
-		c.log.Error("rebell session record unreadable; session ended (is encryption_key the same on every instance?)",
-			zap.String("session", e.key.Tag()), zap.Error(err))
+		c.logCorrupt(e.key, err)
 		c.end(e, "record_corrupt", zapcore.InfoLevel)
 		return ErrSessionInvalid
 	case err != nil:
