@@ -264,7 +264,7 @@ func (c *Cache) Logout(ctx context.Context, k Key) error {
 	ctx, cancel := c.storeCtx(ctx)
 	defer cancel()
 	if customer == "" {
-		rec, err := c.shared.Load(ctx, k, time.Time{})
+		rec, err := c.shared.Load(ctx, k, time.Time{}, 0)
 		switch {
 		case err != nil && !errors.Is(err, ErrRecordCorrupt):
 			return storeError(err)

@@ -158,7 +158,7 @@ func (f *fakeStore) Create(ctx context.Context, k Key, rec *Record, ttl time.Dur
 	return true, nil
 }
 
-func (f *fakeStore) Load(ctx context.Context, k Key, used time.Time) (*Record, error) {
+func (f *fakeStore) Load(ctx context.Context, k Key, used time.Time, ttl time.Duration) (*Record, error) {
 	s := f.s
 	if err := s.enter(ctx); err != nil {
 		return nil, err
@@ -170,8 +170,11 @@ func (f *fakeStore) Load(ctx context.Context, k Key, used time.Time) (*Record, e
 	}
 	if used.After(r.rec.LastUsed) {
 		r.rec.LastUsed = used
-		s.recs[k] = r
 	}
+	if exp := s.clock.Now().Add(ttl); ttl > 0 && exp.After(r.expires) {
+		r.expires = exp
+	}
+	s.recs[k] = r
 	rec := r.rec
 	return &rec, nil
 }

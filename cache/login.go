@@ -187,7 +187,7 @@ func (c *Cache) keep(ctx context.Context, st *tokenState, now time.Time) (string
 	if c.shared != nil {
 		st.version = 1
 		sctx, cancel := c.storeCtx(ctx)
-		created, err := c.shared.Create(sctx, k, recordOf(st, now, now), c.pol.lifetime(st, now))
+		created, err := c.shared.Create(sctx, k, recordOf(st, now, now), c.recordTTL(st, now))
 		cancel()
 		if err != nil {
 			return "", nil, err

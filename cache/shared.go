@@ -78,6 +78,29 @@ func (c *Cache) logCorrupt(k Key, err error) {
 		zap.String("session", k.Tag()), zap.Error(err))
 }
 
+// recordTTL is the lifetime of a store record with st written at now: until
+// R + grace, or, with an idle timeout, at most idleTTL (the record then lives
+// on while instances report uses; SPEC §7).
+func (c *Cache) recordTTL(st *tokenState, now time.Time) time.Duration {
+	ttl := c.pol.lifetime(st, now)
+	if idle := c.idleTTL(); idle > 0 {
+		ttl = min(ttl, idle)
+	}
+	return ttl
+}
+
+// idleTTL is how long a record lives after a use is reported, with an idle
+// timeout (0 without): the timeout plus two recheck intervals, since an
+// instance reports its uses only when it compares its copy. The idle
+// decision itself is the cache's; this lifetime is Redis's backstop for
+// sessions no instance asks about again.
+func (c *Cache) idleTTL() time.Duration {
+	if c.idleTimeout <= 0 {
+		return 0
+	}
+	return time.Duration(c.idleTimeout) + 2*recheckInterval
+}
+
 // storeCtx bounds one store call made on the cache's behalf.
 func (c *Cache) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, storeOpTimeout)
@@ -128,7 +151,7 @@ func (c *Cache) onEvent(ev Event) {
 // reload reads e's record and adopts it if newer. A record that is gone ends
 // e (errEndedElsewhere); a corrupt one too.
 func (c *Cache) reload(ctx context.Context, e *entry) (*tokenState, error) {
-	rec, err := c.shared.Load(ctx, e.key, time.Time{})
+	rec, err := c.shared.Load(ctx, e.key, time.Time{}, 0)
 	if err == nil && rec == nil {
 		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
 		return nil, errEndedElsewhere
@@ -240,7 +263,7 @@ func (c *Cache) refreshWithLease(ctx context.Context, e *entry, old *tokenState,
 	}
 	st.version = old.version + 1
 	rec := recordOf(st, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
-	ok, err := c.swap(ctx, e, lease, old.version, rec, c.pol.lifetime(st, now))
+	ok, err := c.swap(ctx, e, lease, old.version, rec, c.recordTTL(st, now))
 	switch {
 	case err != nil:
 		// Rebell has spent the old refresh token; these tokens are the only
@@ -289,7 +312,7 @@ func (c *Cache) swap(ctx context.Context, e *entry, lease string, old uint64, re
 // another instance may have rotated it (SPEC §5), so the record is read
 // again; only if nothing newer exists does the session end everywhere.
 func (c *Cache) deadRefreshToken(ctx context.Context, e *entry, old *tokenState, rerr error) (*tokenState, bool, error) {
-	rec, err := c.shared.Load(ctx, e.key, time.Time{})
+	rec, err := c.shared.Load(ctx, e.key, time.Time{}, 0)
 	if err == nil && rec != nil && rec.Version > old.version {
 		if st, err := stateOf(rec); err == nil {
 			c.log.Info("rebell refresh token already rotated by another instance; using its tokens",
@@ -312,7 +335,7 @@ func (c *Cache) writeBack(ctx context.Context, e *entry, old *tokenState) (*toke
 	sctx, cancel := c.storeCtx(ctx)
 	defer cancel()
 	rec := recordOf(old, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
-	ok, err := c.shared.Swap(sctx, e.key, "", old.version-1, rec, c.pol.lifetime(old, c.now()))
+	ok, err := c.shared.Swap(sctx, e.key, "", old.version-1, rec, c.recordTTL(old, c.now()))
 	if err != nil {
 		return nil, storeError(err)
 	}

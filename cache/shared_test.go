@@ -355,11 +355,24 @@ func TestSharedEndCustomer(t *testing.T) {
 func TestSharedIdleTimeoutCountsEveryInstance(t *testing.T) {
 	cl := newCluster(t, 2, func(c *Config) { c.IdleTimeout = 10 * time.Minute })
 	_, k, _ := cl.loginOn(t, 0, "code-1")
+	expires := func() time.Duration {
+		cl.srv.mu.Lock()
+		defer cl.srv.mu.Unlock()
+		return cl.srv.recs[k].expires.Sub(cl.clock.Now())
+	}
+	// The record lives for the idle timeout plus two recheck intervals
+	// after its last reported use, not until R + grace.
+	if got, want := expires(), 10*time.Minute+2*recheckInterval; got != want {
+		t.Fatalf("record lifetime %v, want %v", got, want)
+	}
 	mustGet(t, cl.nodes[1], k)
 	// Used on node 0 only, every minute: node 0 reports it at each recheck.
 	for i := 0; i < 11; i++ {
 		cl.clock.Advance(recheckInterval)
 		mustGet(t, cl.nodes[0], k)
+	}
+	if got, want := expires(), 10*time.Minute+2*recheckInterval; got != want {
+		t.Fatalf("record lifetime after a reported use %v, want %v", got, want)
 	}
 	// Node 1 has not seen a use for 11 minutes, but the session is in use.
 	mustGet(t, cl.nodes[1], k)

@@ -53,7 +53,7 @@ func (c *Cache) loadMiss(k Key) (*entry, error) {
 }
 
 func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
-	rec, err := c.shared.Load(ctx, k, time.Time{})
+	rec, err := c.shared.Load(ctx, k, time.Time{}, 0)
 	if err != nil {
 		if errors.Is(err, ErrRecordCorrupt) {
 			c.logCorrupt(k, err)
@@ -117,7 +117,11 @@ func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
 	defer e.checking.Store(false)
 	ctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
 	defer cancel()
-	rec, err := c.shared.Load(ctx, e.key, time.Unix(0, e.lastUsed.Load()))
+	var ttl time.Duration // raise the record's lifetime only with an idle timeout
+	if c.idleTimeout > 0 {
+		ttl = c.recordTTL(e.state.Load(), time.Unix(0, ns))
+	}
+	rec, err := c.shared.Load(ctx, e.key, time.Unix(0, e.lastUsed.Load()), ttl)
 	switch {
 	case err != nil && errors.Is(err, ErrRecordCorrupt):
 		c.logCorrupt(e.key, err)
@@ -153,7 +157,7 @@ func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
 func (c *Cache) idleShared(ctx context.Context, e *entry, ns int64) (bool, error) {
 	ctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
 	defer cancel()
-	rec, err := c.shared.Load(ctx, e.key, time.Time{})
+	rec, err := c.shared.Load(ctx, e.key, time.Time{}, 0)
 	switch {
 	case err != nil && !errors.Is(err, ErrRecordCorrupt):
 		return false, storeError(err)

@@ -29,7 +29,10 @@ type Store interface {
 	// Load returns the record of k, or nil if there is none. If used is not
 	// zero it is recorded as a use of the session first: the store keeps the
 	// latest use any instance reported, and returns it in Record.LastUsed.
-	Load(ctx context.Context, k Key, used time.Time) (*Record, error)
+	// If ttl is positive, the record's remaining lifetime is raised to ttl
+	// when it is shorter (a record that lives for the idle timeout after its
+	// last reported use; SPEC §7).
+	Load(ctx context.Context, k Key, used time.Time, ttl time.Duration) (*Record, error)
 
 	// Acquire tries to take the refresh lease of session k for ttl. It
 	// succeeds (LeaseAcquired, with the lease's owner token) only if the

@@ -25,7 +25,7 @@ func TestCluster(t *testing.T) {
 	for range 30 {
 		ss := newSession("cust-1")
 		mustCreate(t, s, ss, time.Hour)
-		rec, err := other.Load(ctx, ss.k, time.Now())
+		rec, err := other.Load(ctx, ss.k, time.Now(), 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -44,7 +44,7 @@ func TestCluster(t *testing.T) {
 		if ev := e.next(t, cache.EventUpdated); ev.Key != ss.k || ev.Version != 2 {
 			t.Fatalf("updated: %+v", ev)
 		}
-		if rec, _ := s.Load(ctx, ss.k, time.Time{}); rec == nil || rec.Version != 2 {
+		if rec, _ := s.Load(ctx, ss.k, time.Time{}, 0); rec == nil || rec.Version != 2 {
 			t.Fatalf("after swap: %+v", rec)
 		}
 		slot := raw.ClusterKeySlot(ctx, s.keys.record(ss.k)).Val()

@@ -88,12 +88,12 @@ func TestListenRecovers(t *testing.T) {
 	le := newEvents()
 	late.Listen(le.fn)
 	ctx := context.Background()
-	if _, err := s.Load(ctx, newSession("").k, timeZero); err == nil {
+	if _, err := s.Load(ctx, newSession("").k, timeZero, 0); err == nil {
 		t.Fatal("Load while Redis is down succeeded")
 	}
 
 	for range 3 {
-		_, _ = s.Load(ctx, newSession("").k, timeZero)
+		_, _ = s.Load(ctx, newSession("").k, timeZero, 0)
 	}
 
 	srv.Restart(t)

@@ -15,8 +15,9 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 `)
 
-// loadScript: KEYS record; ARGV used (ms, "0" for none). Raises u to used
-// and returns {v, d, u}, or nil if there is no record.
+// loadScript: KEYS record; ARGV used (ms, "0" for none), ttl (ms, "0" for
+// none). Raises u to used and the lifetime to ttl, and returns {v, d, u}, or
+// nil if there is no record.
 var loadScript = redis.NewScript(`
 local r = redis.call('HMGET', KEYS[1], 'v', 'd', 'u')
 if not r[1] then return false end
@@ -24,6 +25,10 @@ local used = tonumber(ARGV[1])
 if used > 0 and used > (tonumber(r[3]) or 0) then
   redis.call('HSET', KEYS[1], 'u', ARGV[1])
   r[3] = ARGV[1]
+end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 and redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return r
 `)

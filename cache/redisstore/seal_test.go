@@ -131,7 +131,7 @@ func TestDownFailsFast(t *testing.T) {
 	}
 	defer s.Close()
 	_, k := cache.NewSessionID()
-	if _, err := s.Load(context.Background(), k, timeZero); err == nil {
+	if _, err := s.Load(context.Background(), k, timeZero, 0); err == nil {
 		t.Fatal("Load on a down Redis succeeded")
 	}
 }

@@ -49,9 +49,13 @@ func (s *Store) Create(ctx context.Context, k cache.Key, rec *cache.Record, ttl 
 }
 
 // Load implements cache.Store, in one round trip.
-func (s *Store) Load(ctx context.Context, k cache.Key, used time.Time) (*cache.Record, error) {
+func (s *Store) Load(ctx context.Context, k cache.Key, used time.Time, ttl time.Duration) (*cache.Record, error) {
 	name := s.keys.record(k)
-	vals, err := s.run(ctx, loadScript, []string{name}, unixMilli(used)).Slice()
+	var ms int64
+	if ttl > 0 {
+		ms = millis(ttl)
+	}
+	vals, err := s.run(ctx, loadScript, []string{name}, unixMilli(used), ms).Slice()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}

@@ -22,7 +22,7 @@ func TestCreateLoad(t *testing.T) {
 	ctx := context.Background()
 	ss := newSession("cust-1")
 
-	if rec, err := s.Load(ctx, ss.k, timeZero); rec != nil || err != nil {
+	if rec, err := s.Load(ctx, ss.k, timeZero, 0); rec != nil || err != nil {
 		t.Fatalf("Load of nothing: %v %v", rec, err)
 	}
 	mustCreate(t, s, ss, time.Hour)
@@ -32,7 +32,7 @@ func TestCreateLoad(t *testing.T) {
 		t.Fatalf("second Create: %v %v, want false", ok, err)
 	}
 
-	rec, err := s.Load(ctx, ss.k, timeZero)
+	rec, err := s.Load(ctx, ss.k, timeZero, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,17 +42,30 @@ func TestCreateLoad(t *testing.T) {
 	}
 
 	later := ss.rec.Created.Add(time.Minute)
-	if rec, err = s.Load(ctx, ss.k, later); err != nil || !rec.LastUsed.Equal(later.Truncate(time.Millisecond)) {
+	if rec, err = s.Load(ctx, ss.k, later, 0); err != nil || !rec.LastUsed.Equal(later.Truncate(time.Millisecond)) {
 		t.Fatalf("Load(used later): %v %v", rec.LastUsed, err)
 	}
-	if rec, err = s.Load(ctx, ss.k, ss.rec.Created); err != nil || !rec.LastUsed.Equal(later.Truncate(time.Millisecond)) {
+	if rec, err = s.Load(ctx, ss.k, ss.rec.Created, 0); err != nil || !rec.LastUsed.Equal(later.Truncate(time.Millisecond)) {
 		t.Fatalf("Load(used earlier) lowered LastUsed: %v %v", rec.LastUsed, err)
 	}
-	if rec, err = s.Load(ctx, ss.k, timeZero); err != nil || !rec.LastUsed.Equal(later.Truncate(time.Millisecond)) {
+	if rec, err = s.Load(ctx, ss.k, timeZero, 0); err != nil || !rec.LastUsed.Equal(later.Truncate(time.Millisecond)) {
 		t.Fatalf("Load(no use): %v %v", rec.LastUsed, err)
 	}
 	if pttl := raw.PTTL(ctx, s.keys.record(ss.k)).Val(); pttl <= 59*time.Minute || pttl > time.Hour {
 		t.Fatalf("record TTL %v, want ~1h", pttl)
+	}
+	// A ttl raises a shorter lifetime and never lowers a longer one.
+	if _, err := s.Load(ctx, ss.k, later, 2*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if pttl := raw.PTTL(ctx, s.keys.record(ss.k)).Val(); pttl <= 119*time.Minute || pttl > 2*time.Hour {
+		t.Fatalf("record TTL after Load(ttl 2h) %v, want ~2h", pttl)
+	}
+	if _, err := s.Load(ctx, ss.k, later, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if pttl := raw.PTTL(ctx, s.keys.record(ss.k)).Val(); pttl <= 119*time.Minute {
+		t.Fatalf("Load(ttl 1m) lowered the TTL to %v", pttl)
 	}
 }
 
@@ -62,7 +75,7 @@ func TestSwapEnd(t *testing.T) {
 	ss := newSession("cust-1")
 	mustCreate(t, s, ss, time.Hour)
 	used := time.Now().Add(time.Second)
-	_, _ = s.Load(ctx, ss.k, used)
+	_, _ = s.Load(ctx, ss.k, used, 0)
 
 	next := refreshed(ss.rec)
 	if ok, err := s.Swap(ctx, ss.k, "", 2, next, time.Hour); ok || err != nil {
@@ -71,7 +84,7 @@ func TestSwapEnd(t *testing.T) {
 	if ok, err := s.Swap(ctx, ss.k, "", 1, next, 2*time.Hour); !ok || err != nil {
 		t.Fatalf("Swap: %v %v", ok, err)
 	}
-	rec, err := s.Load(ctx, ss.k, timeZero)
+	rec, err := s.Load(ctx, ss.k, timeZero, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +102,7 @@ func TestSwapEnd(t *testing.T) {
 	if ok, err := s.End(ctx, ss.k, "cust-1"); !ok || err != nil {
 		t.Fatalf("End: %v %v", ok, err)
 	}
-	if rec, err := s.Load(ctx, ss.k, timeZero); rec != nil || err != nil {
+	if rec, err := s.Load(ctx, ss.k, timeZero, 0); rec != nil || err != nil {
 		t.Fatalf("Load after End: %v %v", rec, err)
 	}
 	if ok, err := s.End(ctx, ss.k, "cust-1"); ok || err != nil {
@@ -187,7 +200,7 @@ func TestTamper(t *testing.T) {
 
 	corrupt := func(what string, k cache.Key) {
 		t.Helper()
-		rec, err := s.Load(ctx, k, timeZero)
+		rec, err := s.Load(ctx, k, timeZero, 0)
 		if !errors.Is(err, cache.ErrRecordCorrupt) || rec != nil {
 			t.Fatalf("%s: %v %v, want ErrRecordCorrupt", what, rec, err)
 		}
@@ -206,7 +219,7 @@ func TestTamper(t *testing.T) {
 	raw.HSet(ctx, ka, "d", d, "v", "2")
 	corrupt("changed version", a.k)
 	raw.HSet(ctx, ka, "v", "1")
-	if _, err := s.Load(ctx, a.k, timeZero); err != nil {
+	if _, err := s.Load(ctx, a.k, timeZero, 0); err != nil {
 		t.Fatalf("restored: %v", err)
 	}
 
@@ -221,7 +234,7 @@ func TestTamper(t *testing.T) {
 	mustCreate(t, s, newSession("cust-9"), time.Hour)
 	cs := newSession("cust-9")
 	mustCreate(t, s, cs, time.Hour)
-	if _, err := c.Load(ctx, cs.k, timeZero); !errors.Is(err, cache.ErrRecordCorrupt) {
+	if _, err := c.Load(ctx, cs.k, timeZero, 0); !errors.Is(err, cache.ErrRecordCorrupt) {
 		t.Fatalf("wrong key: %v", err)
 	}
 	code := rebell.NewSecret("code-x")
@@ -263,7 +276,7 @@ func TestTTLAndNoPlaintext(t *testing.T) {
 	if ok, _ := s.Swap(ctx, sessions[1].k, lease, 1, next, time.Hour); !ok {
 		t.Fatal("swap")
 	}
-	_, _ = s.Load(ctx, sessions[2].k, time.Now())
+	_, _ = s.Load(ctx, sessions[2].k, time.Now(), 0)
 	// Logins: one finished, one in flight.
 	for i, code := range []string{"AUTHCODE-finished-0123456789", "AUTHCODE-inflight-0123456789"} {
 		secrets = append(secrets, code)
@@ -415,7 +428,7 @@ func TestLeaseContention(t *testing.T) {
 	if got := raw.Get(ctx, s.keys.lease(ss.k)).Val(); got != leaseB2 {
 		t.Fatal("A's late Swap or Release took B's lease")
 	}
-	rec, _ := s.Load(ctx, ss.k, timeZero)
+	rec, _ := s.Load(ctx, ss.k, timeZero, 0)
 	sameRecord(t, rec, v3)
 	if err := s.Release(ctx, ss.k, leaseB2); err != nil {
 		t.Fatal(err)
@@ -504,7 +517,7 @@ func TestRoundTrips(t *testing.T) {
 		})
 		step("create", func() { mustCreate(t, s, newSession("c"), time.Hour) })
 		step("load", func() {
-			if _, err := s.Load(ctx, ss.k, time.Now()); err != nil {
+			if _, err := s.Load(ctx, ss.k, time.Now(), 0); err != nil {
 				t.Fatal(err)
 			}
 		})
