@@ -314,7 +314,7 @@ func TestProvisionStoreErrors(t *testing.T) {
 		"no key":       {&StoreConfig{Redis: &RedisStore{Address: []string{"127.0.0.1:6379"}}}, "store: encryption_key: required"},
 		"no address":   {&StoreConfig{Redis: &RedisStore{EncryptionKey: testStoreKey}}, "store: address: required"},
 		"env empty":    {&StoreConfig{Redis: &RedisStore{Address: []string{"{env.REBELL_TEST_UNSET_ADDR}"}, EncryptionKey: testStoreKey}}, "store: address: required"},
-		"bad address":  {&StoreConfig{Redis: &RedisStore{Address: []string{"redis-host"}, EncryptionKey: testStoreKey}}, `store: address: "redis-host" is not host:port`},
+		"bad address":  {&StoreConfig{Redis: &RedisStore{Address: []string{"redis-host"}, EncryptionKey: testStoreKey}}, `store: address: entry 1 is not host:port`},
 		"negative db":  {&StoreConfig{Redis: &RedisStore{Address: []string{"h:1"}, DB: -1, EncryptionKey: testStoreKey}}, "store: db: -1 is negative"},
 		"cluster db":   {&StoreConfig{Redis: &RedisStore{Address: []string{"h:1", "h:2"}, DB: 2, EncryptionKey: testStoreKey}}, "store: db: a Redis Cluster"},
 		"no type":      {&StoreConfig{}, "store: no store type set"},

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -9,8 +10,10 @@ import (
 	"hash"
 	"net"
 	"strings"
+	"sync"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/rebell-gateway/caddy-rebell/cache/redisstore"
@@ -105,9 +108,10 @@ func (a *Auth) provisionStore(repl *caddy.Replacer) (*redisstore.Config, error) 
 	if len(addrs) == 0 {
 		return nil, errors.New("store: address: required")
 	}
-	for _, addr := range addrs {
+	for i, addr := range addrs {
 		if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" {
-			return nil, fmt.Errorf("store: address: %q is not host:port", addr)
+			// Not quoted: a URL written by mistake may carry a password.
+			return nil, fmt.Errorf("store: address: entry %d is not host:port (write host:port, not a URL)", i+1)
 		}
 	}
 	if rs.DB < 0 {
@@ -120,6 +124,7 @@ func (a *Auth) provisionStore(repl *caddy.Replacer) (*redisstore.Config, error) 
 	if err != nil {
 		return nil, err
 	}
+	routeRedisLogs()
 	return &redisstore.Config{
 		Addresses:     addrs,
 		MasterName:    rs.MasterName,
@@ -130,6 +135,25 @@ func (a *Auth) provisionStore(repl *caddy.Replacer) (*redisstore.Config, error) 
 		KeyPrefix:     rs.KeyPrefix,
 		EncryptionKey: key,
 	}, nil
+}
+
+// redisLogOnce routes go-redis's own log lines (dial failures, pool trouble),
+// which it prints to stderr through a package-level logger, into Caddy's
+// log at DEBUG: the store itself reports an outage at WARN once.
+var redisLogOnce sync.Once
+
+func routeRedisLogs() {
+	redisLogOnce.Do(func() {
+		redis.SetLogger(redisLogger{caddy.Log().Named("http.handlers.rebell_auth.redis")})
+	})
+}
+
+type redisLogger struct{ l *zap.Logger }
+
+func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if ce := r.l.Check(zap.DebugLevel, "go-redis"); ce != nil {
+		ce.Write(zap.String("detail", fmt.Sprintf(format, v...)))
+	}
 }
 
 // decodeEncryptionKey decodes encryption_key: standard or URL base64, padded
