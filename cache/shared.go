@@ -74,7 +74,7 @@ func stateOf(rec *Record) (*tokenState, error) {
 // logCorrupt reports a record of k that cannot be opened; the session is
 // treated as invalid.
 func (c *Cache) logCorrupt(k Key, err error) {
-	c.log.Error("rebell session record unreadable; session ended (is encryption_key the same on every instance?)",
+	c.log.Error("rebell session record unreadable: altered, or written with another encryption_key, endpoint or client_id",
 		zap.String("session", k.Tag()), zap.Error(err))
 }
 

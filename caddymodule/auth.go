@@ -218,6 +218,11 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	if a.storeCfg, err = a.provisionStore(repl); err != nil {
 		return err
 	}
+	if a.storeCfg != nil {
+		// Records of another merchant (or Rebell environment) sharing this
+		// Redis, prefix and key do not open here.
+		a.storeCfg.Realm = a.Endpoint + "\x00" + a.ClientID
+	}
 	key := a.cacheKey()
 	val, _, err := caches.LoadOrNew(key, func() (caddy.Destructor, error) {
 		ex := &swapExchanger{}

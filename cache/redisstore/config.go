@@ -46,6 +46,12 @@ type Config struct {
 	KeyPrefix string
 	// EncryptionKey is the AES-256-GCM key (32 bytes) that seals records.
 	EncryptionKey []byte
+	// Realm names whose sessions these are (the gateway uses the Rebell
+	// endpoint and client id). It is part of every sealed value's associated
+	// data: a record written under another realm does not open, so two
+	// gateways for different merchants sharing a Redis, a key prefix and a
+	// key cannot use each other's sessions.
+	Realm string
 	// Logger receives connection trouble. nil means none.
 	Logger *zap.Logger
 }
@@ -104,7 +110,7 @@ func New(cfg Config) (*Store, error) {
 	if strings.ContainsAny(prefix, "{}") {
 		return nil, errors.New("redisstore: key_prefix: must not contain '{' or '}'")
 	}
-	s, err := newSealer(cfg.EncryptionKey)
+	s, err := newSealer(cfg.EncryptionKey, cfg.Realm)
 	if err != nil {
 		return nil, err
 	}

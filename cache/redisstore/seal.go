@@ -16,10 +16,14 @@ import (
 
 // sealer seals values with AES-256-GCM: a random 12-byte nonce, then the
 // ciphertext and tag. The associated data binds a value to its key name (and
-// a record to its version), so a value moved elsewhere does not open.
-type sealer struct{ aead cipher.AEAD }
+// a record to its version) and to the realm, so a value moved elsewhere, or
+// written for another merchant, does not open.
+type sealer struct {
+	aead  cipher.AEAD
+	realm string
+}
 
-func newSealer(key []byte) (*sealer, error) {
+func newSealer(key []byte, realm string) (*sealer, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, errors.New("redisstore: encryption_key: not an AES-256 key")
@@ -28,24 +32,24 @@ func newSealer(key []byte) (*sealer, error) {
 	if err != nil {
 		return nil, errors.New("redisstore: encryption_key: GCM unavailable")
 	}
-	return &sealer{aead: aead}, nil
+	return &sealer{aead: aead, realm: realm}, nil
 }
 
-// seal returns nonce||ciphertext of plain under ad.
+// seal returns nonce||ciphertext of plain under ad and the realm.
 func (s *sealer) seal(plain []byte, ad string) []byte {
 	out := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
 	_, _ = rand.Read(out) // never fails (crypto/rand docs)
-	return s.aead.Seal(out, out, plain, []byte(ad))
+	return s.aead.Seal(out, out, plain, []byte(ad+"\x00"+s.realm))
 }
 
 // open reverses seal; it fails if sealed was altered, sealed under another
-// ad or with another key.
+// ad or realm, or with another key.
 func (s *sealer) open(sealed []byte, ad string) ([]byte, error) {
 	n := s.aead.NonceSize()
 	if len(sealed) < n+s.aead.Overhead() {
 		return nil, errors.New("sealed value too short")
 	}
-	return s.aead.Open(nil, sealed[:n], sealed[n:], []byte(ad))
+	return s.aead.Open(nil, sealed[:n], sealed[n:], []byte(ad+"\x00"+s.realm))
 }
 
 // recordAD is the associated data of a record: its key name and version.

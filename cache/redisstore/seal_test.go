@@ -10,7 +10,7 @@ import (
 )
 
 func TestSealRoundTrip(t *testing.T) {
-	s, err := newSealer(newKey())
+	s, err := newSealer(newKey(), "realm")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,12 @@ func TestSealRoundTrip(t *testing.T) {
 		},
 		"truncated": func() error { _, err := s.openRecord("rebell:{x}", 1, sealed[:10]); return err },
 		"wrong key": func() error {
-			o, _ := newSealer(newKey())
+			o, _ := newSealer(newKey(), "realm")
+			_, err := o.openRecord("rebell:{x}", 1, sealed)
+			return err
+		},
+		"other realm": func() error {
+			o := &sealer{aead: s.aead, realm: "another merchant"}
 			_, err := o.openRecord("rebell:{x}", 1, sealed)
 			return err
 		},

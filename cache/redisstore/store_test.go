@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/rebell-gateway/caddy-rebell/cache"
+	"github.com/rebell-gateway/caddy-rebell/internal/redistest"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
@@ -190,7 +191,9 @@ func TestLogin(t *testing.T) {
 }
 
 func TestTamper(t *testing.T) {
-	srv, s, raw := startedStore(t)
+	srv := redistest.Start(t)
+	key := newKey()
+	s, raw := newStore(t, key, srv.Addr), srv.Client(t)
 	ctx := context.Background()
 	a, b := newSession("cust-1"), newSession("cust-1")
 	mustCreate(t, s, a, time.Hour)
@@ -236,6 +239,11 @@ func TestTamper(t *testing.T) {
 	mustCreate(t, s, cs, time.Hour)
 	if _, err := c.Load(ctx, cs.k, timeZero, 0); !errors.Is(err, cache.ErrRecordCorrupt) {
 		t.Fatalf("wrong key: %v", err)
+	}
+	// Nor can a Store of another realm (merchant) with the same key.
+	other := newStoreConfig(t, Config{Addresses: []string{srv.Addr}, EncryptionKey: key, Realm: "another merchant"})
+	if _, err := other.Load(ctx, cs.k, timeZero, 0); !errors.Is(err, cache.ErrRecordCorrupt) {
+		t.Fatalf("other realm: %v", err)
 	}
 	code := rebell.NewSecret("code-x")
 	s.ClaimLogin(ctx, code, time.Minute)
