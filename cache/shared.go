@@ -179,12 +179,12 @@ func (c *Cache) sharedRefresh(ctx context.Context, e *entry, old *tokenState) (s
 	if old.unsynced {
 		// Tokens refreshed while the store was down: tell the store first;
 		// a refresh from a version it does not know would be refused.
-		if st, err := c.writeBack(ctx, e, old); err != nil || st != old {
+		if st, err := c.writeBack(ctx, e, old, old.version-1); err != nil || st != old {
 			return st, false, err
 		}
 		old = e.state.Load()
 	}
-	for {
+	for wroteBack := false; ; {
 		lease, res, err := c.shared.Acquire(ctx, e.key, old.version, c.leaseTTL)
 		if err != nil {
 			return nil, false, storeError(err)
@@ -195,11 +195,32 @@ func (c *Cache) sharedRefresh(ctx context.Context, e *entry, old *tokenState) (s
 		case LeaseGone:
 			return nil, false, errEndedElsewhere
 		case LeaseStale:
-			st, err := c.reload(ctx, e)
-			if err == nil && st.version <= old.version {
-				err = storeError(fmt.Errorf("record version %d is behind version %d held in memory", st.version, old.version))
+			rec, err := c.shared.Load(ctx, e.key, time.Time{}, 0)
+			switch {
+			case err != nil && errors.Is(err, ErrRecordCorrupt):
+				c.logCorrupt(e.key, err)
+				c.end(e, "record_corrupt", zapcore.InfoLevel)
+				return nil, false, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+			case err != nil:
+				return nil, false, storeError(err)
+			case rec == nil:
+				return nil, false, errEndedElsewhere
+			case rec.Version > old.version:
+				st, err := stateOf(rec)
+				if err != nil {
+					return nil, false, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+				}
+				e.checked.Store(c.now().UnixNano())
+				return c.adopt(e, st), false, nil
+			case wroteBack:
+				return nil, false, storeError(fmt.Errorf("record version %d is behind version %d held in memory", rec.Version, old.version))
 			}
-			return st, false, err
+			// The store lost our latest state (a failover to a replica
+			// that lagged): write it back, then take the lease.
+			wroteBack = true
+			if st, err := c.writeBack(ctx, e, old, rec.Version); err != nil || st != old {
+				return st, false, err
+			}
 		case LeaseHeld:
 			if st := c.waitNewer(ctx, e, old); st != nil {
 				return st, false, nil
@@ -328,37 +349,41 @@ func (c *Cache) deadRefreshToken(ctx context.Context, e *entry, old *tokenState,
 	return nil, true, rerr
 }
 
-// writeBack stores old, a state refreshed while the store was down, if the
-// record is still at the version before it. It returns old (now synced) or
-// the store's newer state, or an error.
-func (c *Cache) writeBack(ctx context.Context, e *entry, old *tokenState) (*tokenState, error) {
+// writeBack stores cur, a state the store does not have (refreshed while
+// the store was down, or lost by a failover to a replica that lagged), over
+// the record at version stored. It returns cur (now synced) or the store's
+// newer state, or an error.
+func (c *Cache) writeBack(ctx context.Context, e *entry, cur *tokenState, stored uint64) (*tokenState, error) {
 	sctx, cancel := c.storeCtx(ctx)
 	defer cancel()
-	rec := recordOf(old, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
-	ok, err := c.shared.Swap(sctx, e.key, "", old.version-1, rec, c.recordTTL(old, c.now()))
+	rec := recordOf(cur, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
+	ok, err := c.shared.Swap(sctx, e.key, "", stored, rec, c.recordTTL(cur, c.now()))
 	if err != nil {
 		return nil, storeError(err)
 	}
 	if !ok {
 		return c.reload(sctx, e)
 	}
-	synced := &tokenState{
-		grant: Grant{
-			CustomerID:        old.grant.CustomerID,
-			AccessToken:       old.grant.AccessToken,
-			AccessTokenExpiry: old.grant.AccessTokenExpiry,
-			SessionExpiry:     old.grant.SessionExpiry,
-		},
-		refreshToken: old.refreshToken,
-		version:      old.version,
+	if cur.unsynced {
+		synced := &tokenState{
+			grant: Grant{
+				CustomerID:        cur.grant.CustomerID,
+				AccessToken:       cur.grant.AccessToken,
+				AccessTokenExpiry: cur.grant.AccessTokenExpiry,
+				SessionExpiry:     cur.grant.SessionExpiry,
+			},
+			refreshToken: cur.refreshToken,
+			version:      cur.version,
+		}
+		e.mu.Lock()
+		if e.state.Load() == cur {
+			e.state.Store(synced)
+		}
+		e.mu.Unlock()
 	}
-	e.mu.Lock()
-	if e.state.Load() == old {
-		e.state.Store(synced)
-	}
-	e.mu.Unlock()
-	c.log.Info("rebell refreshed tokens written back to the store", zap.String("session", e.key.Tag()))
-	return old, nil
+	c.log.Info("rebell session tokens written back to the store", zap.String("session", e.key.Tag()),
+		zap.Uint64("stored_version", stored), zap.Uint64("version", cur.version))
+	return cur, nil
 }
 
 // keepLease renews the lease of k every third of its lifetime until the

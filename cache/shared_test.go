@@ -385,3 +385,71 @@ func TestSharedIdleTimeoutCountsEveryInstance(t *testing.T) {
 		t.Fatalf("idle everywhere, other instance: %v", err)
 	}
 }
+
+// TestSharedStoreLosesLatestVersion: a failover to a replica that lagged
+// brings back the record before the last refresh, whose refresh token
+// Rebell has spent. The instance holding the newer state writes it back, at
+// its next recheck or before its next refresh.
+func TestSharedStoreLosesLatestVersion(t *testing.T) {
+	for _, via := range []string{"recheck", "refresh"} {
+		t.Run(via, func(t *testing.T) {
+			cl := newCluster(t, 2)
+			_, k, g := cl.loginOn(t, 0, "code-1")
+			cl.srv.mu.Lock()
+			v1 := cl.srv.recs[k]
+			cl.srv.mu.Unlock()
+			cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
+			g2 := mustGet(t, cl.nodes[0], k) // refreshed: version 2
+			if cl.srv.version(k) != 2 {
+				t.Fatal("no refresh")
+			}
+			cl.srv.mu.Lock()
+			cl.srv.recs[k] = v1 // the failover
+			cl.srv.mu.Unlock()
+
+			switch via {
+			case "recheck":
+				cl.clock.Advance(recheckInterval)
+				mustGet(t, cl.nodes[0], k)
+				if v := cl.srv.version(k); v != 2 {
+					t.Fatalf("version after the recheck = %d, want 2 written back", v)
+				}
+				if got := mustGet(t, cl.nodes[1], k); !got.AccessToken.Equal(g2.AccessToken) {
+					t.Fatal("the other instance did not get the written-back token")
+				}
+			case "refresh":
+				cl.clock.Set(g2.AccessTokenExpiry.Add(-time.Second))
+				got := mustGet(t, cl.nodes[0], k)
+				if v := cl.srv.version(k); v != 3 || got.AccessToken.Equal(g2.AccessToken) {
+					t.Fatalf("version after the refresh = %d, want 3", v)
+				}
+				// The refresh presented version 2's refresh token, not the spent one.
+				p := cl.fake.presented()
+				if len(p) != 2 || p[0] == p[1] {
+					t.Fatalf("refresh tokens presented: %v", p)
+				}
+			}
+		})
+	}
+}
+
+// TestSharedMemoryFull: with a shared store, a session memory does not
+// admit is still created (it is in the store) and served, from the store.
+func TestSharedMemoryFull(t *testing.T) {
+	cl := newCluster(t, 2)
+	cl.nodes[0].mem.cost = 1001 // more than MaxSessions: ristretto's policy refuses it
+	cl.nodes[1].mem.cost = 1001
+	_, k, g := cl.loginOn(t, 0, "code-1")
+	if cl.srv.version(k) != 1 || cl.nodes[0].Len() != 0 {
+		t.Fatalf("stored %d, in memory %d", cl.srv.version(k), cl.nodes[0].Len())
+	}
+	for i := 0; i < 2; i++ {
+		before := cl.srv.calls.Load()
+		if got := mustGet(t, cl.nodes[i], k); !got.AccessToken.Equal(g.AccessToken) {
+			t.Fatalf("node %d served another token", i)
+		}
+		if cl.srv.calls.Load() == before {
+			t.Fatalf("node %d served a session it does not hold without reading the store", i)
+		}
+	}
+}

@@ -88,7 +88,15 @@ func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
 		if e.ended.CompareAndSwap(false, true) {
 			c.index.remove(st.grant.CustomerID, e)
 		}
-		return nil, storeError(err)
+		if errors.Is(err, errClosed) {
+			return nil, storeError(err)
+		}
+		// Memory is full and did not admit it: serve this request from the
+		// record all the same; the next one reads the store again.
+		e = newEntry(k, st, rec.Created)
+		e.lastUsed.Store(ns)
+		e.checked.Store(ns)
+		return e, nil
 	}
 	if e.ended.Load() {
 		c.mem.remove(e)
@@ -139,8 +147,10 @@ func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
 		e.lastUsed.Store(used)
 	}
 	cur := e.state.Load()
-	if cur.unsynced && rec.Version == cur.version-1 {
-		_, _ = c.writeBack(ctx, e, cur)
+	if rec.Version < cur.version {
+		// Refreshed here while the store was down, or lost by the store:
+		// this instance holds the only live refresh token.
+		_, _ = c.writeBack(ctx, e, cur, rec.Version)
 		return nil
 	}
 	if rec.Version > cur.version {

@@ -49,7 +49,9 @@ type Store interface {
 	// Release gives up the lease of k if lease holds it.
 	Release(ctx context.Context, k Key, lease string) error
 
-	// Swap replaces the record of k with rec (rec.Version is old+1) and sets
+	// Swap replaces the record of k with rec (rec.Version is greater than old:
+	// old+1 after a refresh, more when an instance writes back a state the
+	// store lost) and sets
 	// its lifetime to ttl, if and only if the stored record is at version
 	// old; it then releases the lease if lease holds it, and announces
 	// EventUpdated for k to every instance. It reports false, writing
