@@ -27,6 +27,10 @@ type fakeServer struct {
 	logins    map[string]fakeMemo
 	listeners []*fakeStore
 
+	// afterLoad, if set, runs after a Load read a record, before it
+	// returns: what happens elsewhere while the answer travels.
+	afterLoad func(Key)
+
 	down  atomic.Bool  // every call fails
 	calls atomic.Int64 // calls made
 }
@@ -163,9 +167,9 @@ func (f *fakeStore) Load(ctx context.Context, k Key, used time.Time, ttl time.Du
 	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
-	defer s.mu.Unlock()
 	r, ok := s.record(k)
 	if !ok {
+		s.mu.Unlock()
 		return nil, nil
 	}
 	if used.After(r.rec.LastUsed) {
@@ -175,6 +179,11 @@ func (f *fakeStore) Load(ctx context.Context, k Key, used time.Time, ttl time.Du
 		r.expires = exp
 	}
 	s.recs[k] = r
+	hook := s.afterLoad
+	s.mu.Unlock()
+	if hook != nil {
+		hook(k)
+	}
 	rec := r.rec
 	return &rec, nil
 }

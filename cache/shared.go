@@ -132,6 +132,7 @@ func (c *Cache) onEvent(ev Event) {
 		// store before its next use.
 		c.resyncAt.Store(c.now().UnixNano())
 	case EventEnded:
+		c.endedWhileLoading(ev.Key)
 		if e := c.mem.get(&ev.Key); e != nil {
 			c.end(e, "ended_elsewhere", zapcore.DebugLevel)
 		}

@@ -453,3 +453,26 @@ func TestSharedMemoryFull(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedEndedWhileLoading: an end announced while an instance reads the
+// record after a memory miss is not lost: the read's result is dropped.
+func TestSharedEndedWhileLoading(t *testing.T) {
+	cl := newCluster(t, 2)
+	_, k, _ := cl.loginOn(t, 0, "code-1")
+	cl.srv.mu.Lock()
+	cl.srv.afterLoad = func(Key) {
+		cl.srv.mu.Lock()
+		cl.srv.afterLoad = nil
+		cl.srv.mu.Unlock()
+		if err := cl.nodes[0].Logout(context.Background(), k); err != nil {
+			t.Error(err)
+		}
+	}
+	cl.srv.mu.Unlock()
+	if _, err := cl.nodes[1].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("read overtaken by a logout: %v", err)
+	}
+	if cl.nodes[1].Len() != 0 {
+		t.Fatal("the ended session stayed in memory")
+	}
+}

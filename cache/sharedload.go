@@ -17,6 +17,9 @@ type loadCall struct {
 	done chan struct{}
 	e    *entry
 	err  error
+	// ended, guarded by missLoads.mu, is set when the store announced the
+	// session's end while it was being read.
+	ended bool
 }
 
 // missLoads deduplicates memory-miss reads by session.
@@ -47,9 +50,24 @@ func (c *Cache) loadMiss(k Key) (*entry, error) {
 
 	c.loads.mu.Lock()
 	delete(c.loads.m, k)
+	ended := call.ended
 	c.loads.mu.Unlock()
+	if ended && call.e != nil {
+		c.end(call.e, "ended_elsewhere", zapcore.DebugLevel)
+		call.e, call.err = nil, errEndedElsewhere
+	}
 	close(call.done)
 	return call.e, call.err
+}
+
+// endedWhileLoading marks a read of k in flight as overtaken by the end of
+// the session.
+func (c *Cache) endedWhileLoading(k Key) {
+	c.loads.mu.Lock()
+	if call := c.loads.m[k]; call != nil {
+		call.ended = true
+	}
+	c.loads.mu.Unlock()
 }
 
 func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
