@@ -42,6 +42,7 @@ type Server struct {
 	dir     string
 	logPath string
 	extra   []string // further arguments (Cluster mode)
+	conf    string   // a config file, given first (Sentinel mode)
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -108,6 +109,9 @@ func (s *Server) start(t testing.TB) {
 		"--daemonize", "no",
 	}
 	args = append(args, s.extra...)
+	if s.conf != "" {
+		args = append([]string{s.conf}, args...)
+	}
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	cmd.Stdout = logf
