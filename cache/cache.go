@@ -108,6 +108,10 @@ type Cache struct {
 	// re-established: copies compared with the store before then are
 	// compared again before use.
 	resyncAt atomic.Int64
+	// lostAt (Unix ns) is when the store was last found to have lost its
+	// data: a copy compared with the store before then whose record is
+	// missing is written back instead of ended.
+	lostAt atomic.Int64
 
 	// ctx is the parent of the cache's own work; Close cancels it.
 	ctx    context.Context

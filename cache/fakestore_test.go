@@ -110,6 +110,18 @@ func (s *fakeServer) announce(ev Event) {
 // resync tells every instance its subscription was re-established.
 func (s *fakeServer) resync() { s.announce(Event{Kind: EventResync}) }
 
+// restartEmpty loses every key, as a Redis without persistence that
+// restarts, and tells every instance so when it resubscribes.
+func (s *fakeServer) restartEmpty() {
+	s.mu.Lock()
+	s.recs = map[Key]fakeRec{}
+	s.leases = map[Key]fakeLease{}
+	s.customers = map[string]map[Key]bool{}
+	s.logins = map[string]fakeMemo{}
+	s.mu.Unlock()
+	s.announce(Event{Kind: EventResync, Lost: true})
+}
+
 // dropSilently deletes k's record without announcing it (a lost message).
 func (s *fakeServer) dropSilently(k Key) {
 	s.mu.Lock()

@@ -130,7 +130,11 @@ func (c *Cache) onEvent(ev Event) {
 	case EventResync:
 		// Announcements may have been lost: every copy is compared with the
 		// store before its next use.
-		c.resyncAt.Store(c.now().UnixNano())
+		now := c.now().UnixNano()
+		if ev.Lost {
+			c.lostAt.Store(now)
+		}
+		c.resyncAt.Store(now)
 	case EventEnded:
 		c.endedWhileLoading(ev.Key)
 		if e := c.mem.get(&ev.Key); e != nil {
@@ -194,7 +198,10 @@ func (c *Cache) sharedRefresh(ctx context.Context, e *entry, old *tokenState) (s
 		case LeaseAcquired:
 			return c.refreshWithLease(ctx, e, old, lease)
 		case LeaseGone:
-			return nil, false, errEndedElsewhere
+			if restored, err := c.restore(ctx, e); err != nil || !restored {
+				return nil, false, err
+			}
+			old = e.state.Load()
 		case LeaseStale:
 			rec, err := c.shared.Load(ctx, e.key, time.Time{}, 0)
 			switch {
@@ -348,6 +355,37 @@ func (c *Cache) deadRefreshToken(ctx context.Context, e *entry, old *tokenState,
 		}
 	}
 	return nil, true, rerr
+}
+
+// restore handles the record of e found missing. If the store lost its data
+// since e was last compared with it, e's state is written back as a new
+// record (by whichever instance comes first) and restore reports true;
+// otherwise the session ended elsewhere: e is ended and restore reports
+// false with errEndedElsewhere.
+func (c *Cache) restore(ctx context.Context, e *entry) (bool, error) {
+	if e.checked.Load() >= c.lostAt.Load() {
+		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
+		return false, errEndedElsewhere
+	}
+	sctx, cancel := c.storeCtx(ctx)
+	defer cancel()
+	cur := e.state.Load()
+	now := c.now()
+	created, err := c.shared.Create(sctx, e.key, recordOf(cur, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load())), c.recordTTL(cur, now))
+	if err != nil {
+		return false, storeError(err)
+	}
+	if created {
+		c.log.Info("rebell session written back to a store that lost it", zap.String("session", e.key.Tag()))
+	}
+	// Created by another instance first: compare with theirs.
+	e.checked.Store(now.UnixNano())
+	if !created {
+		if _, err := c.reload(sctx, e); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // writeBack stores cur, a state the store does not have (refreshed while

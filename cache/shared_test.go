@@ -476,3 +476,53 @@ func TestSharedEndedWhileLoading(t *testing.T) {
 		t.Fatal("the ended session stayed in memory")
 	}
 }
+
+// TestSharedStoreRestartsEmpty: sessions held in memory survive a store that
+// comes back without its data: the instances write them back. A session
+// whose record is missing without such a loss is ended.
+func TestSharedStoreRestartsEmpty(t *testing.T) {
+	cl := newCluster(t, 3)
+	_, k, g := cl.loginOn(t, 0, "code-1")
+	mustGet(t, cl.nodes[1], k)
+	cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
+	g2 := mustGet(t, cl.nodes[0], k) // version 2
+	_, gone, _ := cl.loginOn(t, 0, "code-2")
+	mustGet(t, cl.nodes[1], gone)
+
+	cl.clock.Advance(time.Second)
+	cl.srv.restartEmpty()
+	cl.clock.Advance(time.Second)
+	// Node 1 comes first; it may hold version 1 or 2 (the update
+	// announcement made it reload): either way version 2 wins.
+	if got := mustGet(t, cl.nodes[1], k); !got.AccessToken.Equal(g2.AccessToken) {
+		t.Fatal("node 1 serves an old token after the restore")
+	}
+	mustGet(t, cl.nodes[0], k)
+	if v := cl.srv.version(k); v != 2 {
+		t.Fatalf("restored version %d, want 2", v)
+	}
+	// A third instance that never held it reads the restored record.
+	if got := mustGet(t, cl.nodes[2], k); !got.AccessToken.Equal(g2.AccessToken) {
+		t.Fatal("node 2 reads another token")
+	}
+	// The customer index is back too.
+	if n, err := cl.nodes[2].EndCustomer(context.Background(), g.CustomerID); err != nil || n < 1 {
+		t.Fatalf("EndCustomer after the restore: %d %v", n, err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := cl.nodes[i].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
+			t.Fatalf("node %d after EndCustomer: %v", i, err)
+		}
+	}
+
+	// Without a loss, a missing record is an ended session.
+	_, k3, _ := cl.loginOn(t, 0, "code-3")
+	mustGet(t, cl.nodes[1], k3)
+	cl.srv.dropSilently(k3)
+	cl.clock.Advance(time.Second)
+	cl.srv.resync()
+	cl.clock.Advance(time.Second)
+	if _, err := cl.nodes[1].Get(context.Background(), k3); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("missing record without a loss: %v", err)
+	}
+}

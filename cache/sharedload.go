@@ -157,8 +157,14 @@ func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
 		e.checked.Store(ns - int64(recheckInterval) + int64(c.retryCooldown))
 		return nil
 	case rec == nil:
-		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
-		return errEndedElsewhere
+		if restored, err := c.restore(ctx, e); !restored {
+			if errors.Is(err, ErrSessionInvalid) {
+				return err
+			}
+			// The store failed while writing back: go on with the copy.
+			e.checked.Store(ns - int64(recheckInterval) + int64(c.retryCooldown))
+		}
+		return nil
 	}
 	e.checked.Store(ns)
 	if used := rec.LastUsed.UnixNano(); used > e.lastUsed.Load() {

@@ -138,7 +138,8 @@ const (
 	// EventUpdated: the session's record was swapped to a newer version.
 	EventUpdated
 	// EventResync: the subscription was (re)established; announcements may
-	// have been lost before it. Key is zero.
+	// have been lost before it. Key is zero; Lost says whether the store lost
+	// its data meanwhile.
 	EventResync
 )
 
@@ -149,6 +150,10 @@ type Event struct {
 	// Version is, for EventUpdated, the version the record was swapped to;
 	// 0 when the announcement does not say.
 	Version uint64
+	// Lost is set on an EventResync when the store was found to have lost
+	// its data since the previous subscription (it came back empty): a
+	// record missing now may be one it lost, not a session that ended.
+	Lost bool
 }
 
 // ErrRecordCorrupt is returned (wrapped) by a Store whose record cannot be

@@ -88,6 +88,7 @@ type Store struct {
 	closed   bool
 	listenWG sync.WaitGroup
 	pubsub   *redis.PubSub // the current subscription, closed by Close
+	epoch    string        // the epoch seen at the last subscription; Listen's goroutine only
 }
 
 var _ cache.Store = (*Store)(nil)

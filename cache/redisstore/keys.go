@@ -25,12 +25,15 @@ type keys struct {
 	prefix   string
 	indexKey []byte
 	channel  string
+	// epoch names the store's epoch marker: a random value set when the
+	// key is missing, so a Redis that lost its data shows a new epoch.
+	epoch string
 }
 
 func newKeys(prefix string, encryptionKey []byte) keys {
 	m := hmac.New(sha256.New, encryptionKey)
 	m.Write([]byte("caddy-rebell index key"))
-	return keys{prefix: prefix, indexKey: m.Sum(nil), channel: prefix + "events"}
+	return keys{prefix: prefix, indexKey: m.Sum(nil), channel: prefix + "events", epoch: prefix + "epoch"}
 }
 
 // record is the key name of session k's record.

@@ -110,7 +110,7 @@ func (s *Store) receive(ps *redis.PubSub, fn func(cache.Event)) (subscribed bool
 			if m.Kind == "subscribe" && m.Channel == s.keys.channel {
 				subscribed = true
 				s.health.ok()
-				fn(cache.Event{Kind: cache.EventResync})
+				fn(cache.Event{Kind: cache.EventResync, Lost: s.checkEpoch()})
 			}
 		case *redis.Message:
 			ev, ok := parseMessage(m.Payload)
@@ -121,6 +121,29 @@ func (s *Store) receive(ps *redis.PubSub, fn func(cache.Event)) (subscribed bool
 			fn(ev)
 		}
 	}
+}
+
+// epochTTL is the lifetime of the epoch marker, renewed at every
+// subscription.
+const epochTTL = 30 * 24 * time.Hour
+
+// checkEpoch reads (or sets) the store's epoch marker and reports whether it
+// changed since the previous subscription: Redis came back without its data.
+// It reports false when the marker cannot be read.
+func (s *Store) checkEpoch() bool {
+	ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
+	defer cancel()
+	v, err := s.run(ctx, epochScript, []string{s.keys.epoch}, newOwner(), millis(epochTTL)).Text()
+	if err != nil {
+		s.log.Debug("redis store: epoch marker unreadable", zap.Error(err))
+		return false
+	}
+	lost := s.epoch != "" && v != s.epoch
+	s.epoch = v
+	if lost {
+		s.log.Warn("redis store came back without its data; sessions held in memory are written back")
+	}
+	return lost
 }
 
 // health logs connection trouble: one WARN when an outage starts (at most

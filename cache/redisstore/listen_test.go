@@ -81,7 +81,9 @@ func TestListenRecovers(t *testing.T) {
 	s := newStoreConfig(t, Config{Addresses: []string{srv.Addr}, EncryptionKey: key, Logger: zap.New(core)})
 	e := newEvents()
 	s.Listen(e.fn)
-	e.next(t, cache.EventResync)
+	if ev := e.next(t, cache.EventResync); ev.Lost {
+		t.Fatal("first subscription reports lost data")
+	}
 
 	srv.Stop(t)
 	late := newStore(t, key, srv.Addr) // Redis is down as it starts listening
@@ -96,9 +98,13 @@ func TestListenRecovers(t *testing.T) {
 		_, _ = s.Load(ctx, newSession("").k, timeZero, 0)
 	}
 
-	srv.Restart(t)
-	e.next(t, cache.EventResync)
-	le.next(t, cache.EventResync)
+	srv.Restart(t) // empty: no persistence
+	if ev := e.next(t, cache.EventResync); !ev.Lost {
+		t.Fatal("Redis came back empty, but the resync does not say so")
+	}
+	if ev := le.next(t, cache.EventResync); ev.Lost {
+		t.Fatal("a Store that never saw Redis reports lost data")
+	}
 	ss := newSession("cust-1")
 	mustCreate(t, s, ss, time.Hour)
 	if _, err := s.End(ctx, ss.k, "cust-1"); err != nil {
@@ -109,9 +115,12 @@ func TestListenRecovers(t *testing.T) {
 			t.Fatalf("ended after restart: %+v", got)
 		}
 	}
-	// One WARN for the outage, one INFO for the recovery; no key names.
-	warns := logs.FilterLevelExact(zap.WarnLevel).All()
-	if len(warns) != 1 || logs.FilterMessageSnippet("reachable again").Len() != 1 {
+	// One WARN for the outage, one for the lost data, one INFO for the
+	// recovery; no key names.
+	warns := logs.FilterLevelExact(zap.WarnLevel)
+	if warns.Len() != 2 || warns.FilterMessageSnippet("unavailable").Len() != 1 ||
+		warns.FilterMessageSnippet("without its data").Len() != 1 ||
+		logs.FilterMessageSnippet("reachable again").Len() != 1 {
 		t.Fatalf("logs: %v", logs.All())
 	}
 	for _, entry := range logs.All() {
@@ -156,5 +165,7 @@ func TestListenKilled(t *testing.T) {
 	if err := raw.ClientKillByFilter(context.Background(), "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
-	e.next(t, cache.EventResync)
+	if ev := e.next(t, cache.EventResync); ev.Lost {
+		t.Fatal("a reconnect to the same Redis reports lost data")
+	}
 }

@@ -109,5 +109,17 @@ if redis.call('GET', KEYS[1]) == 'p' then redis.call('DEL', KEYS[1]) end
 return 1
 `)
 
+// epochScript: KEYS epoch; ARGV new value, ttl (ms). Returns the epoch,
+// setting it to the new value if there is none, and renews its lifetime.
+var epochScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return v
+`)
+
 // pendingClaim is the value of a claimed login memo.
 const pendingClaim = "p"
