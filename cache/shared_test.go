@@ -486,14 +486,15 @@ func TestSharedStoreRestartsEmpty(t *testing.T) {
 	mustGet(t, cl.nodes[1], k)
 	cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
 	g2 := mustGet(t, cl.nodes[0], k) // version 2
-	_, gone, _ := cl.loginOn(t, 0, "code-2")
-	mustGet(t, cl.nodes[1], gone)
+	// Node 1 reads version 2 when the update is announced (in a goroutine
+	// of its own): wait for it, so that both hold the latest version when
+	// the data is lost.
+	waitVersion(t, cl.nodes[1], k, 2)
 
 	cl.clock.Advance(time.Second)
 	cl.srv.restartEmpty()
 	cl.clock.Advance(time.Second)
-	// Node 1 comes first; it may hold version 1 or 2 (the update
-	// announcement made it reload): either way version 2 wins.
+	// Node 1 comes first and writes the session back.
 	if got := mustGet(t, cl.nodes[1], k); !got.AccessToken.Equal(g2.AccessToken) {
 		t.Fatal("node 1 serves an old token after the restore")
 	}
@@ -524,5 +525,18 @@ func TestSharedStoreRestartsEmpty(t *testing.T) {
 	cl.clock.Advance(time.Second)
 	if _, err := cl.nodes[1].Get(context.Background(), k3); !errors.Is(err, ErrSessionInvalid) {
 		t.Fatalf("missing record without a loss: %v", err)
+	}
+}
+
+// waitVersion waits until h holds version v of session k, which an
+// announcement makes it read in a goroutine of its own.
+func waitVersion(t *testing.T, h *harness, k Key, v uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.entryOf(t, k).state.Load().version != v {
+		if time.Now().After(deadline) {
+			t.Fatalf("node never read version %d", v)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

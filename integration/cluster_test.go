@@ -83,6 +83,7 @@ type node struct {
 	n     int
 	base  string
 	caddy *caddyProc
+	site  string // the Caddyfile it runs (without the global options)
 }
 
 // multi is the test topology: a sandbox process and gateway processes that
@@ -148,7 +149,7 @@ func (m *multi) startNode(redisAddrs []string, authOpts string) *node {
 }
 `, port, m.sbPort, m.kf.MerchantPrivate, m.kf.PlatformPublic, authOpts,
 		strings.Join(redisAddrs, " "), m.storeKey, strings.TrimPrefix(m.up.URL, "http://"))
-	nd := &node{n: len(m.nodes) + 1, base: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	nd := &node{n: len(m.nodes) + 1, base: fmt.Sprintf("http://127.0.0.1:%d", port), site: site}
 	nd.caddy = startCaddy(m.t, site, port)
 	// Cleanups run last-in first-out: before this process is stopped, drop
 	// the client's idle connections, so its graceful shutdown need not wait
@@ -678,4 +679,65 @@ func TestClusterAdminEndsCustomerEverywhere(t *testing.T) {
 	for _, nd := range m.nodes {
 		m.mustGet(nd, keep.SessionID, bystander)
 	}
+}
+
+// TestClusterReloadKeepsMemory: `caddy reload` with the same store keeps the
+// copies in memory (no Redis read afterwards); a changed store block makes
+// a new memory tier, and the sessions come back from Redis.
+func TestClusterReloadKeepsMemory(t *testing.T) {
+	rs := redistest.Start(t)
+	m := newMulti(t, "")
+	nd := m.startNode([]string{rs.Addr}, "")
+	const customer = "2188000000000709"
+	lr := m.mustLogin(nd, customer)
+	m.mustGet(nd, lr.SessionID, customer)
+
+	// A reload that changes what does not define the sessions.
+	nd.caddy.reload(strings.Replace(nd.site, "retries 1", "retries 2", 1))
+	before := rs.CommandStats(t)
+	m.mustGet(nd, lr.SessionID, customer)
+	if d := commandsBetween(before, rs.CommandStats(t)); d != 0 {
+		t.Errorf("a request after the reload sent %d Redis commands: the memory copy was lost", d)
+	}
+	if n := sessionsInMemory(t, nd); n != 1 {
+		t.Errorf("sessions in memory after the reload: %d, want 1", n)
+	}
+
+	// Another key prefix: another store, another (empty) memory tier; this
+	// session is not in it.
+	nd.caddy.reload(strings.Replace(nd.site, "key_prefix it:", "key_prefix it2:", 1))
+	if r := m.get(nd, lr.SessionID); r.Status != http.StatusUnauthorized {
+		t.Errorf("session under another key prefix: %v, want 401", r)
+	}
+	// Back to the first prefix: read from Redis again.
+	nd.caddy.reload(nd.site)
+	m.mustGet(nd, lr.SessionID, customer)
+}
+
+// commandsBetween is how many Redis commands ran between two CommandStats,
+// not counting INFO (the measurement itself) and PING (health checks).
+func commandsBetween(before, after map[string]int64) int64 {
+	var n int64
+	for cmd, calls := range after {
+		if cmd == "info" || cmd == "ping" {
+			continue
+		}
+		n += calls - before[cmd]
+	}
+	return n
+}
+
+// sessionsInMemory asks nd's admin API how many sessions it holds.
+func sessionsInMemory(t *testing.T, nd *node) int {
+	t.Helper()
+	resp, err := http.Get("http://" + nd.caddy.AdminAddr + "/rebell/sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Sessions int }
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	return body.Sessions
 }
