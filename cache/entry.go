@@ -43,6 +43,9 @@ type entry struct {
 	checked atomic.Int64
 	// checking is held by the request that compares the entry with the store.
 	checking atomic.Bool
+	// restored is set once this instance wrote the session back to a store
+	// that lost its data.
+	restored atomic.Bool
 	// wake, guarded by mu, is closed (and cleared) when a newer state is
 	// adopted from the store; a refresh waiting on another instance's lease
 	// waits on it.

@@ -31,6 +31,8 @@ type fakeServer struct {
 	// returns: what happens elsewhere while the answer travels.
 	afterLoad func(Key)
 
+	ends atomic.Int64 // End calls
+
 	down  atomic.Bool  // every call fails
 	calls atomic.Int64 // calls made
 }
@@ -271,6 +273,7 @@ func (f *fakeStore) Swap(ctx context.Context, k Key, lease string, old uint64, r
 
 func (f *fakeStore) End(ctx context.Context, k Key, customerID string) (bool, error) {
 	s := f.s
+	s.ends.Add(1)
 	if err := s.enter(ctx); err != nil {
 		return false, err
 	}

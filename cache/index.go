@@ -65,6 +65,17 @@ func (x *customerIndex) sessions(customer string) []*entry {
 	return slices.Clone(x.m[customer])
 }
 
+// all returns every entry held.
+func (x *customerIndex) all() []*entry {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	es := make([]*entry, 0, x.n.Load())
+	for _, s := range x.m {
+		es = append(es, s...)
+	}
+	return es
+}
+
 func (x *customerIndex) len() int { return int(x.n.Load()) }
 
 func (x *customerIndex) count(delta int64) {

@@ -131,14 +131,25 @@ func (c *Cache) onEvent(ev Event) {
 		// Announcements may have been lost: every copy is compared with the
 		// store before its next use.
 		now := c.now().UnixNano()
+		c.resyncAt.Store(now)
 		if ev.Lost {
 			c.lostAt.Store(now)
+			c.spawn(c.restoreAll)
 		}
-		c.resyncAt.Store(now)
 	case EventEnded:
 		c.endedWhileLoading(ev.Key)
 		if e := c.mem.get(&ev.Key); e != nil {
 			c.end(e, "ended_elsewhere", zapcore.DebugLevel)
+			if e.restored.Load() {
+				// This instance wrote the session back after a data loss,
+				// perhaps just after the end it had not heard of yet:
+				// delete what it wrote.
+				c.spawn(func(ctx context.Context) {
+					ctx, cancel := c.storeCtx(ctx)
+					defer cancel()
+					c.endShared(ctx, e.key, e.state.Load().grant.CustomerID)
+				})
+			}
 		}
 	case EventUpdated:
 		e := c.mem.get(&ev.Key)
@@ -198,7 +209,11 @@ func (c *Cache) sharedRefresh(ctx context.Context, e *entry, old *tokenState) (s
 		case LeaseAcquired:
 			return c.refreshWithLease(ctx, e, old, lease)
 		case LeaseGone:
-			if restored, err := c.restore(ctx, e); err != nil || !restored {
+			if !c.lostRecord(e) {
+				c.end(e, "ended_elsewhere", zapcore.DebugLevel)
+				return nil, false, errEndedElsewhere
+			}
+			if err := c.restore(ctx, e); err != nil {
 				return nil, false, err
 			}
 			old = e.state.Load()
@@ -357,35 +372,74 @@ func (c *Cache) deadRefreshToken(ctx context.Context, e *entry, old *tokenState,
 	return nil, true, rerr
 }
 
-// restore handles the record of e found missing. If the store lost its data
-// since e was last compared with it, e's state is written back as a new
-// record (by whichever instance comes first) and restore reports true;
-// otherwise the session ended elsewhere: e is ended and restore reports
-// false with errEndedElsewhere.
-func (c *Cache) restore(ctx context.Context, e *entry) (bool, error) {
-	if e.checked.Load() >= c.lostAt.Load() {
-		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
-		return false, errEndedElsewhere
-	}
+// lostRecord reports whether e's record, found missing, may have been lost
+// by the store (it came back empty since e was last compared with it)
+// rather than ended.
+func (c *Cache) lostRecord(e *entry) bool { return e.checked.Load() < c.lostAt.Load() }
+
+// restore writes e's state back as a new record, after the store lost its
+// data. When another instance wrote the session back first, the newer of
+// the two states wins.
+func (c *Cache) restore(ctx context.Context, e *entry) error {
 	sctx, cancel := c.storeCtx(ctx)
 	defer cancel()
 	cur := e.state.Load()
 	now := c.now()
+	e.restored.Store(true)
 	created, err := c.shared.Create(sctx, e.key, recordOf(cur, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load())), c.recordTTL(cur, now))
 	if err != nil {
-		return false, storeError(err)
+		return storeError(err)
 	}
 	if created {
 		c.log.Info("rebell session written back to a store that lost it", zap.String("session", e.key.Tag()))
+		e.checked.Store(now.UnixNano())
+		return nil
 	}
-	// Created by another instance first: compare with theirs.
-	e.checked.Store(now.UnixNano())
-	if !created {
-		if _, err := c.reload(sctx, e); err != nil {
-			return false, err
+	rec, err := c.shared.Load(sctx, e.key, time.Time{}, 0)
+	switch {
+	case err != nil && errors.Is(err, ErrRecordCorrupt):
+		c.logCorrupt(e.key, err)
+		c.end(e, "record_corrupt", zapcore.InfoLevel)
+		return fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+	case err != nil:
+		return storeError(err)
+	case rec == nil:
+		return nil // gone again: the next comparison decides
+	case rec.Version < cur.version:
+		if _, err := c.writeBack(sctx, e, cur, rec.Version); err != nil {
+			return err
+		}
+	case rec.Version > cur.version:
+		if st, err := stateOf(rec); err == nil {
+			c.adopt(e, st)
 		}
 	}
-	return true, nil
+	e.checked.Store(now.UnixNano())
+	return nil
+}
+
+// restoreAll writes back, in the background, every session held in memory
+// that has not been compared with the store since it lost its data, so that
+// sessions this instance holds work on every instance again without waiting
+// for a request here.
+func (c *Cache) restoreAll(ctx context.Context) {
+	n := 0
+	for _, e := range c.index.all() {
+		if ctx.Err() != nil {
+			return
+		}
+		if e.ended.Load() || !c.lostRecord(e) {
+			continue
+		}
+		if err := c.restore(ctx, e); err != nil && errors.Is(err, ErrStoreUnavailable) {
+			c.log.Warn("rebell sessions not written back: the store failed again", zap.Int("written_back", n), zap.Error(err))
+			return
+		}
+		n++
+	}
+	if n > 0 {
+		c.log.Info("rebell sessions held in memory written back to the store", zap.Int("sessions", n))
+	}
 }
 
 // writeBack stores cur, a state the store does not have (refreshed while

@@ -516,6 +516,32 @@ func TestSharedStoreRestartsEmpty(t *testing.T) {
 		}
 	}
 
+	// A session only node 0 holds is written back without a request there,
+	// so it works on the other instances.
+	_, only0, _ := cl.loginOn(t, 0, "code-4")
+	cl.clock.Advance(time.Second)
+	cl.srv.restartEmpty()
+	deadline := time.Now().Add(10 * time.Second)
+	for cl.srv.version(only0) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("node 0 did not write back the session it holds")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	mustGet(t, cl.nodes[2], only0)
+	// Ended later elsewhere: node 0, which wrote it back, deletes it again
+	// (its write may have come after the end).
+	ends := cl.srv.ends.Load()
+	if err := cl.nodes[2].Logout(context.Background(), only0); err != nil {
+		t.Fatal(err)
+	}
+	for cl.srv.ends.Load() < ends+2 {
+		if time.Now().After(deadline) {
+			t.Fatal("node 0 did not end the session it wrote back")
+		}
+		time.Sleep(time.Millisecond)
+	}
+
 	// Without a loss, a missing record is an ended session.
 	_, k3, _ := cl.loginOn(t, 0, "code-3")
 	mustGet(t, cl.nodes[1], k3)

@@ -156,8 +156,11 @@ func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
 	case err != nil:
 		e.checked.Store(ns - int64(recheckInterval) + int64(c.retryCooldown))
 		return nil
+	case rec == nil && !c.lostRecord(e):
+		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
+		return errEndedElsewhere
 	case rec == nil:
-		if restored, err := c.restore(ctx, e); !restored {
+		if err := c.restore(ctx, e); err != nil {
 			if errors.Is(err, ErrSessionInvalid) {
 				return err
 			}
