@@ -25,6 +25,7 @@ type fakeServer struct {
 	leases    map[Key]fakeLease
 	customers map[string]map[Key]bool
 	logins    map[string]fakeMemo
+	endMarks  map[Key]time.Time // expiry
 	listeners []*fakeStore
 
 	// afterLoad, if set, runs after a Load read a record, before it
@@ -61,6 +62,7 @@ func newFakeServer(clock *fakeClock) *fakeServer {
 		leases:    map[Key]fakeLease{},
 		customers: map[string]map[Key]bool{},
 		logins:    map[string]fakeMemo{},
+		endMarks:  map[Key]time.Time{},
 	}
 }
 
@@ -115,13 +117,19 @@ func (s *fakeServer) resync() { s.announce(Event{Kind: EventResync}) }
 // restartEmpty loses every key, as a Redis without persistence that
 // restarts, and tells every instance so when it resubscribes.
 func (s *fakeServer) restartEmpty() {
+	s.wipe()
+	s.announce(Event{Kind: EventResync, Lost: true})
+}
+
+// wipe loses every key, telling nobody.
+func (s *fakeServer) wipe() {
 	s.mu.Lock()
 	s.recs = map[Key]fakeRec{}
 	s.leases = map[Key]fakeLease{}
 	s.customers = map[string]map[Key]bool{}
 	s.logins = map[string]fakeMemo{}
+	s.endMarks = map[Key]time.Time{}
 	s.mu.Unlock()
-	s.announce(Event{Kind: EventResync, Lost: true})
 }
 
 // dropSilently deletes k's record without announcing it (a lost message).
@@ -146,15 +154,31 @@ type fakeStore struct {
 	mu     sync.Mutex
 	fn     func(Event)
 	closed bool
+	deaf   bool // not subscribed: announcements are lost
 }
 
 func (f *fakeStore) deliver(ev Event) {
 	f.mu.Lock()
-	fn, closed := f.fn, f.closed
+	fn, closed, deaf := f.fn, f.closed, f.deaf
 	f.mu.Unlock()
-	if fn != nil && !closed {
+	if fn != nil && !closed && !deaf {
 		fn(ev)
 	}
+}
+
+// disconnect makes the instance miss announcements until reconnect, which
+// delivers an EventResync (with lost, if the store lost its data meanwhile).
+func (f *fakeStore) disconnect() {
+	f.mu.Lock()
+	f.deaf = true
+	f.mu.Unlock()
+}
+
+func (f *fakeStore) reconnect(lost bool) {
+	f.mu.Lock()
+	f.deaf = false
+	f.mu.Unlock()
+	f.deliver(Event{Kind: EventResync, Lost: lost})
 }
 
 func (f *fakeStore) Create(ctx context.Context, k Key, rec *Record, ttl time.Duration) (bool, error) {
@@ -164,6 +188,9 @@ func (f *fakeStore) Create(ctx context.Context, k Key, rec *Record, ttl time.Dur
 	}
 	defer s.mu.Unlock()
 	if _, ok := s.record(k); ok {
+		return false, nil
+	}
+	if exp, ok := s.endMarks[k]; ok && s.clock.Now().Before(exp) {
 		return false, nil
 	}
 	r := *rec
@@ -280,6 +307,7 @@ func (f *fakeStore) End(ctx context.Context, k Key, customerID string) (bool, er
 	_, ok := s.record(k)
 	delete(s.recs, k)
 	delete(s.leases, k)
+	s.endMarks[k] = s.clock.Now().Add(EndMarkLifetime)
 	if customerID != "" {
 		delete(s.customers[customerID], k)
 	}

@@ -379,7 +379,8 @@ func (c *Cache) lostRecord(e *entry) bool { return e.checked.Load() < c.lostAt.L
 
 // restore writes e's state back as a new record, after the store lost its
 // data. When another instance wrote the session back first, the newer of
-// the two states wins.
+// the two states wins; when the session was ended since (the store keeps
+// end marks, so Create refuses it), e is ended.
 func (c *Cache) restore(ctx context.Context, e *entry) error {
 	sctx, cancel := c.storeCtx(ctx)
 	defer cancel()
@@ -404,7 +405,9 @@ func (c *Cache) restore(ctx context.Context, e *entry) error {
 	case err != nil:
 		return storeError(err)
 	case rec == nil:
-		return nil // gone again: the next comparison decides
+		// Ended since the loss, by an instance this one did not hear.
+		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
+		return errEndedElsewhere
 	case rec.Version < cur.version:
 		if _, err := c.writeBack(sctx, e, cur, rec.Version); err != nil {
 			return err

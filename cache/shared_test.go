@@ -566,3 +566,35 @@ func waitVersion(t *testing.T, h *harness, k Key, v uint64) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestSharedNoWriteBackOfEndedSession: an instance that was not subscribed
+// when a session ended (after the store lost its data) does not bring it
+// back when it reconnects: the store's end mark refuses it.
+func TestSharedNoWriteBackOfEndedSession(t *testing.T) {
+	cl := newCluster(t, 3)
+	_, k, _ := cl.loginOn(t, 0, "code-1")
+	mustGet(t, cl.nodes[1], k)
+	st1 := cl.nodes[1].shared.(*fakeStore)
+	st1.disconnect()
+	cl.clock.Advance(time.Second)
+	cl.srv.wipe()
+	cl.nodes[0].shared.(*fakeStore).reconnect(true)
+	cl.nodes[2].shared.(*fakeStore).reconnect(true)
+	cl.clock.Advance(time.Second)
+	mustGet(t, cl.nodes[0], k) // written back by node 0
+	if err := cl.nodes[2].Logout(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.nodes[0].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("node 0 after the logout: %v", err)
+	}
+	// Node 1 missed the logout; it reconnects and learns of the loss.
+	st1.reconnect(true)
+	cl.clock.Advance(time.Second)
+	if _, err := cl.nodes[1].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("node 1 brought back an ended session: %v", err)
+	}
+	if v := cl.srv.version(k); v != 0 {
+		t.Fatalf("record of the ended session is back (version %d)", v)
+	}
+}

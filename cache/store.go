@@ -21,9 +21,11 @@ import (
 // text (records are sealed; indexes are keyed by keyed hashes) and gives every
 // key it writes a lifetime.
 type Store interface {
-	// Create writes rec (rec.Version is 1) as the new record of session k, to
-	// live for ttl, and adds k to rec.CustomerID's index. It reports false,
-	// writing no record, if a record of k exists.
+	// Create writes rec as the new record of session k, to live for ttl,
+	// and adds k to rec.CustomerID's index. It reports false, writing no
+	// record, if a record of k exists or session k ended (End) within
+	// EndMarkLifetime: a session written back after a data loss must not
+	// outlive an end that other instances heard of and this one did not.
 	Create(ctx context.Context, k Key, rec *Record, ttl time.Duration) (bool, error)
 
 	// Load returns the record of k, or nil if there is none. If used is not
@@ -60,10 +62,11 @@ type Store interface {
 	// still wins if nobody wrote since.
 	Swap(ctx context.Context, k Key, lease string, old uint64, rec *Record, ttl time.Duration) (bool, error)
 
-	// End deletes the record and lease of session k, removes k from
-	// customerID's index (skipped when customerID is ""), and announces
-	// EventEnded for k to every instance. It reports whether a record was
-	// deleted; it announces the end either way.
+	// End deletes the record and lease of session k, leaves a mark that it
+	// ended for EndMarkLifetime, removes k from customerID's index (skipped
+	// when customerID is ""), and announces EventEnded for k to every
+	// instance. It reports whether a record was deleted; it announces the
+	// end either way.
 	End(ctx context.Context, k Key, customerID string) (bool, error)
 
 	// CustomerSessions returns the sessions indexed under customerID. It may
@@ -151,10 +154,16 @@ type Event struct {
 	// 0 when the announcement does not say.
 	Version uint64
 	// Lost is set on an EventResync when the store was found to have lost
-	// its data since the previous subscription (it came back empty): a
-	// record missing now may be one it lost, not a session that ended.
+	// its data since the previous subscription (it came back empty), and
+	// that subscription ended less than EndMarkLifetime ago: a record
+	// missing now may be one it lost, not a session that ended, and may be
+	// written back with Create (which refuses sessions ended since).
 	Lost bool
 }
+
+// EndMarkLifetime is how long a Store remembers that a session ended
+// (Store.End), so that Create refuses to write it back.
+const EndMarkLifetime = 24 * time.Hour
 
 // ErrRecordCorrupt is returned (wrapped) by a Store whose record cannot be
 // opened or decoded: tampered with, or sealed with another key.

@@ -82,13 +82,14 @@ type Store struct {
 	healthInterval time.Duration // idle time before the subscription is PINGed
 	retryMax       time.Duration // longest wait between subscription attempts
 
-	ctx      context.Context // canceled by Close
-	cancel   context.CancelFunc
-	mu       sync.Mutex
-	closed   bool
-	listenWG sync.WaitGroup
-	pubsub   *redis.PubSub // the current subscription, closed by Close
-	epoch    string        // the epoch seen at the last subscription; Listen's goroutine only
+	ctx       context.Context // canceled by Close
+	cancel    context.CancelFunc
+	mu        sync.Mutex
+	closed    bool
+	listenWG  sync.WaitGroup
+	pubsub    *redis.PubSub // the current subscription, closed by Close
+	epoch     string        // the epoch seen at the last subscription; Listen's goroutine only
+	droppedAt time.Time     // when the last confirmed subscription ended; Listen's goroutine only
 }
 
 var _ cache.Store = (*Store)(nil)

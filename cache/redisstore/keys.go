@@ -44,6 +44,9 @@ func (ks keys) record(k cache.Key) string {
 // lease is the key name of session k's refresh lease.
 func (ks keys) lease(k cache.Key) string { return ks.record(k) + ":lease" }
 
+// ended is the key name of session k's end mark (same hash slot).
+func (ks keys) ended(k cache.Key) string { return ks.record(k) + ":ended" }
+
 // customer is the key name of customerID's index.
 func (ks keys) customer(customerID string) string {
 	return ks.prefix + "c:{" + ks.mac(customerID) + "}"

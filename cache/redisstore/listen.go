@@ -54,6 +54,7 @@ func (s *Store) listen(fn func(cache.Event)) {
 		}
 		if subscribed {
 			wait = firstWait
+			s.droppedAt = time.Now()
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -128,8 +129,9 @@ func (s *Store) receive(ps *redis.PubSub, fn func(cache.Event)) (subscribed bool
 const epochTTL = 30 * 24 * time.Hour
 
 // checkEpoch reads (or sets) the store's epoch marker and reports whether it
-// changed since the previous subscription: Redis came back without its data.
-// It reports false when the marker cannot be read.
+// changed since the previous subscription, which ended less than
+// cache.EndMarkLifetime ago: Redis came back without its data. It reports
+// false when the marker cannot be read.
 func (s *Store) checkEpoch() bool {
 	ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
 	defer cancel()
@@ -138,7 +140,9 @@ func (s *Store) checkEpoch() bool {
 		s.log.Debug("redis store: epoch marker unreadable", zap.Error(err))
 		return false
 	}
-	lost := s.epoch != "" && v != s.epoch
+	// Lost only if this Store was subscribed recently enough that the end
+	// marks of sessions ended since (Store.End) outlive the outage.
+	lost := s.epoch != "" && v != s.epoch && time.Since(s.droppedAt) < cache.EndMarkLifetime
 	s.epoch = v
 	if lost {
 		s.log.Warn("redis store came back without its data; sessions held in memory are written back")

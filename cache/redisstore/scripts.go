@@ -6,10 +6,10 @@ import "github.com/redis/go-redis/v9"
 // session's record and lease share a hash tag; an index or memo is alone.
 // Versions and times travel as decimal strings.
 
-// createScript: KEYS record; ARGV version, sealed, used (ms), ttl (ms).
-// Returns 1 if written, 0 if a record exists.
+// createScript: KEYS record, end mark; ARGV version, sealed, used (ms), ttl
+// (ms). Returns 1 if written, 0 if a record or an end mark exists.
 var createScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2], 'u', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
@@ -78,11 +78,13 @@ redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1
 `)
 
-// endScript: KEYS record, lease; ARGV channel, message. Returns the number of
-// records deleted (0 or 1); announces either way.
+// endScript: KEYS record, lease, end mark; ARGV channel, message, end mark
+// lifetime (ms). Returns the number of records deleted (0 or 1); marks and
+// announces the end either way.
 var endScript = redis.NewScript(`
 local n = redis.call('DEL', KEYS[1])
 redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return n
 `)

@@ -28,7 +28,7 @@ func (s *Store) Create(ctx context.Context, k cache.Key, rec *cache.Record, ttl 
 	ms := millis(ttl)
 	calls := []*call{{
 		script: createScript,
-		keys:   []string{name},
+		keys:   []string{name, s.keys.ended(k)},
 		args:   []any{strconv.FormatUint(rec.Version, 10), sealed, unixMilli(rec.Created), ms},
 	}}
 	if rec.CustomerID != "" {
@@ -165,8 +165,8 @@ func (s *Store) Swap(ctx context.Context, k cache.Key, lease string, old uint64,
 func (s *Store) End(ctx context.Context, k cache.Key, customerID string) (bool, error) {
 	calls := []*call{{
 		script: endScript,
-		keys:   []string{s.keys.record(k), s.keys.lease(k)},
-		args:   []any{s.keys.channel, endedMessage(k)},
+		keys:   []string{s.keys.record(k), s.keys.lease(k), s.keys.ended(k)},
+		args:   []any{s.keys.channel, endedMessage(k), millis(cache.EndMarkLifetime)},
 	}}
 	var srem *redis.IntCmd
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {

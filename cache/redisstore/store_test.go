@@ -554,3 +554,34 @@ func TestRoundTrips(t *testing.T) {
 		}
 	}
 }
+
+// TestEndMark: an ended session cannot be created again (written back after
+// a data loss) while its end mark lives; the mark expires.
+func TestEndMark(t *testing.T) {
+	_, s, raw := startedStore(t)
+	ctx := context.Background()
+	ss := newSession("cust-1")
+	mustCreate(t, s, ss, time.Hour)
+	if _, err := s.End(ctx, ss.k, "cust-1"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.Create(ctx, ss.k, ss.rec, time.Hour); ok || err != nil {
+		t.Fatalf("Create after End: %v %v, want false", ok, err)
+	}
+	pttl := raw.PTTL(ctx, s.keys.ended(ss.k)).Val()
+	if pttl <= cache.EndMarkLifetime-time.Minute || pttl > cache.EndMarkLifetime {
+		t.Fatalf("end mark TTL %v, want ~%v", pttl, cache.EndMarkLifetime)
+	}
+	// End of a session that has no record marks it too.
+	other := newSession("cust-1")
+	if ok, err := s.End(ctx, other.k, ""); ok || err != nil {
+		t.Fatalf("End without a record: %v %v", ok, err)
+	}
+	if ok, _ := s.Create(ctx, other.k, other.rec, time.Hour); ok {
+		t.Fatal("Create after End without a record succeeded")
+	}
+	raw.Del(ctx, s.keys.ended(ss.k)) // as when the mark expires
+	if ok, err := s.Create(ctx, ss.k, ss.rec, time.Hour); !ok || err != nil {
+		t.Fatalf("Create after the mark expired: %v %v", ok, err)
+	}
+}
