@@ -320,9 +320,23 @@ func (c *Cache) refreshWithLease(ctx context.Context, e *entry, old *tokenState,
 	case ok:
 		return st, true, nil
 	}
-	// The record moved on without us: ended, or written by an instance that
-	// took over an expired lease. Its state wins.
-	cur, err := c.reload(ctx, e)
+	// The record moved on without us: written by an instance that took over
+	// an expired lease (its state wins), ended, or lost by the store while
+	// Rebell answered. Only an end leaves a mark, which refuses the Create.
+	sctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
+	defer cancel()
+	if cur, err := c.shared.Load(sctx, e.key, time.Time{}, 0); err == nil && cur == nil {
+		created, err := c.shared.Create(sctx, e.key, rec, c.recordTTL(st, now))
+		switch {
+		case err != nil:
+			st.unsynced = true // written back later, as after a failed Swap
+			return st, true, nil
+		case created:
+			c.log.Info("rebell refreshed tokens written back to a store that lost the session", zap.String("session", e.key.Tag()))
+			return st, true, nil
+		}
+	}
+	cur, err := c.reload(sctx, e)
 	if err != nil {
 		return nil, true, err
 	}

@@ -598,3 +598,53 @@ func TestSharedNoWriteBackOfEndedSession(t *testing.T) {
 		t.Fatalf("record of the ended session is back (version %d)", v)
 	}
 }
+
+// TestSharedRecordGoneDuringRefresh: the record vanishes while Rebell
+// answers a refresh. Lost by the store: the new tokens are written back.
+// Ended by a logout elsewhere: they are discarded and the session is over.
+func TestSharedRecordGoneDuringRefresh(t *testing.T) {
+	for _, how := range []string{"lost", "logout"} {
+		t.Run(how, func(t *testing.T) {
+			cl := newCluster(t, 2)
+			_, k, g := cl.loginOn(t, 0, "code-1")
+			cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
+			release := cl.fake.holdCalls()
+			type res struct {
+				g   *Grant
+				err error
+			}
+			out := make(chan res, 1)
+			go func() {
+				g, err := cl.nodes[0].Get(context.Background(), k)
+				out <- res{g, err}
+			}()
+			cl.fake.awaitEntered(t, "refresh")
+			if how == "lost" {
+				cl.srv.wipe()
+			} else if err := cl.nodes[1].Logout(context.Background(), k); err != nil {
+				t.Fatal(err)
+			}
+			release()
+			r := <-out
+			switch how {
+			case "lost":
+				if r.err != nil || r.g.AccessToken.Equal(g.AccessToken) {
+					t.Fatalf("refresh after the loss: %v", r.err)
+				}
+				if v := cl.srv.version(k); v != 2 {
+					t.Fatalf("version in the store = %d, want 2", v)
+				}
+				if got := mustGet(t, cl.nodes[1], k); !got.AccessToken.Equal(r.g.AccessToken) {
+					t.Fatal("the other instance reads another token")
+				}
+			case "logout":
+				if !errors.Is(r.err, ErrSessionInvalid) {
+					t.Fatalf("refresh after the logout: %v", r.err)
+				}
+				if v := cl.srv.version(k); v != 0 {
+					t.Fatalf("the ended session is back at version %d", v)
+				}
+			}
+		})
+	}
+}
