@@ -4,10 +4,12 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rebell-gateway/caddy-rebell/cache"
@@ -15,11 +17,14 @@ import (
 )
 
 // sealer seals values with AES-256-GCM: a random 12-byte nonce, then the
-// ciphertext and tag. The associated data binds a value to its key name (and
-// a record to its version) and to the realm, so a value moved elsewhere, or
-// written for another merchant, does not open.
+// ciphertext and tag. The associated data is the value's key name, so a
+// value moved to another key does not open (SPEC §7). The plaintext also
+// carries the realm (and a record its version), checked on opening: a value
+// written for another merchant, or a version edited beside its value, is
+// refused too.
 type sealer struct {
-	aead  cipher.AEAD
+	aead cipher.AEAD
+	// realm is a short tag of Config.Realm.
 	realm string
 }
 
@@ -32,34 +37,33 @@ func newSealer(key []byte, realm string) (*sealer, error) {
 	if err != nil {
 		return nil, errors.New("redisstore: encryption_key: GCM unavailable")
 	}
-	return &sealer{aead: aead, realm: realm}, nil
+	tag := sha256.Sum256([]byte(realm))
+	return &sealer{aead: aead, realm: hex.EncodeToString(tag[:8])}, nil
 }
 
-// seal returns nonce||ciphertext of plain under ad and the realm.
-func (s *sealer) seal(plain []byte, ad string) []byte {
+// seal returns nonce||ciphertext of plain, with the key name as associated
+// data.
+func (s *sealer) seal(plain []byte, name string) []byte {
 	out := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
 	_, _ = rand.Read(out) // never fails (crypto/rand docs)
-	return s.aead.Seal(out, out, plain, []byte(ad+"\x00"+s.realm))
+	return s.aead.Seal(out, out, plain, []byte(name))
 }
 
-// open reverses seal; it fails if sealed was altered, sealed under another
-// ad or realm, or with another key.
-func (s *sealer) open(sealed []byte, ad string) ([]byte, error) {
+// open reverses seal; it fails if sealed was altered, sealed for another
+// key name, or with another key.
+func (s *sealer) open(sealed []byte, name string) ([]byte, error) {
 	n := s.aead.NonceSize()
 	if len(sealed) < n+s.aead.Overhead() {
 		return nil, errors.New("sealed value too short")
 	}
-	return s.aead.Open(nil, sealed[:n], sealed[n:], []byte(ad+"\x00"+s.realm))
-}
-
-// recordAD is the associated data of a record: its key name and version.
-func recordAD(name string, version uint64) string {
-	return name + "\x00" + strconv.FormatUint(version, 10)
+	return s.aead.Open(nil, sealed[:n], sealed[n:], []byte(name))
 }
 
 // plainRecord is the sealed part of a cache.Record. Times are unix
 // nanoseconds, 0 for the zero time.
 type plainRecord struct {
+	Realm              string `json:"m"`
+	Version            uint64 `json:"v"`
 	CustomerID         string `json:"c"`
 	AccessToken        string `json:"a"`
 	AccessTokenExpiry  int64  `json:"ae"`
@@ -68,9 +72,11 @@ type plainRecord struct {
 	Created            int64  `json:"cr"`
 }
 
-// sealRecord seals the secret part of rec for key name at rec.Version.
+// sealRecord seals the secret part of rec for key name.
 func (s *sealer) sealRecord(name string, rec *cache.Record) ([]byte, error) {
 	plain, err := json.Marshal(plainRecord{
+		Realm:              s.realm,
+		Version:            rec.Version,
 		CustomerID:         rec.CustomerID,
 		AccessToken:        rec.AccessToken.Reveal(),
 		AccessTokenExpiry:  unixNano(rec.AccessTokenExpiry),
@@ -81,19 +87,25 @@ func (s *sealer) sealRecord(name string, rec *cache.Record) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: encoding a record: %w", err)
 	}
-	return s.seal(plain, recordAD(name, rec.Version)), nil
+	return s.seal(plain, name), nil
 }
 
-// openRecord opens a record sealed for key name at version. Its errors wrap
-// cache.ErrRecordCorrupt and contain no value.
+// openRecord opens a record sealed for key name, stored at version. Its
+// errors wrap cache.ErrRecordCorrupt and contain no value.
 func (s *sealer) openRecord(name string, version uint64, sealed []byte) (*cache.Record, error) {
-	plain, err := s.open(sealed, recordAD(name, version))
+	plain, err := s.open(sealed, name)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: %w: does not open", cache.ErrRecordCorrupt)
 	}
 	var p plainRecord
 	if err := json.Unmarshal(plain, &p); err != nil {
 		return nil, fmt.Errorf("redisstore: %w: does not decode", cache.ErrRecordCorrupt)
+	}
+	switch {
+	case p.Realm != s.realm:
+		return nil, fmt.Errorf("redisstore: %w: written for another endpoint or client id", cache.ErrRecordCorrupt)
+	case p.Version != version:
+		return nil, fmt.Errorf("redisstore: %w: version does not match", cache.ErrRecordCorrupt)
 	}
 	return &cache.Record{
 		Version:            version,
@@ -104,6 +116,24 @@ func (s *sealer) openRecord(name string, version uint64, sealed []byte) (*cache.
 		RefreshTokenExpiry: fromUnixNano(p.RefreshTokenExpiry),
 		Created:            fromUnixNano(p.Created),
 	}, nil
+}
+
+// sealMemo seals a login memo's session id for key name, with the realm.
+func (s *sealer) sealMemo(name, sessionID string) []byte {
+	return s.seal([]byte(s.realm+":"+sessionID), name)
+}
+
+// openMemo opens a login memo sealed for key name.
+func (s *sealer) openMemo(name string, sealed []byte) (string, error) {
+	plain, err := s.open(sealed, name)
+	if err != nil {
+		return "", fmt.Errorf("redisstore: login memo: %w: does not open", cache.ErrRecordCorrupt)
+	}
+	realm, id, ok := strings.Cut(string(plain), ":")
+	if !ok || realm != s.realm {
+		return "", fmt.Errorf("redisstore: login memo: %w: written for another endpoint or client id", cache.ErrRecordCorrupt)
+	}
+	return id, nil
 }
 
 func unixNano(t time.Time) int64 {

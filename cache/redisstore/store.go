@@ -229,11 +229,11 @@ func (s *Store) ClaimLogin(ctx context.Context, authCode rebell.Secret, ttl time
 	if memo == "" || memo == pendingClaim {
 		return false, "", nil
 	}
-	id, err := s.seal.open([]byte(memo), name)
+	id, err := s.seal.openMemo(name, []byte(memo))
 	if err != nil {
-		return false, "", fmt.Errorf("redisstore: login memo: %w: does not open", cache.ErrRecordCorrupt)
+		return false, "", err
 	}
-	return false, string(id), nil
+	return false, id, nil
 }
 
 // FinishLogin implements cache.Store. Forgetting (sessionID "") deletes the
@@ -244,7 +244,7 @@ func (s *Store) FinishLogin(ctx context.Context, authCode rebell.Secret, session
 	if sessionID == "" {
 		err = s.run(ctx, forgetScript, []string{name}).Err()
 	} else {
-		err = s.client.Set(ctx, name, s.seal.seal([]byte(sessionID), name), time.Duration(millis(ttl))*time.Millisecond).Err()
+		err = s.client.Set(ctx, name, s.seal.sealMemo(name, sessionID), time.Duration(millis(ttl))*time.Millisecond).Err()
 	}
 	if err != nil {
 		return s.fail("finish login", err)
