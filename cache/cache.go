@@ -103,7 +103,12 @@ type Cache struct {
 	// With a shared store (SPEC §7) only:
 	shared   Store
 	leaseTTL time.Duration
-	loads    missLoads
+	// recheckEvery (ns) is how long a copy is used without comparing it
+	// with the store: recheckInterval, or a quarter of a shorter idle
+	// timeout, since an instance reports its uses to the others only when
+	// it compares (SPEC §7 with §2's idle_timeout).
+	recheckEvery int64
+	loads        missLoads
 	// resyncAt (Unix ns) is when the store's subscription was last
 	// re-established: copies compared with the store before then are
 	// compared again before use.
@@ -174,6 +179,10 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.Store != nil {
 		c.shared = cfg.Store
 		c.leaseTTL = defaultLeaseTTL
+		c.recheckEvery = int64(recheckInterval)
+		if cfg.IdleTimeout > 0 {
+			c.recheckEvery = int64(min(recheckInterval, max(cfg.IdleTimeout/4, minRecheckInterval)))
+		}
 		c.loads.m = make(map[Key]*loadCall)
 		c.shared.Listen(c.onEvent)
 	}

@@ -15,8 +15,11 @@ import (
 // Timings of the shared store (SPEC §7).
 const (
 	// recheckInterval is how long a copy held in memory is used without
-	// comparing it with the store, when no announcement reached it.
+	// comparing it with the store, when no announcement reached it; shorter
+	// with a short idle timeout (see Cache.recheckEvery).
 	recheckInterval = 60 * time.Second
+	// minRecheckInterval bounds how often a copy is compared.
+	minRecheckInterval = 250 * time.Millisecond
 	// defaultLeaseTTL is the lifetime of a refresh lease; its holder renews
 	// it every third of that while applyToken runs, so a holder that dies
 	// frees the session within this long.
@@ -98,7 +101,7 @@ func (c *Cache) idleTTL() time.Duration {
 	if c.idleTimeout <= 0 {
 		return 0
 	}
-	return time.Duration(c.idleTimeout) + 2*recheckInterval
+	return time.Duration(c.idleTimeout) + 2*time.Duration(c.recheckEvery)
 }
 
 // storeCtx bounds one store call made on the cache's behalf.

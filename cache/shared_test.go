@@ -648,3 +648,24 @@ func TestSharedRecordGoneDuringRefresh(t *testing.T) {
 		})
 	}
 }
+
+// TestSharedShortIdleTimeout: with an idle timeout shorter than the recheck
+// interval, instances report their uses often enough (every quarter of the
+// timeout) that a session in use on one is not ended by another.
+func TestSharedShortIdleTimeout(t *testing.T) {
+	cl := newCluster(t, 2, func(c *Config) { c.IdleTimeout = 20 * time.Second })
+	_, k, _ := cl.loginOn(t, 0, "code-1")
+	mustGet(t, cl.nodes[1], k)
+	for i := 0; i < 15; i++ { // in use on node 0 for a minute
+		cl.clock.Advance(4 * time.Second)
+		mustGet(t, cl.nodes[0], k)
+	}
+	mustGet(t, cl.nodes[1], k) // idle here for 60 s, but in use
+	cl.clock.Advance(21 * time.Second)
+	if _, err := cl.nodes[0].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("idle everywhere: %v", err)
+	}
+	if _, err := cl.nodes[1].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("idle everywhere, other instance: %v", err)
+	}
+}

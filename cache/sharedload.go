@@ -124,11 +124,11 @@ func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
 }
 
 // needsRecheck reports whether e, held in memory, must be compared with the
-// store before use: it was last compared more than recheckInterval ago, or
+// store before use: it was last compared more than recheckEvery ago, or
 // before the store's subscription was last re-established.
 func (c *Cache) needsRecheck(e *entry, ns int64) bool {
 	checked := e.checked.Load()
-	return ns-checked >= int64(recheckInterval) || checked < c.resyncAt.Load()
+	return ns-checked >= c.recheckEvery || checked < c.resyncAt.Load()
 }
 
 // recheck compares e with its record, reporting this instance's last use.
@@ -154,7 +154,7 @@ func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
 		c.end(e, "record_corrupt", zapcore.InfoLevel)
 		return ErrSessionInvalid
 	case err != nil:
-		e.checked.Store(ns - int64(recheckInterval) + int64(c.retryCooldown))
+		e.checked.Store(ns - c.recheckEvery + int64(c.retryCooldown))
 		return nil
 	case rec == nil && !c.lostRecord(e):
 		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
@@ -165,7 +165,7 @@ func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
 				return err
 			}
 			// The store failed while writing back: go on with the copy.
-			e.checked.Store(ns - int64(recheckInterval) + int64(c.retryCooldown))
+			e.checked.Store(ns - c.recheckEvery + int64(c.retryCooldown))
 		}
 		return nil
 	}
