@@ -26,24 +26,31 @@ func (s *Store) Create(ctx context.Context, k cache.Key, rec *cache.Record, ttl 
 		return false, err
 	}
 	ms := millis(ttl)
-	calls := []*call{{
+	return s.writeIndexed(ctx, "create", &call{
 		script: createScript,
 		keys:   []string{name, s.keys.ended(k)},
 		args:   []any{strconv.FormatUint(rec.Version, 10), sealed, unixMilli(rec.Created), ms},
-	}}
-	if rec.CustomerID != "" {
+	}, k, rec.CustomerID, ms)
+}
+
+// writeIndexed runs main (a script answering 1 when it wrote) in one
+// pipeline with the index entry of k under customerID (raised to live ms),
+// and reports whether main wrote.
+func (s *Store) writeIndexed(ctx context.Context, op string, main *call, k cache.Key, customerID string, ms int64) (bool, error) {
+	calls := []*call{main}
+	if customerID != "" {
 		calls = append(calls, &call{
 			script: indexAddScript,
-			keys:   []string{s.keys.customer(rec.CustomerID)},
+			keys:   []string{s.keys.customer(customerID)},
 			args:   []any{hex.EncodeToString(k[:]), ms},
 		})
 	}
-	if err := s.runAll(ctx, "create", calls); err != nil {
+	if err := s.runAll(ctx, op, calls); err != nil {
 		return false, err
 	}
-	n, err := calls[0].cmd.Int64()
+	n, err := main.cmd.Int64()
 	if err != nil {
-		return false, s.fail("create", err)
+		return false, s.fail(op, err)
 	}
 	return n == 1, nil
 }
@@ -138,27 +145,12 @@ func (s *Store) Swap(ctx context.Context, k cache.Key, lease string, old uint64,
 		return false, err
 	}
 	ms := millis(ttl)
-	calls := []*call{{
+	return s.writeIndexed(ctx, "swap", &call{
 		script: swapScript,
 		keys:   []string{name, s.keys.lease(k)},
 		args: []any{strconv.FormatUint(old, 10), strconv.FormatUint(rec.Version, 10), sealed, ms,
 			lease, s.keys.channel, updatedMessage(k, rec.Version)},
-	}}
-	if rec.CustomerID != "" {
-		calls = append(calls, &call{
-			script: indexAddScript,
-			keys:   []string{s.keys.customer(rec.CustomerID)},
-			args:   []any{hex.EncodeToString(k[:]), ms},
-		})
-	}
-	if err := s.runAll(ctx, "swap", calls); err != nil {
-		return false, err
-	}
-	n, err := calls[0].cmd.Int64()
-	if err != nil {
-		return false, s.fail("swap", err)
-	}
-	return n == 1, nil
+	}, k, rec.CustomerID, ms)
 }
 
 // End implements cache.Store, in one pipeline with the index removal.
