@@ -49,9 +49,7 @@ func TestSharedSessionWorksOnEveryInstance(t *testing.T) {
 	}
 	// An unknown session is invalid everywhere.
 	_, unknown := NewSessionID()
-	if _, err := cl.nodes[1].Get(context.Background(), unknown); !errors.Is(err, ErrSessionInvalid) {
-		t.Fatalf("unknown session: %v", err)
-	}
+	cl.wantInvalid(t, 1, unknown, "unknown session")
 }
 
 func TestSharedRefreshStormCallsRebellOnce(t *testing.T) {
@@ -113,9 +111,7 @@ func TestSharedLogoutEndsEverywhere(t *testing.T) {
 	if err := cl.nodes[1].Logout(context.Background(), k2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cl.nodes[0].Get(context.Background(), k2); !errors.Is(err, ErrSessionInvalid) {
-		t.Fatalf("after logout elsewhere: %v", err)
-	}
+	cl.wantInvalid(t, 0, k2, "after logout elsewhere")
 }
 
 func TestSharedRecheckWithoutAnnouncement(t *testing.T) {
@@ -126,9 +122,7 @@ func TestSharedRecheckWithoutAnnouncement(t *testing.T) {
 	cl.clock.Advance(recheckInterval - time.Second)
 	mustGet(t, cl.nodes[1], k) // still the copy
 	cl.clock.Advance(time.Second)
-	if _, err := cl.nodes[1].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
-		t.Fatalf("after the recheck interval: %v", err)
-	}
+	cl.wantInvalid(t, 1, k, "after the recheck interval")
 
 	// A re-established subscription makes every copy be compared at once.
 	_, k2, _ := cl.loginOn(t, 0, "code-2")
@@ -137,9 +131,7 @@ func TestSharedRecheckWithoutAnnouncement(t *testing.T) {
 	cl.clock.Advance(time.Second)
 	cl.srv.resync()
 	cl.clock.Advance(time.Millisecond)
-	if _, err := cl.nodes[1].Get(context.Background(), k2); !errors.Is(err, ErrSessionInvalid) {
-		t.Fatalf("after resync: %v", err)
-	}
+	cl.wantInvalid(t, 1, k2, "after resync")
 }
 
 func TestSharedStoreDown(t *testing.T) {
@@ -292,9 +284,7 @@ func TestSharedDeadRefreshTokenEndsEverywhere(t *testing.T) {
 	if _, err := cl.nodes[0].Get(context.Background(), k); !errors.Is(err, ErrReauthRequired) {
 		t.Fatalf("dead refresh token: %v", err)
 	}
-	if _, err := cl.nodes[1].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
-		t.Fatalf("other instance after the end: %v", err)
-	}
+	cl.wantInvalid(t, 1, k, "other instance after the end")
 }
 
 func TestSharedLoginDeduplicatedAcrossInstances(t *testing.T) {
@@ -378,12 +368,8 @@ func TestSharedIdleTimeoutCountsEveryInstance(t *testing.T) {
 	mustGet(t, cl.nodes[1], k)
 	// Unused everywhere for longer than the timeout: ended everywhere.
 	cl.clock.Advance(11 * time.Minute)
-	if _, err := cl.nodes[1].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
-		t.Fatalf("idle everywhere: %v", err)
-	}
-	if _, err := cl.nodes[0].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
-		t.Fatalf("idle everywhere, other instance: %v", err)
-	}
+	cl.wantInvalid(t, 1, k, "idle everywhere")
+	cl.wantInvalid(t, 0, k, "idle everywhere, other instance")
 }
 
 // TestSharedStoreLosesLatestVersion: a failover to a replica that lagged
@@ -469,9 +455,7 @@ func TestSharedEndedWhileLoading(t *testing.T) {
 		}
 	}
 	cl.srv.mu.Unlock()
-	if _, err := cl.nodes[1].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
-		t.Fatalf("read overtaken by a logout: %v", err)
-	}
+	cl.wantInvalid(t, 1, k, "read overtaken by a logout")
 	if cl.nodes[1].Len() != 0 {
 		t.Fatal("the ended session stayed in memory")
 	}
@@ -549,9 +533,7 @@ func TestSharedStoreRestartsEmpty(t *testing.T) {
 	cl.clock.Advance(time.Second)
 	cl.srv.resync()
 	cl.clock.Advance(time.Second)
-	if _, err := cl.nodes[1].Get(context.Background(), k3); !errors.Is(err, ErrSessionInvalid) {
-		t.Fatalf("missing record without a loss: %v", err)
-	}
+	cl.wantInvalid(t, 1, k3, "missing record without a loss")
 }
 
 // waitVersion waits until h holds version v of session k, which an
@@ -585,15 +567,11 @@ func TestSharedNoWriteBackOfEndedSession(t *testing.T) {
 	if err := cl.nodes[2].Logout(context.Background(), k); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cl.nodes[0].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
-		t.Fatalf("node 0 after the logout: %v", err)
-	}
+	cl.wantInvalid(t, 0, k, "node 0 after the logout")
 	// Node 1 missed the logout; it reconnects and learns of the loss.
 	st1.reconnect(true)
 	cl.clock.Advance(time.Second)
-	if _, err := cl.nodes[1].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
-		t.Fatalf("node 1 brought back an ended session: %v", err)
-	}
+	cl.wantInvalid(t, 1, k, "node 1 brought back an ended session")
 	if v := cl.srv.version(k); v != 0 {
 		t.Fatalf("record of the ended session is back (version %d)", v)
 	}
@@ -662,10 +640,14 @@ func TestSharedShortIdleTimeout(t *testing.T) {
 	}
 	mustGet(t, cl.nodes[1], k) // idle here for 60 s, but in use
 	cl.clock.Advance(21 * time.Second)
-	if _, err := cl.nodes[0].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
-		t.Fatalf("idle everywhere: %v", err)
-	}
-	if _, err := cl.nodes[1].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
-		t.Fatalf("idle everywhere, other instance: %v", err)
+	cl.wantInvalid(t, 0, k, "idle everywhere")
+	cl.wantInvalid(t, 1, k, "idle everywhere, other instance")
+}
+
+// wantInvalid asserts that node i rejects session k as invalid.
+func (cl *cluster) wantInvalid(t *testing.T, i int, k Key, what string) {
+	t.Helper()
+	if _, err := cl.nodes[i].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("%s: node %d: %v, want ErrSessionInvalid", what, i, err)
 	}
 }
