@@ -20,6 +20,7 @@ SESSIONS=${SESSIONS:-1000}
 GW_GOMAXPROCS=${GW_GOMAXPROCS:-$(nproc)}
 PROFILE=${PROFILE:-0}
 B_MAX_SESSIONS=${B_MAX_SESSIONS:-} # empty: the plugin's default (1000000)
+B_STORE=${B_STORE:-}                # "redis": B shares its sessions through a redis-server this script starts
 PROFILE_SECONDS=${PROFILE_SECONDS:-5}
 TARGET_RATIO=${TARGET_RATIO:-0.97}
 TARGET_P99=${TARGET_P99:-1.10}
@@ -48,6 +49,9 @@ is_uint "$THREADS" && ((THREADS >= 1)) || die "THREADS must be a positive intege
 is_uint "$CONNECTIONS" && ((CONNECTIONS >= THREADS)) || die "CONNECTIONS must be an integer >= THREADS (got '$CONNECTIONS')"
 is_uint "$SESSIONS" && ((SESSIONS >= 1 && SESSIONS <= 100000)) || die "SESSIONS must be 1..100000 (got '$SESSIONS')"
 is_uint "$GW_GOMAXPROCS" && ((GW_GOMAXPROCS >= 1)) || die "GW_GOMAXPROCS must be a positive integer"
+[[ -z $B_STORE || $B_STORE == redis ]] || die "B_STORE must be empty or redis"
+[[ $B_STORE != redis ]] || command -v redis-server >/dev/null || die "B_STORE=redis needs redis-server on the PATH"
+[[ $B_STORE != redis ]] || command -v redis-cli >/dev/null || die "B_STORE=redis needs redis-cli on the PATH"
 [[ -z $B_MAX_SESSIONS ]] || { is_uint "$B_MAX_SESSIONS" && ((B_MAX_SESSIONS >= SESSIONS)); } || die "B_MAX_SESSIONS must be an integer >= SESSIONS"
 is_uint "$PROFILE_SECONDS" && ((PROFILE_SECONDS >= 1 && PROFILE_SECONDS <= 60)) || die "PROFILE_SECONDS must be 1..60"
 DURATION_S=$(to_seconds "$DURATION")
@@ -120,10 +124,10 @@ openssl genrsa -out "$TMP/keys/sandbox-private.pem" 2048 2>/dev/null
 openssl rsa -in "$TMP/keys/sandbox-private.pem" -pubout -out "$TMP/keys/sandbox-public.pem" 2>/dev/null
 
 # ---------------------------------------------------------------- ports
-read -r P_UP P_SB P_A P_B ADM_UP ADM_SB ADM_A ADM_B < <(python3 - <<'EOF'
+read -r P_UP P_SB P_A P_B ADM_UP ADM_SB ADM_A ADM_B P_REDIS < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(8):
+for _ in range(9):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -206,6 +210,15 @@ $TRANSPORT
 EOF
 } >"$TMP/a.Caddyfile"
 
+STORE_BLOCK=
+if [[ $B_STORE == redis ]]; then
+	STORE_BLOCK="
+		store redis {
+			address 127.0.0.1:$P_REDIS
+			key_prefix bench:
+			encryption_key $(openssl rand -base64 32)
+		}"
+fi
 {
 	global_opts "$ADM_B"
 	cat <<EOF
@@ -216,7 +229,7 @@ http://127.0.0.1:$P_B {
 		client_id $CLIENT_ID
 		private_key_file $TMP/keys/merchant-private.pem
 		rebell_public_key_file $TMP/keys/sandbox-public.pem${B_MAX_SESSIONS:+
-		max_sessions $B_MAX_SESSIONS}
+		max_sessions $B_MAX_SESSIONS}$STORE_BLOCK
 	}
 	reverse_proxy 127.0.0.1:$P_UP {
 $TRANSPORT
@@ -255,6 +268,26 @@ start_caddy() {
 	log "caddy '$name' running (pid $pid, GOMAXPROCS=$procs, ports $*)"
 }
 
+if [[ $B_STORE == redis ]]; then
+	redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" >"$TMP/redis.log" 2>&1 &
+	PIDS+=("$!")
+	for i in $(seq 100); do
+		redis-cli -p "$P_REDIS" ping >/dev/null 2>&1 && break
+		((i == 100)) && die "redis-server did not answer on 127.0.0.1:$P_REDIS"
+		sleep 0.1
+	done
+	log "redis-server running on 127.0.0.1:$P_REDIS for B's shared store"
+fi
+redis_scripts() { # script runs (EVAL, EVALSHA) so far; 0 without a store
+	[[ $B_STORE == redis ]] || { echo 0; return; }
+	redis-cli -p "$P_REDIS" info commandstats |
+		awk -F'[:=,]' '$1 == "cmdstat_evalsha" || $1 == "cmdstat_eval" { n += $3 } END { print n + 0 }'
+}
+redis_calls() { # Redis commands so far, not counting INFO and PING; 0 without a store
+	[[ $B_STORE == redis ]] || { echo 0; return; }
+	redis-cli -p "$P_REDIS" info commandstats |
+		awk -F'[:=,]' '/^cmdstat_/ && $1 != "cmdstat_info" && $1 != "cmdstat_ping" { n += $3 } END { print n + 0 }'
+}
 start_caddy upstream "$(nproc)" "$ADM_UP" "$P_UP"
 start_caddy sandbox "$(nproc)" "$ADM_SB" "$P_SB"
 start_caddy a "$GW_GOMAXPROCS" "$ADM_A" "$P_A"
@@ -463,6 +496,7 @@ run_wrk A warmup 0 - "$WARMUP_S" >&2
 run_wrk B warmup 0 - "$WARMUP_S" >&2
 
 log "$ROUNDS rounds of ${DURATION_S}s per target, wrk -t$THREADS -c$CONNECTIONS (alternating order)"
+REDIS_CALLS0=$(redis_calls) REDIS_SCRIPTS0=$(redis_scripts)
 for ((r = 1; r <= ROUNDS; r++)); do
 	if ((r % 2 == 1)); then order=(A B) ord=AB; else order=(B A) ord=BA; fi
 	for t in "${order[@]}"; do
@@ -470,6 +504,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 		run_wrk "$t" run "$r" "$ord" "$DURATION_S" >&2
 	done
 done
+REDIS_CALLS1=$(redis_calls) REDIS_SCRIPTS1=$(redis_scripts)
 
 # ---------------------------------------------------------------- optional profile
 if [[ $PROFILE == 1 ]]; then
@@ -497,8 +532,11 @@ fi
 {
 	echo "rebell-bench $(date -u +%FT%TZ)  commit $(git --no-optional-locks -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git --no-optional-locks -C "$REPO_ROOT" diff --quiet HEAD -- . ':!bench' 2>/dev/null || echo ' (+ uncommitted changes)')"
 	echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), shared by wrk, A, B and the upstream (nothing pinned)"
-	echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION_S}s x $ROUNDS rounds, warm-up ${WARMUP_S}s; gateways GOMAXPROCS=$GW_GOMAXPROCS; $SESSIONS sessions rotated in B; B max_sessions ${B_MAX_SESSIONS:-default}"
+	echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION_S}s x $ROUNDS rounds, warm-up ${WARMUP_S}s; gateways GOMAXPROCS=$GW_GOMAXPROCS; $SESSIONS sessions rotated in B; B max_sessions ${B_MAX_SESSIONS:-default}${B_STORE:+; B store $B_STORE}"
 	echo "gateway RSS after the runs: A $(awk '/VmRSS/{print $2, $3}' "/proc/$PID_A/status"), B $(awk '/VmRSS/{print $2, $3}' "/proc/$PID_B/status")"
+	if [[ $B_STORE == redis ]]; then
+		echo "B store redis: $((REDIS_CALLS1 - REDIS_CALLS0)) Redis commands (INFO commandstats: also those run inside Lua scripts; not INFO, PING) during B's $(python3 -c 'import json,sys; print(sum(r["requests"] for r in map(json.loads, open(sys.argv[1])) if r["target"] == "B" and r["kind"] == "run"))' "$RUNS") measured requests, from $((REDIS_SCRIPTS1 - REDIS_SCRIPTS0)) script runs (each session's copy is compared with Redis once a minute: one script run, 3 commands)"
+	fi
 } >"$OUT_DIR/summary.txt"
 python3 - "$RUNS" "$TARGET_RATIO" "$TARGET_P99" >>"$OUT_DIR/summary.txt" <<'EOF'
 import json, statistics as st, sys
