@@ -150,6 +150,7 @@ func routeRedisLogs() {
 
 type redisLogger struct{ l *zap.Logger }
 
+// Printf implements go-redis's logging interface.
 func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
 	if ce := r.l.Check(zap.DebugLevel, "go-redis"); ce != nil {
 		ce.Write(zap.String("detail", fmt.Sprintf(format, v...)))
