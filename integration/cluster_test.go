@@ -432,6 +432,7 @@ func TestClusterLogoutEverywhere(t *testing.T) {
 	for _, nd := range m.nodes { // the other session is untouched
 		m.mustGet(nd, other.SessionID, customer)
 	}
+	m.assertLogsClean(lr.SessionID, other.SessionID)
 }
 
 // TestClusterCachedRequestsCostNoRedis: requests for a session every
@@ -565,6 +566,7 @@ func TestClusterRedisDown(t *testing.T) {
 	for _, nd := range m.nodes[:2] {
 		m.waitRejected(nd, lr.SessionID, "session_invalid", time.Second)
 	}
+	m.assertLogsClean(lr.SessionID, lr2.SessionID)
 }
 
 // waitLogin polls logins (each with a new code) on nd until one succeeds.
@@ -741,4 +743,22 @@ func sessionsInMemory(t *testing.T, nd *node) int {
 		t.Fatal(err)
 	}
 	return body.Sessions
+}
+
+// assertLogsClean fails if a gateway's log holds any of secrets (session
+// ids, the store's encryption key).
+func (m *multi) assertLogsClean(secrets ...string) {
+	m.t.Helper()
+	secrets = append(secrets, m.storeKey)
+	for _, nd := range m.nodes {
+		logs := nd.caddy.logs.String()
+		if !strings.Contains(logs, "serving initial configuration") {
+			m.t.Errorf("instance %d: its log was not captured; the check would prove nothing", nd.n)
+		}
+		for _, s := range secrets {
+			if s != "" && strings.Contains(logs, s) {
+				m.t.Errorf("instance %d logged a secret", nd.n)
+			}
+		}
+	}
 }
