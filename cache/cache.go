@@ -103,6 +103,9 @@ type Cache struct {
 	// With a shared store (SPEC §7) only:
 	shared   Store
 	leaseTTL time.Duration
+	// leaseTicker ticks the renewals of a lease held while applyToken runs
+	// (every leaseTTL/3); tests drive it by hand.
+	leaseTicker func(every time.Duration) (<-chan time.Time, func())
 	// recheckEvery (ns) is how long a copy is used without comparing it
 	// with the store: recheckInterval, or a quarter of a shorter idle
 	// timeout, since an instance reports its uses to the others only when
@@ -179,6 +182,7 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.Store != nil {
 		c.shared = cfg.Store
 		c.leaseTTL = defaultLeaseTTL
+		c.leaseTicker = realTicker
 		c.recheckEvery = int64(recheckInterval)
 		if cfg.IdleTimeout > 0 {
 			c.recheckEvery = int64(min(recheckInterval, max(cfg.IdleTimeout/4, minRecheckInterval)))

@@ -499,21 +499,27 @@ func (c *Cache) writeBack(ctx context.Context, e *entry, cur *tokenState, stored
 	return cur, nil
 }
 
+// realTicker is the default Cache.leaseTicker.
+func realTicker(d time.Duration) (<-chan time.Time, func()) {
+	t := time.NewTicker(d)
+	return t.C, t.Stop
+}
+
 // keepLease renews the lease of k every third of its lifetime until the
 // returned stop is called; stop waits for the renewer to finish.
 func (c *Cache) keepLease(k Key, lease string) (stop func()) {
 	quit, done := make(chan struct{}), make(chan struct{})
 	started := c.spawn(func(ctx context.Context) {
 		defer close(done)
-		t := time.NewTicker(c.leaseTTL / 3)
-		defer t.Stop()
+		tick, stopTick := c.leaseTicker(c.leaseTTL / 3)
+		defer stopTick()
 		for {
 			select {
 			case <-quit:
 				return
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case <-tick:
 			}
 			rctx, cancel := c.storeCtx(ctx)
 			ok, err := c.shared.Renew(rctx, k, lease, c.leaseTTL)

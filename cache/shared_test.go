@@ -651,3 +651,54 @@ func (cl *cluster) wantInvalid(t *testing.T, i int, k Key, what string) {
 		t.Fatalf("%s: node %d: %v, want ErrSessionInvalid", what, i, err)
 	}
 }
+
+// TestSharedLeaseRenewedWhileRebellIsSlow: the holder renews its lease while
+// applyToken runs, so a slow Rebell does not let another instance present
+// the same refresh token.
+func TestSharedLeaseRenewedWhileRebellIsSlow(t *testing.T) {
+	for _, renew := range []bool{true, false} {
+		t.Run(map[bool]string{true: "renewed", false: "not renewed"}[renew], func(t *testing.T) {
+			cl := newCluster(t, 2)
+			tick := make(chan time.Time)
+			cl.nodes[0].leaseTTL = 10 * time.Second
+			cl.nodes[0].leaseTicker = func(time.Duration) (<-chan time.Time, func()) { return tick, func() {} }
+			_, k, g := cl.loginOn(t, 0, "code-1")
+			mustGet(t, cl.nodes[1], k)
+			cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
+			release := cl.fake.holdCalls()
+			done := make(chan *Grant, 2)
+			go func() { done <- mustGet(t, cl.nodes[0], k) }()
+			cl.fake.awaitEntered(t, "refresh")
+
+			leaseExpiry := func() time.Time {
+				cl.srv.mu.Lock()
+				defer cl.srv.mu.Unlock()
+				return cl.srv.leases[k].expires
+			}
+			first := leaseExpiry()
+			cl.clock.Advance(8 * time.Second)
+			if renew {
+				tick <- time.Time{}
+				for !leaseExpiry().After(first) { // the renewal runs in the holder's goroutine
+					time.Sleep(time.Millisecond)
+				}
+			}
+			cl.clock.Advance(8 * time.Second) // past the first expiry
+			go func() { done <- mustGet(t, cl.nodes[1], k) }()
+			if renew {
+				release()
+			} else {
+				cl.fake.awaitEntered(t, "refresh") // node 1 took the lapsed lease
+				release()
+			}
+			a, b := <-done, <-done
+			calls := cl.fake.refreshes.Load()
+			switch {
+			case renew && (calls != 1 || !a.AccessToken.Equal(b.AccessToken)):
+				t.Fatalf("renewed lease: %d refresh calls, same token %v", calls, a.AccessToken.Equal(b.AccessToken))
+			case !renew && calls != 2:
+				t.Fatalf("lapsed lease: %d refresh calls, want 2 (the hazard renewal prevents)", calls)
+			}
+		})
+	}
+}
