@@ -404,8 +404,17 @@ func (c *Cache) dropEnded(e *entry, reason string, level zapcore.Level) {
 }
 
 // evicted is ristretto's report that it dropped a session on its own: for
-// room, or because its record lifetime (R + grace) passed.
+// room, or because its record lifetime (R + grace) passed. With a shared
+// store, a session dropped for room is not over: its record is the truth,
+// the next request reads it back, and a refresh or request in flight with
+// the entry completes as if it had stayed.
 func (c *Cache) evicted(e *entry, expired bool) {
+	if c.shared != nil && !expired {
+		if c.index.remove(e.state.Load().grant.CustomerID, e) {
+			c.log.Debug("rebell session dropped from memory for room; kept in the store", zap.String("session", e.key.Tag()))
+		}
+		return
+	}
 	if !e.ended.CompareAndSwap(false, true) {
 		return
 	}
@@ -418,8 +427,13 @@ func (c *Cache) evicted(e *entry, expired bool) {
 }
 
 // rejected is ristretto's report that it did not admit a new session; the
-// Login that wrote it reports the failure.
+// Login or read that wrote it handles the failure. With a shared store the
+// session lives on in its record.
 func (c *Cache) rejected(e *entry) {
+	if c.shared != nil {
+		c.index.remove(e.state.Load().grant.CustomerID, e)
+		return
+	}
 	if e.ended.CompareAndSwap(false, true) {
 		c.index.remove(e.state.Load().grant.CustomerID, e)
 	}

@@ -24,7 +24,9 @@ type entry struct {
 	// created is when the session was created (Unix ns).
 	created int64
 	// ended is set once, when the session ends (logout, customer ended, idle,
-	// expired, dead refresh token, evicted). Holders of the pointer see it.
+	// expired, dead refresh token, evicted without a shared store). Holders
+	// of the pointer see it. With a shared store an entry ristretto drops for
+	// room is not ended: the session lives on in its record.
 	ended atomic.Bool
 
 	// mu serialises starting and finishing refreshes. flight and failure are

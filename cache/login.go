@@ -202,12 +202,13 @@ func (c *Cache) keep(ctx context.Context, st *tokenState, now time.Time) (string
 	// finds it there and removes it.
 	c.index.add(st.grant.CustomerID, e)
 	if err := c.mem.insert(e, c.pol.lifetime(st, now)); err != nil {
-		if e.ended.CompareAndSwap(false, true) {
-			c.index.remove(st.grant.CustomerID, e)
-		}
 		if c.shared != nil && !errors.Is(err, errClosed) {
 			// Stored where it counts: the next request reads it back.
+			c.index.remove(st.grant.CustomerID, e)
 			return id, e, nil
+		}
+		if e.ended.CompareAndSwap(false, true) {
+			c.index.remove(st.grant.CustomerID, e)
 		}
 		return "", nil, err
 	}

@@ -113,9 +113,10 @@ func (c *Cache) storeCtx(ctx context.Context) (context.Context, context.CancelFu
 // holds, and wakes refreshes waiting for it. It returns e's state afterwards.
 func (c *Cache) adopt(e *entry, st *tokenState) *tokenState {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	cur := e.state.Load()
+	moved := false
 	if st.version > cur.version {
+		moved = !st.grant.SessionExpiry.Equal(cur.grant.SessionExpiry)
 		e.state.Store(st)
 		e.failure.Store(nil)
 		cur = st
@@ -123,6 +124,11 @@ func (c *Cache) adopt(e *entry, st *tokenState) *tokenState {
 	if e.wake != nil {
 		close(e.wake)
 		e.wake = nil
+	}
+	e.mu.Unlock()
+	if moved {
+		// Another instance's refresh moved R: so does the copy's lifetime.
+		c.relife(e, cur, c.now())
 	}
 	return cur
 }

@@ -702,3 +702,84 @@ func TestSharedLeaseRenewedWhileRebellIsSlow(t *testing.T) {
 		})
 	}
 }
+
+// With a shared store, ristretto dropping a session for room does not end
+// it: a refresh in flight completes and its waiters get the new token, and
+// the next request reads the session back from the store.
+func TestSharedEvictionDuringRefreshKeepsSession(t *testing.T) {
+	cl := newCluster(t, 1)
+	node := cl.nodes[0]
+	_, k, g := cl.loginOn(t, 0, "code-1")
+	e := node.entryOf(t, k)
+	cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second)) // must refresh
+	release := cl.fake.holdCalls()
+	type res struct {
+		g   *Grant
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		g, err := node.Get(context.Background(), k)
+		done <- res{g, err}
+	}()
+	cl.fake.awaitEntered(t, "refresh")
+	node.evicted(e, false) // dropped for room while applyToken runs
+	node.rejected(e)       // and a repeated report changes nothing
+	if node.Len() != 0 {
+		t.Fatalf("Len after eviction = %d", node.Len())
+	}
+	release()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("request waiting on the refresh: %v", r.err)
+	}
+	if r.g.AccessToken.Equal(g.AccessToken) {
+		t.Fatal("request got the old token")
+	}
+	if e.ended.Load() {
+		t.Fatal("eviction ended the session")
+	}
+	node.mem.remove(e) // gone from memory, as ristretto left it
+	got := mustGet(t, node, k)
+	if !got.AccessToken.Equal(r.g.AccessToken) {
+		t.Fatal("session read back from the store does not carry the refreshed token")
+	}
+	if n := cl.fake.refreshes.Load(); n != 1 {
+		t.Fatalf("applyToken refresh calls = %d, want 1", n)
+	}
+	if v := cl.srv.version(k); v != 2 {
+		t.Fatalf("record version = %d, want 2", v)
+	}
+}
+
+// A state adopted from the store whose refresh token lives longer keeps the
+// copy in memory as long (the memory tier's TTL is R + grace).
+func TestSharedAdoptMovesMemoryLifetime(t *testing.T) {
+	cl := newCluster(t, 1)
+	node := cl.nodes[0]
+	_, k, _ := cl.loginOn(t, 0, "code-1")
+	e := node.entryOf(t, k)
+	before, ok := node.mem.rc.GetTTL(hashKey(&k))
+	if !ok {
+		t.Fatal("session not in memory")
+	}
+	cur := e.state.Load()
+	next := &tokenState{
+		grant: Grant{
+			CustomerID:        cur.grant.CustomerID,
+			AccessToken:       cur.grant.AccessToken,
+			AccessTokenExpiry: cur.grant.AccessTokenExpiry,
+			SessionExpiry:     cur.grant.SessionExpiry.Add(time.Hour),
+		},
+		refreshToken: cur.refreshToken,
+		version:      cur.version + 1,
+	}
+	node.adopt(e, next)
+	after, ok := node.mem.rc.GetTTL(hashKey(&k))
+	if !ok {
+		t.Fatal("session left memory")
+	}
+	if after < before+50*time.Minute {
+		t.Fatalf("memory TTL %v after adopting a state that lives an hour longer (was %v)", after, before)
+	}
+}

@@ -103,17 +103,12 @@ func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
 	e.checked.Store(ns)
 	c.index.add(st.grant.CustomerID, e)
 	if err := c.mem.insert(e, c.pol.lifetime(st, now)); err != nil {
-		if e.ended.CompareAndSwap(false, true) {
-			c.index.remove(st.grant.CustomerID, e)
-		}
+		c.index.remove(st.grant.CustomerID, e)
 		if errors.Is(err, errClosed) {
 			return nil, storeError(err)
 		}
 		// Memory is full and did not admit it: serve this request from the
 		// record all the same; the next one reads the store again.
-		e = newEntry(k, st, rec.Created)
-		e.lastUsed.Store(ns)
-		e.checked.Store(ns)
 		return e, nil
 	}
 	if e.ended.Load() {
