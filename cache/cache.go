@@ -112,6 +112,7 @@ type Cache struct {
 	// it compares (SPEC §7 with §2's idle_timeout).
 	recheckEvery int64
 	loads        missLoads
+	pending      pendingWrites
 	// resyncAt (Unix ns) is when the store's subscription was last
 	// re-established: copies compared with the store before then are
 	// compared again before use.
@@ -188,6 +189,8 @@ func New(cfg Config) (*Cache, error) {
 			c.recheckEvery = int64(min(recheckInterval, max(cfg.IdleTimeout/4, minRecheckInterval)))
 		}
 		c.loads.m = make(map[Key]*loadCall)
+		c.pending.m = make(map[*entry]pendingWrite)
+		c.pending.kick = make(chan struct{}, 1)
 		c.shared.Listen(c.onEvent)
 	}
 	return c, nil

@@ -45,6 +45,9 @@ type entry struct {
 	checked atomic.Int64
 	// checking is held by the request that compares the entry with the store.
 	checking atomic.Bool
+	// storing is the highest version this instance has asked the store to
+	// write for the session: the store's announcement of it is not news.
+	storing atomic.Uint64
 	// restored is set once this instance wrote the session back to a store
 	// that lost its data.
 	restored atomic.Bool
@@ -71,6 +74,16 @@ type tokenState struct {
 type refreshFailure struct {
 	until int64 // Unix ns: no new refresh before then
 	err   error // what Refresh returned, to answer requests during the cooldown
+}
+
+// noteStoring records that this instance writes version v of the session.
+func (e *entry) noteStoring(v uint64) {
+	for {
+		cur := e.storing.Load()
+		if cur >= v || e.storing.CompareAndSwap(cur, v) {
+			return
+		}
+	}
 }
 
 // touchInterval is how stale lastUsed may get before a request writes it.

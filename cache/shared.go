@@ -141,6 +141,7 @@ func (c *Cache) onEvent(ev Event) {
 		// store before its next use.
 		now := c.now().UnixNano()
 		c.resyncAt.Store(now)
+		c.kickSyncer() // tokens refreshed while the store failed go first
 		if ev.Lost {
 			c.lostAt.Store(now)
 			c.spawn(c.restoreAll)
@@ -162,8 +163,8 @@ func (c *Cache) onEvent(ev Event) {
 		}
 	case EventUpdated:
 		e := c.mem.get(&ev.Key)
-		if e == nil || e.ended.Load() || (ev.Version != 0 && e.state.Load().version >= ev.Version) {
-			return
+		if e == nil || e.ended.Load() || (ev.Version != 0 && (e.state.Load().version >= ev.Version || e.storing.Load() >= ev.Version)) {
+			return // not news: held already, or this instance's own write
 		}
 		c.spawn(func(ctx context.Context) {
 			ctx, cancel := c.storeCtx(ctx)
@@ -193,7 +194,11 @@ func (c *Cache) reload(ctx context.Context, e *entry) (*tokenState, error) {
 		}
 		return nil, storeError(err)
 	}
-	e.checked.Store(c.now().UnixNano())
+	if st.version >= e.state.Load().version {
+		// A record behind the copy (lost by the store) is not a check: the
+		// next recheck writes the copy back.
+		e.checked.Store(c.now().UnixNano())
+	}
 	return c.adopt(e, st), nil
 }
 
@@ -316,6 +321,7 @@ func (c *Cache) refreshWithLease(ctx context.Context, e *entry, old *tokenState,
 	}
 	st.version = old.version + 1
 	rec := recordOf(st, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
+	e.noteStoring(st.version)
 	ok, err := c.swap(ctx, e, lease, old.version, rec, c.recordTTL(st, now))
 	switch {
 	case err != nil:
@@ -325,6 +331,7 @@ func (c *Cache) refreshWithLease(ctx context.Context, e *entry, old *tokenState,
 		st.unsynced = true
 		c.log.Error("rebell refreshed tokens could not be stored; kept in this instance's memory until the store is back",
 			zap.String("session", e.key.Tag()), zap.Error(err))
+		c.syncLater(e, st, lease, old.version)
 		return st, true, nil
 	case ok:
 		return st, true, nil
@@ -339,6 +346,7 @@ func (c *Cache) refreshWithLease(ctx context.Context, e *entry, old *tokenState,
 		switch {
 		case err != nil:
 			st.unsynced = true // written back later, as after a failed Swap
+			c.syncLater(e, st, "", old.version)
 			return st, true, nil
 		case created:
 			c.log.Info("rebell refreshed tokens written back to a store that lost the session", zap.String("session", e.key.Tag()))
@@ -483,23 +491,7 @@ func (c *Cache) writeBack(ctx context.Context, e *entry, cur *tokenState, stored
 	if !ok {
 		return c.reload(sctx, e)
 	}
-	if cur.unsynced {
-		synced := &tokenState{
-			grant: Grant{
-				CustomerID:        cur.grant.CustomerID,
-				AccessToken:       cur.grant.AccessToken,
-				AccessTokenExpiry: cur.grant.AccessTokenExpiry,
-				SessionExpiry:     cur.grant.SessionExpiry,
-			},
-			refreshToken: cur.refreshToken,
-			version:      cur.version,
-		}
-		e.mu.Lock()
-		if e.state.Load() == cur {
-			e.state.Store(synced)
-		}
-		e.mu.Unlock()
-	}
+	c.markSynced(e, cur)
 	c.log.Info("rebell session tokens written back to the store", zap.String("session", e.key.Tag()),
 		zap.Uint64("stored_version", stored), zap.Uint64("version", cur.version))
 	return cur, nil

@@ -783,3 +783,62 @@ func TestSharedAdoptMovesMemoryLifetime(t *testing.T) {
 		t.Fatalf("memory TTL %v after adopting a state that lives an hour longer (was %v)", after, before)
 	}
 }
+
+// Tokens refreshed while the store failed are written back as soon as it
+// answers again, without waiting for a request: until then another instance
+// refreshing from the stored record would present the refresh token Rebell
+// has already spent.
+func TestSharedUnstoredRefreshWrittenBackWhenStoreReturns(t *testing.T) {
+	for _, via := range []string{"resync", "tick"} {
+		t.Run(via, func(t *testing.T) {
+			cl := newCluster(t, 2)
+			tick := make(chan time.Time)
+			cl.nodes[0].leaseTicker = func(time.Duration) (<-chan time.Time, func()) { return tick, func() {} }
+			_, k, g := cl.loginOn(t, 0, "code-1")
+			mustGet(t, cl.nodes[1], k)
+			cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
+			release := cl.fake.holdCalls()
+			done := make(chan *Grant)
+			go func() { done <- mustGet(t, cl.nodes[0], k) }()
+			cl.fake.awaitEntered(t, "refresh")
+			cl.srv.down.Store(true) // the store goes away while Rebell answers
+			release()
+			g2 := <-done
+			if v := cl.srv.version(k); v != 1 {
+				t.Fatalf("version %d written although the store was down", v)
+			}
+
+			cl.srv.down.Store(false)
+			if via == "resync" {
+				cl.nodes[0].shared.(*fakeStore).reconnect(false)
+			} else {
+				select {
+				case tick <- time.Now():
+				case <-time.After(10 * time.Second):
+					t.Fatal("no syncer took the tick")
+				}
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for cl.srv.version(k) != 2 {
+				if time.Now().After(deadline) {
+					t.Fatalf("not written back: version %d", cl.srv.version(k))
+				}
+				time.Sleep(time.Millisecond)
+			}
+			cl.srv.mu.Lock()
+			_, held := cl.srv.lease(k)
+			cl.srv.mu.Unlock()
+			if held {
+				t.Fatal("the refresh's lease is still held after the write-back")
+			}
+			// The other instance, whose copy must refresh, takes the stored
+			// tokens instead of spending the dead refresh token.
+			if got := mustGet(t, cl.nodes[1], k); !got.AccessToken.Equal(g2.AccessToken) {
+				t.Fatal("the other instance did not get the written-back token")
+			}
+			if n := cl.fake.refreshes.Load(); n != 1 {
+				t.Fatalf("applyToken refresh calls = %d, want 1", n)
+			}
+		})
+	}
+}

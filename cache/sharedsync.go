@@ -1,0 +1,184 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// pendingWrites are the refreshed states the store could not be told about
+// (it failed when the refresh's Swap ran). Rebell has spent the refresh token
+// they replaced, so until the store holds them, another instance refreshing
+// from the stored record would present a dead token and end the session
+// everywhere. One syncer goroutine writes them back: every third of the
+// lease lifetime, and at once when the store's subscription comes back.
+type pendingWrites struct {
+	mu      sync.Mutex
+	m       map[*entry]pendingWrite
+	running bool
+	// kick wakes the running syncer early (buffered, one; sent and
+	// drained under mu).
+	kick chan struct{}
+}
+
+// pendingWrite is a state to write over the record at version stored, with
+// the lease it was refreshed under ("" when none).
+type pendingWrite struct {
+	st     *tokenState
+	lease  string
+	stored uint64
+}
+
+// syncLater queues st, e's state refreshed under lease from the record at
+// version stored, for writing back, and starts the syncer if it is not
+// running.
+func (c *Cache) syncLater(e *entry, st *tokenState, lease string, stored uint64) {
+	p := &c.pending
+	p.mu.Lock()
+	p.m[e] = pendingWrite{st: st, lease: lease, stored: stored}
+	start := !p.running
+	p.running = true
+	p.mu.Unlock()
+	if start && !c.spawn(c.runSyncer) {
+		p.mu.Lock()
+		p.running = false
+		p.mu.Unlock()
+	}
+}
+
+// kickSyncer makes a running syncer try at once.
+func (c *Cache) kickSyncer() {
+	p := &c.pending
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.running {
+		return
+	}
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// runSyncer writes pending states back until none is left or the cache
+// closes. A pass stops at the first failure of the store and waits for the
+// next tick.
+func (c *Cache) runSyncer(ctx context.Context) {
+	p := &c.pending
+	tick, stop := c.leaseTicker(c.leaseTTL / 3)
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+		case <-p.kick:
+		}
+		p.mu.Lock()
+		batch := make(map[*entry]pendingWrite, len(p.m))
+		for e, w := range p.m {
+			batch[e] = w
+		}
+		p.mu.Unlock()
+		for e, w := range batch {
+			if c.syncOne(ctx, e, w) {
+				break // the store still fails: wait for the next tick
+			}
+			p.mu.Lock()
+			if p.m[e] == w {
+				delete(p.m, e)
+			}
+			p.mu.Unlock()
+		}
+		p.mu.Lock()
+		if len(p.m) == 0 {
+			p.running = false
+			select { // a kick not taken is not for the next syncer
+			case <-p.kick:
+			default:
+			}
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+	}
+}
+
+// syncOne writes w back for e. It reports whether to try again later (the
+// store failed); otherwise w is done with: written, overtaken by a newer
+// state, or the session is over.
+func (c *Cache) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry bool) {
+	if e.ended.Load() {
+		return false
+	}
+	if cur := e.state.Load(); cur != w.st {
+		// Not published yet by the refresh that made it (try later), or
+		// written back by another path, or overtaken.
+		return cur.version < w.st.version
+	}
+	sctx, cancel := c.storeCtx(ctx)
+	defer cancel()
+	now := c.now()
+	rec := recordOf(w.st, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
+	ok, err := c.shared.Swap(sctx, e.key, w.lease, w.stored, rec, c.recordTTL(w.st, now))
+	switch {
+	case err != nil:
+		return true
+	case ok:
+		c.markSynced(e, w.st)
+		c.log.Info("rebell refreshed tokens written back to the store", zap.String("session", e.key.Tag()),
+			zap.Uint64("version", w.st.version))
+		return false
+	}
+	cur, err := c.shared.Load(sctx, e.key, time.Time{}, 0)
+	switch {
+	case err != nil && errors.Is(err, ErrRecordCorrupt):
+		c.logCorrupt(e.key, err)
+		c.end(e, "record_corrupt", zapcore.InfoLevel)
+		return false
+	case err != nil:
+		return true
+	case cur == nil:
+		// Lost by the store (Create writes it back) or ended (its end
+		// mark refuses the Create, and e ends).
+		err := c.restore(sctx, e)
+		return err != nil && !errors.Is(err, ErrSessionInvalid)
+	case cur.Version < w.st.version:
+		// A failover lost versions: write over what is there.
+		_, err := c.writeBack(sctx, e, w.st, cur.Version)
+		return err != nil && !errors.Is(err, ErrSessionInvalid)
+	case cur.Version > w.st.version:
+		if st, err := stateOf(cur); err == nil {
+			c.adopt(e, st)
+			c.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
+		}
+	}
+	return false
+}
+
+// markSynced replaces cur, e's state not yet in the store, by the same state
+// marked stored, unless e moved on meanwhile.
+func (c *Cache) markSynced(e *entry, cur *tokenState) {
+	if !cur.unsynced {
+		return
+	}
+	synced := &tokenState{
+		grant: Grant{
+			CustomerID:        cur.grant.CustomerID,
+			AccessToken:       cur.grant.AccessToken,
+			AccessTokenExpiry: cur.grant.AccessTokenExpiry,
+			SessionExpiry:     cur.grant.SessionExpiry,
+		},
+		refreshToken: cur.refreshToken,
+		version:      cur.version,
+	}
+	e.mu.Lock()
+	if e.state.Load() == cur {
+		e.state.Store(synced)
+	}
+	e.mu.Unlock()
+}
