@@ -56,10 +56,34 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	bin := lookPath(t, "redis-server")
-	ports := freePorts(t, 1, false)
-	s := newServer(t, bin, ports[0], nil)
-	s.start(t)
-	return s
+	return startOnFreePort(t, bin, nil, false, nil)
+}
+
+// portTries is how many free ports a new server tries: another process (a
+// test binary of another package, an outgoing connection) can take a port
+// between freePorts and redis-server's bind.
+const portTries = 5
+
+// startOnFreePort starts a server on a free port (and, withBus, its Cluster
+// bus port free too), trying another port when the one picked was taken.
+// prepare, if set, runs on the new Server before it starts.
+func startOnFreePort(t testing.TB, bin string, extra []string, withBus bool, prepare func(*Server)) *Server {
+	t.Helper()
+	var err error
+	for range portTries {
+		s := newServer(t, bin, freePorts(t, 1, withBus)[0], extra)
+		if prepare != nil {
+			prepare(s)
+		}
+		if err = s.launch(); err == nil {
+			return s
+		}
+		if !errors.Is(err, errPortTaken) {
+			t.Fatalf("redistest: %v", err)
+		}
+	}
+	t.Fatalf("redistest: %v (after %d ports)", err, portTries)
+	return nil
 }
 
 // lookPath finds a binary, or skips (or fails, with REBELL_REQUIRE_REDIS=1)
@@ -93,12 +117,25 @@ func newServer(t testing.TB, bin string, port int, extra []string) *Server {
 	return s
 }
 
-// start launches the process and waits for PING.
+// errPortTaken reports a server that could not have its port.
+var errPortTaken = errors.New("port taken by another process")
+
+// start launches the process and waits until it answers, failing t if it
+// does not.
 func (s *Server) start(t testing.TB) {
 	t.Helper()
+	if err := s.launch(); err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+}
+
+// launch starts the process and waits until it answers INFO as itself (a
+// server that answers with another process id holds the port). It returns
+// an error wrapping errPortTaken when the port was taken.
+func (s *Server) launch() error {
 	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		t.Fatalf("redistest: log file: %v", err)
+		return fmt.Errorf("log file: %w", err)
 	}
 	args := []string{
 		"--port", strconv.Itoa(s.port),
@@ -118,7 +155,7 @@ func (s *Server) start(t testing.TB) {
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		t.Fatalf("redistest: starting %s: %v", s.bin, err)
+		return fmt.Errorf("starting %s: %w", s.bin, err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -131,20 +168,41 @@ func (s *Server) start(t testing.TB) {
 
 	deadline := time.Now().Add(startTimeout)
 	for {
-		if ping(s.Addr) == nil {
-			return
+		if info, err := command(s.Addr, "INFO", "server"); err == nil {
+			if pid := processID(info); pid == cmd.Process.Pid {
+				return nil
+			} else if pid != 0 {
+				s.kill()
+				return fmt.Errorf("%w: %s answered by process %d, not %d", errPortTaken, s.Addr, pid, cmd.Process.Pid)
+			}
 		}
 		select {
 		case <-done:
-			t.Fatalf("redistest: redis-server on %s exited at start; log tail:\n%s", s.Addr, tail(s.logPath))
+			s.kill()
+			log := tail(s.logPath)
+			if strings.Contains(log, "Address already in use") {
+				return fmt.Errorf("%w: %s", errPortTaken, s.Addr)
+			}
+			return fmt.Errorf("redis-server on %s exited at start; log tail:\n%s", s.Addr, log)
 		default:
 		}
 		if time.Now().After(deadline) {
 			s.kill()
-			t.Fatalf("redistest: redis-server on %s did not answer PING within %v; log tail:\n%s", s.Addr, startTimeout, tail(s.logPath))
+			return fmt.Errorf("redis-server on %s did not answer within %v; log tail:\n%s", s.Addr, startTimeout, tail(s.logPath))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// processID reads process_id from INFO server; 0 if absent.
+func processID(info string) int {
+	for line := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	return 0
 }
 
 // kill stops the process if it runs and waits for it.
@@ -236,15 +294,13 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	}
 	bin := lookPath(t, "redis-server")
 	cli := lookPath(t, "redis-cli")
-	ports := freePorts(t, n, true)
 	c := &Cluster{}
-	for _, p := range ports {
-		s := newServer(t, bin, p, []string{
+	for range n {
+		s := startOnFreePort(t, bin, []string{
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", "5000",
-		})
-		s.start(t)
+		}, true, nil)
 		c.Nodes = append(c.Nodes, s)
 		c.Addrs = append(c.Addrs, s.Addr)
 	}

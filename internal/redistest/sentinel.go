@@ -18,15 +18,14 @@ const SentinelMaster = "mymaster"
 func StartSentinel(t testing.TB, master *Server) *Server {
 	t.Helper()
 	bin := lookPath(t, "redis-server")
-	ports := freePorts(t, 1, false)
-	s := newServer(t, bin, ports[0], []string{"--sentinel"})
-	// Sentinel rewrites its config file: it must be writable, in the temp dir.
-	s.conf = filepath.Join(s.dir, "sentinel.conf")
 	conf := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1\nsentinel down-after-milliseconds %s 2000\n",
 		SentinelMaster, master.port, SentinelMaster)
-	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
-		t.Fatalf("redistest: sentinel config: %v", err)
-	}
-	s.start(t)
-	return s
+	return startOnFreePort(t, bin, []string{"--sentinel"}, false, func(s *Server) {
+		// Sentinel rewrites its config file: it must be writable, in the
+		// temp dir.
+		s.conf = filepath.Join(s.dir, "sentinel.conf")
+		if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
+			t.Fatalf("redistest: sentinel config: %v", err)
+		}
+	})
 }
