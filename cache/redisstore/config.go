@@ -81,6 +81,7 @@ type Store struct {
 	listenOnce     sync.Once
 	healthInterval time.Duration // idle time before the subscription is PINGed
 	retryMax       time.Duration // longest wait between subscription attempts
+	epochEvery     time.Duration // how often a subscribed Store checks (and renews) the epoch marker
 
 	ctx       context.Context // canceled by Close
 	cancel    context.CancelFunc
@@ -128,6 +129,7 @@ func New(cfg Config) (*Store, error) {
 		health:         health{log: log},
 		healthInterval: 3 * time.Second,
 		retryMax:       time.Second,
+		epochEvery:     time.Minute,
 	}
 	st.ctx, st.cancel = context.WithCancel(context.Background())
 	return st, nil

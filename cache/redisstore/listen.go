@@ -83,10 +83,19 @@ func (s *Store) setPubSub(ps *redis.PubSub) bool {
 // Store closes. It reports whether the subscription was confirmed.
 func (s *Store) receive(ps *redis.PubSub, fn func(cache.Event)) (subscribed bool) {
 	pinged := false
+	var epochAt time.Time // when the epoch marker was last checked
 	for {
-		msg, err := ps.ReceiveTimeout(s.ctx, s.healthInterval)
+		msg, err := ps.ReceiveTimeout(s.ctx, min(s.healthInterval, s.epochEvery))
 		if s.ctx.Err() != nil {
 			return subscribed
+		}
+		if subscribed && time.Since(epochAt) >= s.epochEvery {
+			// Renews the marker, and notices data lost without the
+			// subscription dropping (FLUSHALL, a marker evicted).
+			epochAt = time.Now()
+			if s.checkEpoch(true) {
+				fn(cache.Event{Kind: cache.EventResync, Lost: true})
+			}
 		}
 		if err != nil {
 			var ne net.Error
@@ -111,7 +120,8 @@ func (s *Store) receive(ps *redis.PubSub, fn func(cache.Event)) (subscribed bool
 			if m.Kind == "subscribe" && m.Channel == s.keys.channel {
 				subscribed = true
 				s.health.ok()
-				fn(cache.Event{Kind: cache.EventResync, Lost: s.checkEpoch()})
+				epochAt = time.Now()
+				fn(cache.Event{Kind: cache.EventResync, Lost: s.checkEpoch(false)})
 			}
 		case *redis.Message:
 			ev, ok := parseMessage(m.Payload)
@@ -125,14 +135,16 @@ func (s *Store) receive(ps *redis.PubSub, fn func(cache.Event)) (subscribed bool
 }
 
 // epochTTL is the lifetime of the epoch marker, renewed at every
-// subscription.
+// subscription and every epochEvery while subscribed.
 const epochTTL = 30 * 24 * time.Hour
 
 // checkEpoch reads (or sets) the store's epoch marker and reports whether it
-// changed since the previous subscription, which ended less than
-// cache.EndMarkLifetime ago: Redis came back without its data. It reports
+// changed since this Store last read it while it either is still subscribed
+// (subscribed: it heard every end since, so nothing it holds was ended) or
+// was subscribed less than cache.EndMarkLifetime ago (the end marks of
+// sessions ended since outlive the outage): Redis lost its data. It reports
 // false when the marker cannot be read.
-func (s *Store) checkEpoch() bool {
+func (s *Store) checkEpoch(subscribed bool) bool {
 	ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
 	defer cancel()
 	v, err := s.run(ctx, epochScript, []string{s.keys.epoch}, newOwner(), millis(epochTTL)).Text()
@@ -140,9 +152,7 @@ func (s *Store) checkEpoch() bool {
 		s.log.Debug("redis store: epoch marker unreadable", zap.Error(err))
 		return false
 	}
-	// Lost only if this Store was subscribed recently enough that the end
-	// marks of sessions ended since (Store.End) outlive the outage.
-	lost := s.epoch != "" && v != s.epoch && time.Since(s.droppedAt) < cache.EndMarkLifetime
+	lost := s.epoch != "" && v != s.epoch && (subscribed || time.Since(s.droppedAt) < cache.EndMarkLifetime)
 	s.epoch = v
 	if lost {
 		s.log.Warn("redis store came back without its data; sessions held in memory are written back")
@@ -151,12 +161,17 @@ func (s *Store) checkEpoch() bool {
 }
 
 // health logs connection trouble: one WARN when an outage starts (at most
-// one per warnEvery; DEBUG otherwise), one INFO when it ends.
+// one per warnEvery; DEBUG otherwise), and when it ends, INFO if its start
+// was a WARN (DEBUG otherwise), so a flapping connection writes at most two
+// lines per warnEvery.
 type health struct {
 	log      *zap.Logger
 	down     atomic.Bool
 	mu       sync.Mutex
 	lastWarn time.Time
+	// warned is whether the current outage's start was logged as a WARN;
+	// down and warned change under mu.
+	warned bool
 }
 
 // warnEvery limits the WARNs of a flapping connection.
@@ -164,18 +179,21 @@ const warnEvery = time.Minute
 
 // fail records trouble with Redis (err contains no key names or values).
 func (h *health) fail(op string, err error) {
-	if errors.Is(err, context.Canceled) {
-		return // the caller gave up
-	}
-	if h.down.Swap(true) {
-		return
+	if errors.Is(err, context.Canceled) || h.down.Load() {
+		return // the caller gave up, or the outage is known
 	}
 	h.mu.Lock()
+	if h.down.Load() {
+		h.mu.Unlock()
+		return
+	}
+	h.down.Store(true)
 	now := time.Now()
 	warn := h.lastWarn.IsZero() || now.Sub(h.lastWarn) >= warnEvery
 	if warn {
 		h.lastWarn = now
 	}
+	h.warned = warn
 	h.mu.Unlock()
 	msg := "redis store unavailable: sessions not held in memory cannot be served until it returns"
 	if warn {
@@ -187,7 +205,20 @@ func (h *health) fail(op string, err error) {
 
 // ok records a successful exchange with Redis.
 func (h *health) ok() {
-	if h.down.CompareAndSwap(true, false) {
+	if !h.down.Load() {
+		return
+	}
+	h.mu.Lock()
+	if !h.down.Load() {
+		h.mu.Unlock()
+		return
+	}
+	h.down.Store(false)
+	warned := h.warned
+	h.mu.Unlock()
+	if warned {
 		h.log.Info("redis store reachable again")
+	} else {
+		h.log.Debug("redis store reachable again")
 	}
 }

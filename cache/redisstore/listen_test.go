@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -167,5 +168,69 @@ func TestListenKilled(t *testing.T) {
 	}
 	if ev := e.next(t, cache.EventResync); ev.Lost {
 		t.Fatal("a reconnect to the same Redis reports lost data")
+	}
+}
+
+// A flapping connection writes one WARN and one INFO per warnEvery, not a
+// line per flip.
+func TestHealthFlappingLogsLittle(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	h := &health{log: zap.New(core)}
+	for range 50 {
+		h.fail("get", errors.New("connection refused"))
+		h.ok()
+	}
+	var warn, info, debug int
+	for _, e := range logs.All() {
+		switch e.Level {
+		case zap.WarnLevel:
+			warn++
+		case zap.InfoLevel:
+			info++
+		case zap.DebugLevel:
+			debug++
+		}
+	}
+	if warn != 1 || info != 1 || debug != 98 {
+		t.Fatalf("WARN %d, INFO %d, DEBUG %d lines; want 1, 1, 98", warn, info, debug)
+	}
+}
+
+// A subscribed Store renews the epoch marker while it listens, and notices
+// data lost without its subscription dropping (FLUSHALL).
+func TestListenEpochWhileSubscribed(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStore(t, newKey(), srv.Addr)
+	s.epochEvery = 100 * time.Millisecond
+	e := newEvents()
+	s.Listen(e.fn)
+	if ev := e.next(t, cache.EventResync); ev.Lost {
+		t.Fatal("first subscription reports lost data")
+	}
+	c := srv.Client(t)
+	ctx := context.Background()
+	// Renewed: its lifetime goes back up after being cut.
+	if err := c.PExpire(ctx, s.keys.epoch, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ttl, err := c.PTTL(ctx, s.keys.epoch).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl > 24*time.Hour {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("epoch marker not renewed: TTL %v", ttl)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := c.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ev := e.next(t, cache.EventResync); !ev.Lost {
+		t.Fatal("FLUSHALL while subscribed was not reported as lost data")
 	}
 }
