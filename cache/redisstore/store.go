@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
@@ -35,7 +36,9 @@ func (s *Store) Create(ctx context.Context, k cache.Key, rec *cache.Record, ttl 
 
 // writeIndexed runs main (a script answering 1 when it wrote) in one
 // pipeline with the index entry of k under customerID (raised to live ms),
-// and reports whether main wrote.
+// and reports whether main wrote. Main's outcome decides: an index update
+// that fails after main wrote is retried once, then logged, since the
+// record it indexes is stored.
 func (s *Store) writeIndexed(ctx context.Context, op string, main *call, k cache.Key, customerID string, ms int64) (bool, error) {
 	calls := []*call{main}
 	if customerID != "" {
@@ -45,14 +48,32 @@ func (s *Store) writeIndexed(ctx context.Context, op string, main *call, k cache
 			args:   []any{hex.EncodeToString(k[:]), ms},
 		})
 	}
-	if err := s.runAll(ctx, op, calls); err != nil {
+	err := s.runAll(ctx, op, calls)
+	if main.cmd == nil || main.cmd.Err() != nil {
+		if err == nil {
+			err = s.fail(op, main.cmd.Err())
+		}
 		return false, err
 	}
-	n, err := main.cmd.Int64()
-	if err != nil {
-		return false, s.fail(op, err)
+	n, merr := main.cmd.Int64()
+	if merr != nil {
+		return false, s.fail(op, merr)
+	}
+	if err != nil && n == 1 {
+		idx := calls[1]
+		if ierr := idx.script.Run(ctx, s.client, idx.keys, idx.args...).Err(); ierr != nil {
+			s.indexFailed(op, ierr)
+		}
 	}
 	return n == 1, nil
+}
+
+// indexFailed logs a customer index that could not be updated: the session
+// is stored, but an admin end of its customer (SPEC §8) may miss it or
+// list it after it ended.
+func (s *Store) indexFailed(op string, err error) {
+	s.log.Warn("redis store: customer index not updated; ending this customer's sessions may miss one",
+		zap.String("op", op), zap.Error(err))
 }
 
 // Load implements cache.Store, in one round trip.
@@ -168,20 +189,24 @@ func (s *Store) End(ctx context.Context, k cache.Key, customerID string) (bool, 
 		}
 		return nil
 	})
-	if err != nil && !isNoScript(err) {
-		return false, s.fail("end", err)
-	}
 	if err := s.retryNoScript(ctx, "end", calls); err != nil {
 		return false, err
 	}
-	if srem != nil && srem.Err() != nil {
-		return false, s.fail("end", srem.Err())
-	}
-	n, err := calls[0].cmd.Int64()
-	if err != nil {
+	// The end script's outcome decides; a failed index removal is retried
+	// once, then logged (the index may list ended sessions).
+	n, merr := calls[0].cmd.Int64()
+	if merr != nil {
+		if err == nil || isNoScript(err) {
+			err = merr
+		}
 		return false, s.fail("end", err)
 	}
 	s.health.ok()
+	if srem != nil && srem.Err() != nil {
+		if ierr := s.client.SRem(ctx, s.keys.customer(customerID), hex.EncodeToString(k[:])).Err(); ierr != nil {
+			s.indexFailed("end", ierr)
+		}
+	}
 	return n == 1, nil
 }
 

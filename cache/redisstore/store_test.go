@@ -585,3 +585,34 @@ func TestEndMark(t *testing.T) {
 		t.Fatalf("Create after the mark expired: %v %v", ok, err)
 	}
 }
+
+// A customer index that cannot be updated does not turn a stored record (or
+// an ended session) into an error: the record's write decides.
+func TestIndexFailureDoesNotFailTheWrite(t *testing.T) {
+	_, s, c := startedStore(t)
+	ctx := context.Background()
+	ss := newSession("cust-broken")
+	// The index key holds a string: SADD and SREM answer WRONGTYPE.
+	if err := c.Set(ctx, s.keys.customer("cust-broken"), "x", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := s.Create(ctx, ss.k, ss.rec, time.Hour)
+	if err != nil || !ok {
+		t.Fatalf("Create with a broken index: %v %v", ok, err)
+	}
+	next := refreshed(ss.rec)
+	if ok, err := s.Swap(ctx, ss.k, "", 1, next, time.Hour); err != nil || !ok {
+		t.Fatalf("Swap with a broken index: %v %v", ok, err)
+	}
+	got, err := s.Load(ctx, ss.k, timeZero, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameRecord(t, got, next)
+	if ended, err := s.End(ctx, ss.k, "cust-broken"); err != nil || !ended {
+		t.Fatalf("End with a broken index: %v %v", ended, err)
+	}
+	if got, err := s.Load(ctx, ss.k, timeZero, 0); err != nil || got != nil {
+		t.Fatalf("after End: %v %v", got, err)
+	}
+}
