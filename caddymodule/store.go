@@ -144,15 +144,17 @@ var redisLogOnce sync.Once
 
 func routeRedisLogs() {
 	redisLogOnce.Do(func() {
-		redis.SetLogger(redisLogger{caddy.Log().Named("http.handlers.rebell_auth.redis")})
+		redis.SetLogger(redisLogger{})
 	})
 }
 
-type redisLogger struct{ l *zap.Logger }
+// redisLogger writes to Caddy's default logger as it is when a line is
+// written: the logging config may change on reload after the logger is set.
+type redisLogger struct{}
 
 // Printf implements go-redis's logging interface.
-func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
-	if ce := r.l.Check(zap.DebugLevel, "go-redis"); ce != nil {
+func (redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if ce := caddy.Log().Named("http.handlers.rebell_auth.redis").Check(zap.DebugLevel, "go-redis"); ce != nil {
 		ce.Write(zap.String("detail", fmt.Sprintf(format, v...)))
 	}
 }
