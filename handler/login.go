@@ -228,7 +228,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) {
 		if err := h.sessions.Logout(ctx, keys[i]); err != nil {
 			h.log.Warn("logout failed; the session stays valid on other instances until it is ended",
 				zap.String("session", keys[i].Tag()), zap.Error(err))
-			h.rejectErr(w, r, err, nil)
+			h.rejectErr(w, r, err, &keys[i])
 			return
 		}
 	}
