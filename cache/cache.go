@@ -228,6 +228,9 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 		}
 	}
 	if e.ended.Load() {
+		if c.mem.closed() {
+			return nil, ErrStoreUnavailable // Close dropped it
+		}
 		return nil, ErrSessionInvalid
 	}
 	now := c.now()
