@@ -272,8 +272,11 @@ func refreshes(st sandboxStats) int64 {
 
 // waitUntilRefreshDue sleeps until the access token of r (its expiry, from
 // {http.rebell.access_token_expiry}) is within margin of expiring: with
-// refresh_ahead 1s, m = 0.5s, so from A − 0.5s every request must wait for a
-// refresh (SPEC §5).
+// refresh_ahead 2s, m = 1s, so from A − 1s every request must wait for a
+// refresh (SPEC §5). The tests that use it run the sandbox with
+// access_token_ttl 6s: its expiries have whole seconds, so the refresh-ahead
+// window opens 3 to 4 s after the login, which leaves a loaded machine that
+// long to warm the instances up without a refresh.
 func waitUntilRefreshDue(t *testing.T, r reply, margin time.Duration) time.Time {
 	t.Helper()
 	a, err := time.Parse(time.RFC3339, r.AccessExpiry)
@@ -282,8 +285,8 @@ func waitUntilRefreshDue(t *testing.T, r reply, margin time.Duration) time.Time 
 	}
 	due := a.Add(-margin).Add(20 * time.Millisecond)
 	if wait := time.Until(due); wait > 0 {
-		if wait > 5*time.Second {
-			t.Fatalf("access token expiry %v is %v away; the sandbox's access_token_ttl is not 3s", a, wait)
+		if wait > 8*time.Second {
+			t.Fatalf("access token expiry %v is %v away; the sandbox's access_token_ttl is not 6s", a, wait)
 		}
 		time.Sleep(wait)
 	}
@@ -321,7 +324,7 @@ func TestClusterSessionSharedAtOnce(t *testing.T) {
 // every request served with the one new token.
 func TestClusterRefreshStorm(t *testing.T) {
 	rs := redistest.Start(t)
-	m := startMulti(t, []string{rs.Addr}, "refresh_ahead 1s", "access_token_ttl 3s")
+	m := startMulti(t, []string{rs.Addr}, "refresh_ahead 2s", "access_token_ttl 6s")
 	const customer = "2188000000000702"
 	lr := m.mustLogin(m.nodes[0], customer)
 	var old reply
@@ -332,7 +335,7 @@ func TestClusterRefreshStorm(t *testing.T) {
 	if refreshes(before) != 0 {
 		t.Fatalf("a refresh happened before the storm (warm-up took too long?): %+v", before)
 	}
-	waitUntilRefreshDue(t, old, 500*time.Millisecond)
+	waitUntilRefreshDue(t, old, time.Second)
 
 	const n = 300
 	results := m.burst(n, lr.SessionID)
@@ -615,7 +618,7 @@ func TestClusterStartsWithoutRedis(t *testing.T) {
 // Cluster: login on 1, use on 2, refresh, logout on 3, rejected on 1.
 func TestClusterRedisCluster(t *testing.T) {
 	rc := redistest.StartCluster(t, 3)
-	m := startMulti(t, rc.Addrs, "refresh_ahead 1s", "access_token_ttl 3s")
+	m := startMulti(t, rc.Addrs, "refresh_ahead 2s", "access_token_ttl 6s")
 	const customer = "2188000000000707"
 	lr := m.mustLogin(m.nodes[0], customer)
 	old := m.mustGet(m.nodes[1], lr.SessionID, customer)
@@ -624,7 +627,7 @@ func TestClusterRedisCluster(t *testing.T) {
 		t.Fatalf("a refresh happened before it was due: %+v", st)
 	}
 
-	waitUntilRefreshDue(t, old, 500*time.Millisecond)
+	waitUntilRefreshDue(t, old, time.Second)
 	fresh := m.mustGet(m.nodes[1], lr.SessionID, customer)
 	if fresh.TokenHash == old.TokenHash {
 		t.Fatal("instance 2 did not refresh a token due for it")
