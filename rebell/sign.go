@@ -225,9 +225,27 @@ func (s *Signer) Sign(h http.Header, timeHeader, method, uri string, body []byte
 	return nil
 }
 
+// SignatureProblem classifies a SignatureError.
+type SignatureProblem uint8
+
+// The problems VerifyMessage reports.
+const (
+	// SignatureMissing: no Signature header.
+	SignatureMissing SignatureProblem = iota + 1
+	// SignatureUnreadable: a Signature header that cannot be parsed.
+	SignatureUnreadable
+	// SignatureUnverifiable: a header the signed content needs is missing.
+	SignatureUnverifiable
+	// SignatureInvalid: the signature does not verify.
+	SignatureInvalid
+)
+
 // SignatureError says why a message's signature could not be verified.
 type SignatureError struct {
-	// Reason is a short phrase: "missing Signature header", "does not verify", ...
+	// Problem is what went wrong.
+	Problem SignatureProblem
+	// Reason is a short phrase for people: "missing: no Signature header",
+	// "invalid: does not verify", ...
 	Reason string
 }
 
@@ -240,22 +258,22 @@ func (e *SignatureError) Error() string { return "rebell: signature " + e.Reason
 func VerifyMessage(pub *rsa.PublicKey, h http.Header, timeHeader, method, uri string, body []byte) (SignatureHeader, error) {
 	raw := h.Get(HeaderSignature)
 	if raw == "" {
-		return SignatureHeader{}, &SignatureError{Reason: "missing: no Signature header"}
+		return SignatureHeader{}, &SignatureError{Problem: SignatureMissing, Reason: "missing: no Signature header"}
 	}
 	sh, err := ParseSignatureHeader(raw)
 	if err != nil {
-		return sh, &SignatureError{Reason: "unreadable: " + strings.TrimPrefix(err.Error(), ErrSignatureHeader.Error()+": ")}
+		return sh, &SignatureError{Problem: SignatureUnreadable, Reason: "unreadable: " + strings.TrimPrefix(err.Error(), ErrSignatureHeader.Error()+": ")}
 	}
 	ts := h.Get(timeHeader)
 	if ts == "" {
-		return sh, &SignatureError{Reason: "unverifiable: no " + timeHeader + " header"}
+		return sh, &SignatureError{Problem: SignatureUnverifiable, Reason: "unverifiable: no " + timeHeader + " header"}
 	}
 	clientID := h.Get(HeaderClientID)
 	if clientID == "" {
-		return sh, &SignatureError{Reason: "unverifiable: no Client-Id header"}
+		return sh, &SignatureError{Problem: SignatureUnverifiable, Reason: "unverifiable: no Client-Id header"}
 	}
 	if err := VerifyContent(pub, SignedContent(method, uri, clientID, ts, body), sh.Signature); err != nil {
-		return sh, &SignatureError{Reason: "invalid: does not verify"}
+		return sh, &SignatureError{Problem: SignatureInvalid, Reason: "invalid: does not verify"}
 	}
 	return sh, nil
 }

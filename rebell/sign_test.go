@@ -236,27 +236,28 @@ func TestVerifyMessageFailures(t *testing.T) {
 	cases := map[string]struct {
 		mutate func(http.Header) ([]byte, string)
 		pub    bool
+		want   SignatureProblem
 	}{
-		"other key":         {func(h http.Header) ([]byte, string) { return body, goldenURI }, false},
-		"body changed":      {func(h http.Header) ([]byte, string) { return append([]byte(" "), body...), goldenURI }, true},
-		"path changed":      {func(h http.Header) ([]byte, string) { return body, "/api" + goldenURI }, true},
-		"client id changed": {func(h http.Header) ([]byte, string) { h.Set(HeaderClientID, "OTHER"); return body, goldenURI }, true},
+		"other key":         {func(h http.Header) ([]byte, string) { return body, goldenURI }, false, SignatureInvalid},
+		"body changed":      {func(h http.Header) ([]byte, string) { return append([]byte(" "), body...), goldenURI }, true, SignatureInvalid},
+		"path changed":      {func(h http.Header) ([]byte, string) { return body, "/api" + goldenURI }, true, SignatureInvalid},
+		"client id changed": {func(h http.Header) ([]byte, string) { h.Set(HeaderClientID, "OTHER"); return body, goldenURI }, true, SignatureInvalid},
 		"time changed": {func(h http.Header) ([]byte, string) {
 			h.Set(HeaderResponseTime, "2000-01-01T00:00:00Z")
 			return body, goldenURI
-		}, true},
-		"no time":      {func(h http.Header) ([]byte, string) { h.Del(HeaderResponseTime); return body, goldenURI }, true},
-		"no client id": {func(h http.Header) ([]byte, string) { h.Del(HeaderClientID); return body, goldenURI }, true},
-		"no signature": {func(h http.Header) ([]byte, string) { h.Del(HeaderSignature); return body, goldenURI }, true},
+		}, true, SignatureInvalid},
+		"no time":      {func(h http.Header) ([]byte, string) { h.Del(HeaderResponseTime); return body, goldenURI }, true, SignatureUnverifiable},
+		"no client id": {func(h http.Header) ([]byte, string) { h.Del(HeaderClientID); return body, goldenURI }, true, SignatureUnverifiable},
+		"no signature": {func(h http.Header) ([]byte, string) { h.Del(HeaderSignature); return body, goldenURI }, true, SignatureMissing},
 		"garbled signature": {func(h http.Header) ([]byte, string) {
 			h.Set(HeaderSignature, "algorithm=RSA256")
 			return body, goldenURI
-		}, true},
+		}, true, SignatureUnreadable},
 		"request time field": {func(h http.Header) ([]byte, string) {
 			h.Set(HeaderRequestTime, h.Get(HeaderResponseTime))
 			h.Del(HeaderResponseTime)
 			return body, goldenURI
-		}, true},
+		}, true, SignatureUnverifiable},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -270,6 +271,9 @@ func TestVerifyMessageFailures(t *testing.T) {
 			var se *SignatureError
 			if !errors.As(err, &se) {
 				t.Fatalf("error %v is not a *SignatureError", err)
+			}
+			if se.Problem != tc.want {
+				t.Fatalf("problem %d (%v), want %d", se.Problem, err, tc.want)
 			}
 		})
 	}

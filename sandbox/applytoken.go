@@ -207,10 +207,10 @@ func (s *Sandbox) authenticate(h http.Header, uri string, body []byte, now time.
 		msg := "The signature does not verify."
 		var se *rebell.SignatureError
 		if errors.As(err, &se) {
-			switch {
-			case strings.HasPrefix(se.Reason, "missing"):
+			switch se.Problem {
+			case rebell.SignatureMissing:
 				msg = "The Signature header is missing."
-			case strings.HasPrefix(se.Reason, "unreadable"):
+			case rebell.SignatureUnreadable:
 				msg = "The Signature header cannot be parsed."
 			}
 		}
