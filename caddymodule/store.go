@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"net"
 	"strings"
 	"sync"
 
@@ -18,10 +17,6 @@ import (
 
 	"github.com/rebell-gateway/caddy-rebell/cache/redisstore"
 )
-
-// defaultKeyPrefix starts every Redis key name unless key_prefix says
-// otherwise.
-const defaultKeyPrefix = "rebell:"
 
 // StoreConfig selects the shared session store that lets several Caddy
 // instances serve the same sessions (SPEC §7). Without it, sessions live in
@@ -100,32 +95,13 @@ func (a *Auth) provisionStore(repl *caddy.Replacer) (*redisstore.Config, error) 
 		*f = strings.TrimSpace(repl.ReplaceKnown(*f, ""))
 	}
 	if rs.KeyPrefix == "" {
-		rs.KeyPrefix = defaultKeyPrefix
-	}
-	if strings.ContainsAny(rs.KeyPrefix, "{}") {
-		return nil, errors.New("store: key_prefix: must not contain '{' or '}' (they mark Redis Cluster hash tags)")
-	}
-	if len(addrs) == 0 {
-		return nil, errors.New("store: address: required")
-	}
-	for i, addr := range addrs {
-		if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" {
-			// Not quoted: a URL written by mistake may carry a password.
-			return nil, fmt.Errorf("store: address: entry %d is not host:port (write host:port, not a URL)", i+1)
-		}
-	}
-	if rs.DB < 0 {
-		return nil, fmt.Errorf("store: db: %d is negative", rs.DB)
-	}
-	if rs.DB != 0 && len(addrs) > 1 && rs.MasterName == "" {
-		return nil, errors.New("store: db: a Redis Cluster (several addresses without master_name) has only database 0")
+		rs.KeyPrefix = redisstore.DefaultKeyPrefix
 	}
 	key, err := decodeEncryptionKey(rs.EncryptionKey)
 	if err != nil {
 		return nil, err
 	}
-	routeRedisLogs()
-	return &redisstore.Config{
+	cfg := &redisstore.Config{
 		Addresses:     addrs,
 		MasterName:    rs.MasterName,
 		Username:      rs.Username,
@@ -134,7 +110,12 @@ func (a *Auth) provisionStore(repl *caddy.Replacer) (*redisstore.Config, error) 
 		TLS:           rs.TLS,
 		KeyPrefix:     rs.KeyPrefix,
 		EncryptionKey: key,
-	}, nil
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	routeRedisLogs()
+	return cfg, nil
 }
 
 // redisLogOnce routes go-redis's own log lines (dial failures, pool trouble),

@@ -99,19 +99,13 @@ var _ cache.Store = (*Store)(nil)
 // down when the gateway starts. Its errors name the faulty setting and never
 // contain the password or the key.
 func New(cfg Config) (*Store, error) {
-	opts, err := clientOptions(&cfg)
-	if err != nil {
-		return nil, err
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("redisstore: %w", err)
 	}
-	if len(cfg.EncryptionKey) != 32 {
-		return nil, fmt.Errorf("redisstore: encryption_key: must be 32 bytes (got %d)", len(cfg.EncryptionKey))
-	}
+	opts := clientOptions(&cfg)
 	prefix := cfg.KeyPrefix
 	if prefix == "" {
 		prefix = DefaultKeyPrefix
-	}
-	if strings.ContainsAny(prefix, "{}") {
-		return nil, errors.New("redisstore: key_prefix: must not contain '{' or '}'")
 	}
 	s, err := newSealer(cfg.EncryptionKey, cfg.Realm)
 	if err != nil {
@@ -135,29 +129,42 @@ func New(cfg Config) (*Store, error) {
 	return st, nil
 }
 
-// clientOptions checks the connection settings of cfg and turns them into
-// go-redis options: one address is a standalone server, several a Cluster,
-// and MasterName selects Sentinel.
-func clientOptions(cfg *Config) (*redis.UniversalOptions, error) {
+// Validate checks cfg as New would. Its errors start with the name of the
+// faulty setting in the Caddyfile's words ("address: ...") and never
+// contain the password, the key or an address (a URL written by mistake may
+// carry a password).
+func (cfg *Config) Validate() error {
 	if len(cfg.Addresses) == 0 {
-		return nil, errors.New("redisstore: address: at least one is required")
+		return errors.New("address: required")
 	}
 	for i, addr := range cfg.Addresses {
-		// The address is not quoted: a mistaken URL may carry a password.
 		host, port, err := net.SplitHostPort(addr)
-		if err != nil || host == "" {
-			return nil, fmt.Errorf("redisstore: address: #%d is not host:port", i+1)
+		if err != nil || host == "" || port == "" {
+			return fmt.Errorf("address: entry %d is not host:port (write host:port, not a URL)", i+1)
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("redisstore: address: #%d has no valid port", i+1)
+			return fmt.Errorf("address: entry %d has no valid port", i+1)
 		}
 	}
 	if cfg.DB < 0 {
-		return nil, fmt.Errorf("redisstore: db: %d is negative", cfg.DB)
+		return fmt.Errorf("db: %d is negative", cfg.DB)
 	}
 	if cfg.DB != 0 && len(cfg.Addresses) > 1 && cfg.MasterName == "" {
-		return nil, errors.New("redisstore: db: a Redis Cluster (several addresses without master_name) has only database 0")
+		return errors.New("db: a Redis Cluster (several addresses without master_name) has only database 0")
 	}
+	if strings.ContainsAny(cfg.KeyPrefix, "{}") {
+		return errors.New("key_prefix: must not contain '{' or '}' (they mark Redis Cluster hash tags)")
+	}
+	if len(cfg.EncryptionKey) != 32 {
+		return fmt.Errorf("encryption_key: must be 32 bytes (got %d)", len(cfg.EncryptionKey))
+	}
+	return nil
+}
+
+// clientOptions turns the connection settings of cfg, validated, into
+// go-redis options: one address is a standalone server, several a Cluster,
+// and MasterName selects Sentinel.
+func clientOptions(cfg *Config) *redis.UniversalOptions {
 	opts := &redis.UniversalOptions{
 		Addrs:                 append([]string(nil), cfg.Addresses...),
 		MasterName:            cfg.MasterName,
@@ -176,5 +183,5 @@ func clientOptions(cfg *Config) (*redis.UniversalOptions, error) {
 		host, _, _ := net.SplitHostPort(cfg.Addresses[0])
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
 	}
-	return opts, nil
+	return opts
 }
