@@ -81,6 +81,25 @@ func (c *Cache) logCorrupt(k Key, err error) {
 		zap.String("session", k.Tag()), zap.Error(err))
 }
 
+// readRecord reads e's record, reporting this instance's last use (with
+// ttl, raising the record's lifetime) when used is not zero. A record that
+// is gone is (nil, nil): what that means is the caller's to decide. A
+// corrupt record ends e and is an ErrSessionInvalid; any other failure an
+// ErrStoreUnavailable.
+func (c *Cache) readRecord(ctx context.Context, e *entry, used time.Time, ttl time.Duration) (*Record, error) {
+	rec, err := c.shared.Load(ctx, e.key, used, ttl)
+	switch {
+	case err == nil:
+		return rec, nil
+	case errors.Is(err, ErrRecordCorrupt):
+		c.logCorrupt(e.key, err)
+		c.end(e, "record_corrupt", zapcore.InfoLevel)
+		return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+	default:
+		return nil, storeError(err)
+	}
+}
+
 // recordTTL is the lifetime of a store record with st written at now: until
 // R + grace, or, with an idle timeout, at most idleTTL (the record then lives
 // on while instances report uses; SPEC §7).
@@ -177,22 +196,19 @@ func (c *Cache) onEvent(ev Event) {
 // reload reads e's record and adopts it if newer. A record that is gone ends
 // e (errEndedElsewhere); a corrupt one too.
 func (c *Cache) reload(ctx context.Context, e *entry) (*tokenState, error) {
-	rec, err := c.shared.Load(ctx, e.key, time.Time{}, 0)
-	if err == nil && rec == nil {
+	rec, err := c.readRecord(ctx, e, time.Time{}, 0)
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil {
 		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
 		return nil, errEndedElsewhere
 	}
-	var st *tokenState
-	if err == nil {
-		st, err = stateOf(rec)
-	}
+	st, err := stateOf(rec)
 	if err != nil {
-		if errors.Is(err, ErrRecordCorrupt) {
-			c.logCorrupt(e.key, err)
-			c.end(e, "record_corrupt", zapcore.InfoLevel)
-			return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
-		}
-		return nil, storeError(err)
+		c.logCorrupt(e.key, err)
+		c.end(e, "record_corrupt", zapcore.InfoLevel)
+		return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
 	}
 	if st.version >= e.state.Load().version {
 		// A record behind the copy (lost by the store) is not a check: the
@@ -232,14 +248,10 @@ func (c *Cache) sharedRefresh(ctx context.Context, e *entry, old *tokenState) (s
 			}
 			old = e.state.Load()
 		case LeaseStale:
-			rec, err := c.shared.Load(ctx, e.key, time.Time{}, 0)
+			rec, err := c.readRecord(ctx, e, time.Time{}, 0)
 			switch {
-			case err != nil && errors.Is(err, ErrRecordCorrupt):
-				c.logCorrupt(e.key, err)
-				c.end(e, "record_corrupt", zapcore.InfoLevel)
-				return nil, false, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
 			case err != nil:
-				return nil, false, storeError(err)
+				return nil, false, err
 			case rec == nil:
 				return nil, false, errEndedElsewhere
 			case rec.Version > old.version:
@@ -387,7 +399,7 @@ func (c *Cache) swap(ctx context.Context, e *entry, lease string, old uint64, re
 // another instance may have rotated it (SPEC §5), so the record is read
 // again; only if nothing newer exists does the session end everywhere.
 func (c *Cache) deadRefreshToken(ctx context.Context, e *entry, old *tokenState, rerr error) (*tokenState, bool, error) {
-	rec, err := c.shared.Load(ctx, e.key, time.Time{}, 0)
+	rec, err := c.readRecord(ctx, e, time.Time{}, 0)
 	if err == nil && rec != nil && rec.Version > old.version {
 		if st, err := stateOf(rec); err == nil {
 			c.log.Info("rebell refresh token already rotated by another instance; using its tokens",
@@ -427,14 +439,10 @@ func (c *Cache) restore(ctx context.Context, e *entry) error {
 		e.checked.Store(now.UnixNano())
 		return nil
 	}
-	rec, err := c.shared.Load(sctx, e.key, time.Time{}, 0)
+	rec, err := c.readRecord(sctx, e, time.Time{}, 0)
 	switch {
-	case err != nil && errors.Is(err, ErrRecordCorrupt):
-		c.logCorrupt(e.key, err)
-		c.end(e, "record_corrupt", zapcore.InfoLevel)
-		return fmt.Errorf("%w: %w", ErrSessionInvalid, err)
 	case err != nil:
-		return storeError(err)
+		return err
 	case rec == nil:
 		// Ended since the loss, by an instance this one did not hear.
 		c.end(e, "ended_elsewhere", zapcore.DebugLevel)

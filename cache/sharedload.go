@@ -142,12 +142,10 @@ func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
 	if c.idleTimeout > 0 {
 		ttl = c.recordTTL(e.state.Load(), time.Unix(0, ns))
 	}
-	rec, err := c.shared.Load(ctx, e.key, time.Unix(0, e.lastUsed.Load()), ttl)
+	rec, err := c.readRecord(ctx, e, time.Unix(0, e.lastUsed.Load()), ttl)
 	switch {
-	case err != nil && errors.Is(err, ErrRecordCorrupt):
-		c.logCorrupt(e.key, err)
-		c.end(e, "record_corrupt", zapcore.InfoLevel)
-		return ErrSessionInvalid
+	case err != nil && errors.Is(err, ErrSessionInvalid):
+		return err
 	case err != nil:
 		e.checked.Store(ns - c.recheckEvery + int64(c.retryCooldown))
 		return nil
@@ -189,11 +187,11 @@ func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
 func (c *Cache) idleShared(ctx context.Context, e *entry, ns int64) (bool, error) {
 	ctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
 	defer cancel()
-	rec, err := c.shared.Load(ctx, e.key, time.Time{}, 0)
+	rec, err := c.readRecord(ctx, e, time.Time{}, 0)
 	switch {
-	case err != nil && !errors.Is(err, ErrRecordCorrupt):
-		return false, storeError(err)
-	case err != nil || rec == nil:
+	case err != nil:
+		return false, err
+	case rec == nil:
 		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
 		return false, ErrSessionInvalid
 	}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 )
 
 // pendingWrites are the refreshed states the store could not be told about
@@ -134,14 +133,10 @@ func (c *Cache) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry bo
 			zap.Uint64("version", w.st.version))
 		return false
 	}
-	cur, err := c.shared.Load(sctx, e.key, time.Time{}, 0)
+	cur, err := c.readRecord(sctx, e, time.Time{}, 0)
 	switch {
-	case err != nil && errors.Is(err, ErrRecordCorrupt):
-		c.logCorrupt(e.key, err)
-		c.end(e, "record_corrupt", zapcore.InfoLevel)
-		return false
 	case err != nil:
-		return true
+		return !errors.Is(err, ErrSessionInvalid)
 	case cur == nil:
 		// Lost by the store (Create writes it back) or ended (its end
 		// mark refuses the Create, and e ends).
