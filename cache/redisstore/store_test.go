@@ -267,13 +267,13 @@ func TestTTLAndNoPlaintext(t *testing.T) {
 	ctx := context.Background()
 	var secrets []string
 	var sessions []session
-	for i, cust := range []string{"4711", "4711", "4712"} {
+	for i, cust := range []string{"2188000000004711", "2188000000004711", "2188000000004712"} {
 		ss := newSession(cust)
 		mustCreate(t, s, ss, time.Duration(i+1)*time.Hour)
 		sessions = append(sessions, ss)
 		secrets = append(secrets, ss.id, ss.rec.AccessToken.Reveal(), ss.rec.RefreshToken.Reveal())
 	}
-	secrets = append(secrets, "4711", "4712")
+	secrets = append(secrets, "2188000000004711", "2188000000004712")
 	// A refresh in flight and one done.
 	if _, res, _ := s.Acquire(ctx, sessions[0].k, 1, time.Minute); res != cache.LeaseAcquired {
 		t.Fatal(res)
