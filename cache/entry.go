@@ -65,25 +65,12 @@ type tokenState struct {
 	// version is the store record's version this state is (SPEC §7); 0
 	// without a shared store.
 	version uint64
-	// unsynced marks a refreshed state the store could not be told about:
-	// it is written back at the next chance.
-	unsynced bool
 }
 
 // refreshFailure remembers a failed refresh for the cooldown.
 type refreshFailure struct {
 	until int64 // Unix ns: no new refresh before then
 	err   error // what Refresh returned, to answer requests during the cooldown
-}
-
-// noteStoring records that this instance writes version v of the session.
-func (e *entry) noteStoring(v uint64) {
-	for {
-		cur := e.storing.Load()
-		if cur >= v || e.storing.CompareAndSwap(cur, v) {
-			return
-		}
-	}
 }
 
 // touchInterval is how stale lastUsed may get before a request writes it.

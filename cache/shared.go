@@ -222,14 +222,9 @@ func (c *Cache) reload(ctx context.Context, e *entry) (*tokenState, error) {
 // exactly one instance calls Rebell; the others wait for its new version. It
 // reports whether this call asked Rebell, and Rebell's error if it did.
 func (c *Cache) sharedRefresh(ctx context.Context, e *entry, old *tokenState) (st *tokenState, called bool, err error) {
-	if old.unsynced {
-		// Tokens refreshed while the store was down: tell the store first;
-		// a refresh from a version it does not know would be refused.
-		if st, err := c.writeBack(ctx, e, old, old.version-1); err != nil || st != old {
-			return st, false, err
-		}
-		old = e.state.Load()
-	}
+	// Tokens refreshed here while the store failed, and not yet written
+	// back, make the lease Stale: the record is behind, and is written back
+	// below before the lease is taken.
 	for wroteBack := false; ; {
 		lease, res, err := c.shared.Acquire(ctx, e.key, old.version, c.leaseTTL)
 		if err != nil {
@@ -333,14 +328,13 @@ func (c *Cache) refreshWithLease(ctx context.Context, e *entry, old *tokenState,
 	}
 	st.version = old.version + 1
 	rec := recordOf(st, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
-	e.noteStoring(st.version)
+	e.storing.Store(st.version) // refreshes of e run one at a time
 	ok, err := c.swap(ctx, e, lease, old.version, rec, c.recordTTL(st, now))
 	switch {
 	case err != nil:
 		// Rebell has spent the old refresh token; these tokens are the only
 		// ones left. Keep them here and write them back when the store
 		// answers again.
-		st.unsynced = true
 		c.log.Error("rebell refreshed tokens could not be stored; kept in this instance's memory until the store is back",
 			zap.String("session", e.key.Tag()), zap.Error(err))
 		c.syncLater(e, st, lease, old.version)
@@ -357,7 +351,6 @@ func (c *Cache) refreshWithLease(ctx context.Context, e *entry, old *tokenState,
 		created, err := c.shared.Create(sctx, e.key, rec, c.recordTTL(st, now))
 		switch {
 		case err != nil:
-			st.unsynced = true // written back later, as after a failed Swap
 			c.syncLater(e, st, "", old.version)
 			return st, true, nil
 		case created:
@@ -499,7 +492,6 @@ func (c *Cache) writeBack(ctx context.Context, e *entry, cur *tokenState, stored
 	if !ok {
 		return c.reload(sctx, e)
 	}
-	c.markSynced(e, cur)
 	c.log.Info("rebell session tokens written back to the store", zap.String("session", e.key.Tag()),
 		zap.Uint64("stored_version", stored), zap.Uint64("version", cur.version))
 	return cur, nil

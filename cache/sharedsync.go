@@ -116,7 +116,7 @@ func (c *Cache) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry bo
 	}
 	if cur := e.state.Load(); cur != w.st {
 		// Not published yet by the refresh that made it (try later), or
-		// written back by another path, or overtaken.
+		// overtaken by a newer state.
 		return cur.version < w.st.version
 	}
 	sctx, cancel := c.storeCtx(ctx)
@@ -128,7 +128,6 @@ func (c *Cache) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry bo
 	case err != nil:
 		return true
 	case ok:
-		c.markSynced(e, w.st)
 		c.log.Info("rebell refreshed tokens written back to the store", zap.String("session", e.key.Tag()),
 			zap.Uint64("version", w.st.version))
 		return false
@@ -152,28 +151,6 @@ func (c *Cache) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry bo
 			c.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
 		}
 	}
+	// Equal versions: written back already, by a recheck or a refresh here.
 	return false
-}
-
-// markSynced replaces cur, e's state not yet in the store, by the same state
-// marked stored, unless e moved on meanwhile.
-func (c *Cache) markSynced(e *entry, cur *tokenState) {
-	if !cur.unsynced {
-		return
-	}
-	synced := &tokenState{
-		grant: Grant{
-			CustomerID:        cur.grant.CustomerID,
-			AccessToken:       cur.grant.AccessToken,
-			AccessTokenExpiry: cur.grant.AccessTokenExpiry,
-			SessionExpiry:     cur.grant.SessionExpiry,
-		},
-		refreshToken: cur.refreshToken,
-		version:      cur.version,
-	}
-	e.mu.Lock()
-	if e.state.Load() == cur {
-		e.state.Store(synced)
-	}
-	e.mu.Unlock()
 }
