@@ -49,15 +49,12 @@ func (s *Store) writeIndexed(ctx context.Context, op string, main *call, k cache
 		})
 	}
 	err := s.runAll(ctx, op, calls)
-	if main.cmd == nil || main.cmd.Err() != nil {
-		if err == nil {
-			err = s.fail(op, main.cmd.Err())
-		}
-		return false, err
-	}
 	n, merr := main.cmd.Int64()
 	if merr != nil {
-		return false, s.fail(op, merr)
+		if err == nil { // runAll checks every reply: a non-integer one
+			err = s.fail(op, merr)
+		}
+		return false, err
 	}
 	if err != nil && n == 1 {
 		idx := calls[1]
