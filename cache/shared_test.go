@@ -21,6 +21,30 @@ func (cl *cluster) loginOn(t *testing.T, i int, code string) (string, Key, *Gran
 	return id, k, g
 }
 
+// getDuringRefresh makes session k (last granted g) due for a refresh,
+// starts a Get of it on node i and returns once the fake Rebell holds the
+// refresh call; finish lets Rebell answer and returns what the Get returned.
+func (cl *cluster) getDuringRefresh(t *testing.T, i int, k Key, g *Grant) (finish func() (*Grant, error)) {
+	t.Helper()
+	cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
+	release := cl.fake.holdCalls()
+	type answer struct {
+		g   *Grant
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		g, err := cl.nodes[i].Get(context.Background(), k)
+		done <- answer{g, err}
+	}()
+	cl.fake.awaitEntered(t, "refresh")
+	return func() (*Grant, error) {
+		release()
+		a := <-done
+		return a.g, a.err
+	}
+}
+
 func TestSharedSessionWorksOnEveryInstance(t *testing.T) {
 	cl := newCluster(t, 3)
 	_, k, g := cl.loginOn(t, 0, "code-1")
@@ -189,14 +213,12 @@ func TestSharedRefreshStoredWhileStoreDownIsWrittenBack(t *testing.T) {
 	cl := newCluster(t, 2)
 	_, k, g := cl.loginOn(t, 0, "code-1")
 	mustGet(t, cl.nodes[1], k)
-	cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
-	release := cl.fake.holdCalls()
-	done := make(chan *Grant)
-	go func() { done <- mustGet(t, cl.nodes[0], k) }()
-	cl.fake.awaitEntered(t, "refresh")
+	finish := cl.getDuringRefresh(t, 0, k, g)
 	cl.srv.down.Store(true) // the store goes away while Rebell answers
-	release()
-	g2 := <-done
+	g2, err := finish()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if g2.AccessToken.Equal(g.AccessToken) {
 		t.Fatal("the refreshed token was not served")
 	}
@@ -585,25 +607,17 @@ func TestSharedRecordGoneDuringRefresh(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			cl := newCluster(t, 2)
 			_, k, g := cl.loginOn(t, 0, "code-1")
-			cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
-			release := cl.fake.holdCalls()
-			type res struct {
-				g   *Grant
-				err error
-			}
-			out := make(chan res, 1)
-			go func() {
-				g, err := cl.nodes[0].Get(context.Background(), k)
-				out <- res{g, err}
-			}()
-			cl.fake.awaitEntered(t, "refresh")
+			finish := cl.getDuringRefresh(t, 0, k, g)
 			if how == "lost" {
 				cl.srv.wipe()
 			} else if err := cl.nodes[1].Logout(context.Background(), k); err != nil {
 				t.Fatal(err)
 			}
-			release()
-			r := <-out
+			var r struct {
+				g   *Grant
+				err error
+			}
+			r.g, r.err = finish()
 			switch how {
 			case "lost":
 				if r.err != nil || r.g.AccessToken.Equal(g.AccessToken) {
@@ -711,29 +725,17 @@ func TestSharedEvictionDuringRefreshKeepsSession(t *testing.T) {
 	node := cl.nodes[0]
 	_, k, g := cl.loginOn(t, 0, "code-1")
 	e := node.entryOf(t, k)
-	cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second)) // must refresh
-	release := cl.fake.holdCalls()
-	type res struct {
-		g   *Grant
-		err error
-	}
-	done := make(chan res, 1)
-	go func() {
-		g, err := node.Get(context.Background(), k)
-		done <- res{g, err}
-	}()
-	cl.fake.awaitEntered(t, "refresh")
+	finish := cl.getDuringRefresh(t, 0, k, g)
 	node.evicted(e, false) // dropped for room while applyToken runs
 	node.rejected(e)       // and a repeated report changes nothing
 	if node.Len() != 0 {
 		t.Fatalf("Len after eviction = %d", node.Len())
 	}
-	release()
-	r := <-done
-	if r.err != nil {
-		t.Fatalf("request waiting on the refresh: %v", r.err)
+	refreshed, err := finish()
+	if err != nil {
+		t.Fatalf("request waiting on the refresh: %v", err)
 	}
-	if r.g.AccessToken.Equal(g.AccessToken) {
+	if refreshed.AccessToken.Equal(g.AccessToken) {
 		t.Fatal("request got the old token")
 	}
 	if e.ended.Load() {
@@ -741,7 +743,7 @@ func TestSharedEvictionDuringRefreshKeepsSession(t *testing.T) {
 	}
 	node.mem.remove(e) // gone from memory, as ristretto left it
 	got := mustGet(t, node, k)
-	if !got.AccessToken.Equal(r.g.AccessToken) {
+	if !got.AccessToken.Equal(refreshed.AccessToken) {
 		t.Fatal("session read back from the store does not carry the refreshed token")
 	}
 	if n := cl.fake.refreshes.Load(); n != 1 {
@@ -796,14 +798,12 @@ func TestSharedUnstoredRefreshWrittenBackWhenStoreReturns(t *testing.T) {
 			cl.nodes[0].leaseTicker = func(time.Duration) (<-chan time.Time, func()) { return tick, func() {} }
 			_, k, g := cl.loginOn(t, 0, "code-1")
 			mustGet(t, cl.nodes[1], k)
-			cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
-			release := cl.fake.holdCalls()
-			done := make(chan *Grant)
-			go func() { done <- mustGet(t, cl.nodes[0], k) }()
-			cl.fake.awaitEntered(t, "refresh")
+			finish := cl.getDuringRefresh(t, 0, k, g)
 			cl.srv.down.Store(true) // the store goes away while Rebell answers
-			release()
-			g2 := <-done
+			g2, err := finish()
+			if err != nil {
+				t.Fatal(err)
+			}
 			if v := cl.srv.version(k); v != 1 {
 				t.Fatalf("version %d written although the store was down", v)
 			}
