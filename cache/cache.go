@@ -228,9 +228,6 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 		}
 	}
 	if e.ended.Load() {
-		if c.mem.closed() {
-			return nil, ErrStoreUnavailable // Close dropped it
-		}
 		return nil, ErrSessionInvalid
 	}
 	now := c.now()
@@ -410,11 +407,16 @@ func (c *Cache) dropEnded(e *entry, reason string, level zapcore.Level) {
 }
 
 // evicted is ristretto's report that it dropped a session on its own: for
-// room, or because its record lifetime (R + grace) passed. With a shared
-// store, a session dropped for room is not over: its record is the truth,
-// the next request reads it back, and a refresh or request in flight with
-// the entry completes as if it had stayed.
+// room, because its record lifetime (R + grace) passed, or because Close
+// emptied the tier. Neither Close nor, with a shared store, a drop for room
+// ends the session: a request or refresh in flight with the entry completes
+// as if it had stayed, and with a shared store the next request reads the
+// record back.
 func (c *Cache) evicted(e *entry, expired bool) {
+	if c.mem.closed() {
+		c.index.remove(e.state.Load().grant.CustomerID, e)
+		return
+	}
 	if c.shared != nil && !expired {
 		if c.index.remove(e.state.Load().grant.CustomerID, e) {
 			c.log.Debug("rebell session dropped from memory for room; kept in the store", zap.String("session", e.key.Tag()))

@@ -95,7 +95,7 @@ func (c *Cache) awaitRefresh(ctx context.Context, e *entry, st *tokenState, now 
 			}
 		case fail != nil:
 			return fallback(fail.err, e.state.Load(), now)
-		case e.ended.Load() && !c.mem.closed():
+		case e.ended.Load():
 			return nil, ErrSessionInvalid
 		default:
 			return fallback(fmt.Errorf("%w: %w", ErrStoreUnavailable, errClosed), st, now)
