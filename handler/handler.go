@@ -198,6 +198,7 @@ func orDefault(s, def string) string {
 // here as JSON, and ServeHTTP returns nil for it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) error {
 	h.stripSpoofed(r.Header)
+	h.stripEdges(r)
 	switch r.URL.Path {
 	case h.loginPath:
 		h.serveLogin(w, r)
