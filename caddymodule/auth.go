@@ -210,6 +210,9 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		*f = strings.TrimSpace(repl.ReplaceKnown(*f, ""))
 	}
 	a.setDefaults()
+	if err := a.checkBounds(); err != nil {
+		return err
+	}
 
 	client, err := a.newClient()
 	if err != nil {
@@ -224,7 +227,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		a.storeCfg.Realm = a.Endpoint + "\x00" + a.ClientID
 	}
 	key := a.cacheKey()
-	val, _, err := caches.LoadOrNew(key, func() (caddy.Destructor, error) {
+	val, _, err := caches.LoadOrNew(key, recoverConstructor("the session cache", a.logger, func() (caddy.Destructor, error) {
 		ex := &swapExchanger{}
 		ex.client.Store(client)
 		// The store is made here, so a pooled cache has exactly one; the
@@ -255,7 +258,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			return nil, err
 		}
 		return &pooledCache{Cache: c, exchanger: ex}, nil
-	})
+	}))
 	if err != nil {
 		return err
 	}
@@ -377,21 +380,6 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 		}
 	default:
 		a.logger.Warn("no Rebell public key configured: applyToken responses are NOT verified; set rebell_public_key_file")
-	}
-	if *a.KeyVersion < 0 {
-		return nil, fmt.Errorf("key_version: %d is negative", *a.KeyVersion)
-	}
-	if *a.Retries < 0 || *a.Retries > 10 {
-		return nil, fmt.Errorf("retries: %d is not between 0 and 10", *a.Retries)
-	}
-	if a.Timeout < 0 {
-		return nil, errors.New("timeout: must not be negative")
-	}
-	if a.RefreshAhead < 0 || a.IdleTimeout < 0 || *a.LoginDedupWindow < 0 {
-		return nil, errors.New("refresh_ahead, idle_timeout and login_dedup_window must not be negative")
-	}
-	if a.MaxSessions < 0 {
-		return nil, fmt.Errorf("max_sessions: %d is negative", a.MaxSessions)
 	}
 	signer, err := rebell.NewSigner(a.ClientID, priv, *a.KeyVersion, a.SignatureAlgorithm)
 	if err != nil {

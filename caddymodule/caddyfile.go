@@ -127,8 +127,8 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := intArg(d, &v); err != nil {
 				return err
 			}
-			if v > 10 {
-				return d.Errf("retries: %d is more than 10", v)
+			if v > maxRetries {
+				return d.Errf("retries: %d is more than %d", v, maxRetries)
 			}
 			a.Retries = &v
 		case "max_sessions":
@@ -136,8 +136,8 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := intArg(d, &v); err != nil {
 				return err
 			}
-			if v == 0 {
-				return d.Err("max_sessions: must be at least 1")
+			if v == 0 || v > maxMaxSessions {
+				return d.Errf("max_sessions: %d is not between 1 and %d (100 million)", v, maxMaxSessions)
 			}
 			a.MaxSessions = int64(v)
 		case "login_dedup_window":

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -98,6 +99,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return nil, fmt.Errorf("rebell: endpoint %q must not carry a query, fragment or user info", cfg.Endpoint)
 	}
+	if u.Scheme != "https" && !isLoopback(u.Hostname()) {
+		// Auth codes and refresh tokens would cross the network in clear.
+		return nil, fmt.Errorf("rebell: endpoint %q must be https:// (http:// is allowed only for localhost, 127.0.0.0/8 and ::1)", cfg.Endpoint)
+	}
 	switch cfg.APIVersion {
 	case "":
 		cfg.APIVersion = "v2"
@@ -156,6 +161,16 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	c.url = &target
 	c.uri = target.RequestURI()
 	return c, nil
+}
+
+// isLoopback reports whether host (without port or brackets) is localhost,
+// an address in 127.0.0.0/8 or ::1.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Zone() == "" && ip.Unmap().IsLoopback()
 }
 
 // URL returns the applyToken URL the client posts to.

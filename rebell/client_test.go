@@ -455,17 +455,31 @@ func TestClientResponseLimits(t *testing.T) {
 func TestNewClientRejects(t *testing.T) {
 	s, _ := rebell.NewSigner("M", key(t, 0), 1, "")
 	for name, cfg := range map[string]rebell.ClientConfig{
-		"no signer":        {Endpoint: "https://api.rebellapp.com"},
-		"relative":         {Endpoint: "/v2", Signer: s},
-		"ftp":              {Endpoint: "ftp://host", Signer: s},
-		"query":            {Endpoint: "https://host?x=1", Signer: s},
-		"version":          {Endpoint: "https://host", Signer: s, APIVersion: "v3"},
-		"reference in v1":  {Endpoint: "https://host", Signer: s, APIVersion: "v1", ReferenceClientID: "x"},
-		"negative retries": {Endpoint: "https://host", Signer: s, Retries: -1},
+		"no signer":                   {Endpoint: "https://api.rebellapp.com"},
+		"relative":                    {Endpoint: "/v2", Signer: s},
+		"ftp":                         {Endpoint: "ftp://host", Signer: s},
+		"query":                       {Endpoint: "https://host?x=1", Signer: s},
+		"version":                     {Endpoint: "https://host", Signer: s, APIVersion: "v3"},
+		"reference in v1":             {Endpoint: "https://host", Signer: s, APIVersion: "v1", ReferenceClientID: "x"},
+		"negative retries":            {Endpoint: "https://host", Signer: s, Retries: -1},
+		"plain http":                  {Endpoint: "http://api.rebellapp.com", Signer: s},
+		"http to a LAN IP":            {Endpoint: "http://10.0.0.5:8081", Signer: s},
+		"http, loopback-looking name": {Endpoint: "http://127.0.0.1.example.com", Signer: s},
+		"http to ::ffff:10.0.0.1":     {Endpoint: "http://[::ffff:10.0.0.1]", Signer: s},
 	} {
 		if _, err := rebell.NewClient(cfg); err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+	for _, ep := range []string{"https://api.rebellapp.com", "http://localhost:8081", "http://LOCALHOST", "http://127.0.0.1:8081/api/open",
+		"http://127.200.3.4", "http://[::1]:8081", "http://[::ffff:127.0.0.1]:1"} {
+		if _, err := rebell.NewClient(rebell.ClientConfig{Endpoint: ep, Signer: s}); err != nil {
+			t.Errorf("%s: %v", ep, err)
+		}
+	}
+	_, err := rebell.NewClient(rebell.ClientConfig{Endpoint: "http://api.rebellapp.com", Signer: s})
+	if err == nil || !strings.Contains(err.Error(), "https://") {
+		t.Errorf("plain http: error %v does not ask for https://", err)
 	}
 }
 
