@@ -95,8 +95,18 @@ type Config struct {
 	// clears {http.auth.user.id}).
 	OnReject func(r *http.Request, code string)
 	// OnOutcome, if not nil, is called once per request with its outcome,
-	// for metrics: "ok", "login", "logout", or the error code.
+	// for metrics: "ok", "login", "logout", "public", or the error code.
 	OnOutcome func(outcome string)
+	// Public, if not nil, reports whether a request (other than login and
+	// logout) is on a public path: one that needs no session. A request
+	// there with a valid session goes on with its identity, as anywhere
+	// else; any other goes on too, without identity headers or session
+	// credential (hygiene applies as everywhere).
+	Public func(r *http.Request) bool
+	// OnPublic, if not nil, is called when a request on a public path goes
+	// on without a session (the Caddy glue clears the identity
+	// placeholders here).
+	OnPublic func(r *http.Request)
 }
 
 // Handler serves the gateway's behaviour for every request under the
@@ -119,6 +129,8 @@ type Handler struct {
 	onGrant   func(*http.Request, *cache.Grant)
 	onReject  func(*http.Request, string)
 	onOutcome func(string)
+	public    func(*http.Request) bool
+	onPublic  func(*http.Request)
 }
 
 // New validates cfg and returns a Handler. Header and cookie names must be
@@ -139,6 +151,8 @@ func New(cfg Config) (*Handler, error) {
 		onGrant:    cfg.OnGrant,
 		onReject:   cfg.OnReject,
 		onOutcome:  cfg.OnOutcome,
+		public:     cfg.Public,
+		onPublic:   cfg.OnPublic,
 	}
 	if h.now == nil {
 		h.now = time.Now
@@ -210,6 +224,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 
 	k, cred := h.credential(r)
 	h.stripCredential(r.Header)
+	if h.public != nil && h.public(r) {
+		return h.servePublic(w, r, next, k, cred)
+	}
 	switch cred {
 	case credAbsent:
 		h.reject(w, r, errSessionRequired)
@@ -223,7 +240,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 		h.rejectErr(w, r, err, &k)
 		return nil
 	}
+	return h.pass(w, r, next, g)
+}
 
+// pass sends r, which carries the session of grant g, to next with the
+// identity headers set.
+func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next Next, g *cache.Grant) error {
 	// One allocation for both values; each slice is capped so that an
 	// append by a later handler cannot overwrite its neighbour.
 	vals := &[2]string{g.AccessToken.Reveal(), g.CustomerID}
@@ -233,9 +255,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 		h.onGrant(r, g)
 	}
 	h.outcome(outcomeOK)
+	return h.serveNext(w, r, next)
+}
 
+// servePublic serves a request on a public path: with a valid session it
+// is passed with its identity; any other (no credential, an invalid one, a
+// session that cannot be served right now) goes on without identity, its
+// identity headers and session credential already removed.
+func (h *Handler) servePublic(w http.ResponseWriter, r *http.Request, next Next, k cache.Key, cred credState) error {
+	if cred == credValid {
+		if g, err := h.sessions.Get(r.Context(), k); err == nil && g != nil {
+			return h.pass(w, r, next, g)
+		}
+	}
+	if h.onPublic != nil {
+		h.onPublic(r)
+	}
+	h.outcome(outcomePublic)
+	return h.serveNext(w, r, next)
+}
+
+// serveNext runs next with a response writer that keeps the access-token
+// header out of the response.
+func (h *Handler) serveNext(w http.ResponseWriter, r *http.Request, next Next) error {
 	rw := getResponseWriter(w, h.accessNorm)
-	err = next.ServeHTTP(rw, r)
+	err := next.ServeHTTP(rw, r)
 	rw.finish()
 	putResponseWriter(rw)
 	return err
@@ -246,6 +290,7 @@ const (
 	outcomeOK     = "ok"
 	outcomeLogin  = "login"
 	outcomeLogout = "logout"
+	outcomePublic = "public"
 )
 
 func (h *Handler) outcome(o string) {
