@@ -150,6 +150,14 @@ type Auth struct {
 	// Default: X-Rebell-Customer-Id.
 	CustomerIDHeader string `json:"customer_id_header,omitempty"`
 
+	// Paths, in Caddy's path matcher syntax (e.g. "/health", "/public/*"),
+	// where no session is required. A request there with a valid session
+	// still gets its identity; any other goes on to the next handler with
+	// the identity headers and the session credential removed. Use this
+	// instead of a matcher on the directive: header hygiene applies only
+	// to requests that reach rebell_auth.
+	Public []string `json:"public,omitempty"`
+
 	// A shared session store, for several Caddy instances that serve the
 	// same Mini App: a session created on one works on every other, a
 	// logout ends it everywhere, and a refresh calls Rebell once for all of
@@ -281,6 +289,8 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		OnGrant:           setGrantPlaceholders,
 		OnReject:          setRejectPlaceholders,
 		OnOutcome:         countRequest,
+		Public:            publicPredicate(a.Public),
+		OnPublic:          setPublicPlaceholders,
 	})
 	if err != nil {
 		return err

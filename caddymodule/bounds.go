@@ -50,7 +50,7 @@ const (
 )
 
 // checkBounds checks every number of the rebell_auth configuration, after
-// defaults were applied.
+// defaults were applied, and the shape of the public paths.
 func (a *Auth) checkBounds() error {
 	switch {
 	case *a.KeyVersion < 0 || *a.KeyVersion > maxKeyVersion:
@@ -76,6 +76,11 @@ func (a *Auth) checkBounds() error {
 	}
 	if a.IdleTimeout != 0 && time.Duration(a.IdleTimeout) < minIdleTimeout {
 		return fmt.Errorf("idle_timeout: %v is shorter than %v (0 turns it off)", time.Duration(a.IdleTimeout), minIdleTimeout)
+	}
+	for _, p := range a.Public {
+		if p == "" || p[0] != '/' && p[0] != '*' {
+			return fmt.Errorf("public: %q is not a path (it must start with / or *)", p)
+		}
 	}
 	if a.Store != nil && a.Store.Redis != nil {
 		if db := a.Store.Redis.DB; db < 0 || db > maxRedisDB {

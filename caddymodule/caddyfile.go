@@ -46,6 +46,7 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		max_sessions           <n>
 //		access_token_header    <name>
 //		customer_id_header     <name>
+//		public                 <paths...>
 //		store redis {
 //			address        <host:port>...
 //			master_name    <name>
@@ -159,6 +160,11 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if a.APIVersion != "v1" && a.APIVersion != "v2" {
 				return d.Errf("api_version: %q is not v1 or v2", a.APIVersion)
+			}
+		case "public":
+			a.Public = d.RemainingArgs()
+			if len(a.Public) == 0 {
+				return d.Err("public: at least one path is required")
 			}
 		case "store":
 			if err := a.unmarshalStore(d); err != nil {
