@@ -221,6 +221,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	if err := a.checkBounds(); err != nil {
 		return err
 	}
+	a.warnDebugToken()
 
 	client, err := a.newClient()
 	if err != nil {

@@ -75,7 +75,9 @@ type Config struct {
 	// supplies the default name.)
 	SessionCookie string
 	// AccessTokenHeader is the upstream request header that receives the
-	// access token; "" means X-Rebell-Access-Token.
+	// access token; "" means X-Rebell-Access-Token. Authorization receives
+	// "Bearer <token>" (and may then also be the session header: the
+	// session credential is read and removed before the token is set).
 	AccessTokenHeader string
 	// CustomerIDHeader is the upstream request header that receives the
 	// customer id; "" means X-Rebell-Customer-Id.
@@ -122,6 +124,8 @@ type Handler struct {
 	accessHeader, accessNorm     string
 	customerHeader, customerNorm string
 	bearer                       bool // sessionHeader is Authorization
+	accessBearer                 bool // accessHeader is Authorization: "Bearer <token>"
+	accessIsSession              bool // accessHeader and sessionHeader are the same header
 	cookie                       string
 
 	now       func() time.Time
@@ -136,7 +140,8 @@ type Handler struct {
 // New validates cfg and returns a Handler. Header and cookie names must be
 // HTTP tokens, paths must start with "/", the login and logout paths must
 // differ, and the session, access-token and customer-id headers must be
-// three different headers.
+// three different headers, except that the access token may go in
+// Authorization while the session comes in it.
 func New(cfg Config) (*Handler, error) {
 	if cfg.Sessions == nil {
 		return nil, errors.New("handler: Sessions is required")
@@ -187,12 +192,17 @@ func New(cfg Config) (*Handler, error) {
 		*hd.canon = http.CanonicalHeaderKey(hd.name)
 		*hd.norm = normalizeHeaderName(hd.name)
 		for _, prev := range headers[:i] {
-			if *prev.norm == *hd.norm {
+			// The token may go out in the Authorization header the session
+			// came in.
+			tokenInSession := prev.field == "session_header" && hd.field == "access_token_header" && *hd.norm == "authorization"
+			if *prev.norm == *hd.norm && !tokenInSession {
 				return nil, fmt.Errorf("handler: %s and %s name the same header %q", prev.field, hd.field, hd.name)
 			}
 		}
 	}
 	h.bearer = h.sessionNorm == "authorization"
+	h.accessBearer = h.accessNorm == "authorization"
+	h.accessIsSession = h.accessNorm == h.sessionNorm
 	if h.cookie != "" && !validToken(h.cookie) {
 		return nil, fmt.Errorf("handler: session_cookie %q is not a valid cookie name", h.cookie)
 	}
@@ -249,6 +259,9 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next Next, g *cac
 	// One allocation for both values; each slice is capped so that an
 	// append by a later handler cannot overwrite its neighbour.
 	vals := &[2]string{g.AccessToken.Reveal(), g.CustomerID}
+	if h.accessBearer {
+		vals[0] = "Bearer " + vals[0]
+	}
 	r.Header[h.accessHeader] = vals[0:1:1]
 	r.Header[h.customerHeader] = vals[1:2:2]
 	if h.onGrant != nil {

@@ -36,7 +36,8 @@ func TestNewValidates(t *testing.T) {
 		{"cookie with space", Config{Sessions: s, SessionCookie: "a b"}, "session_cookie"},
 		{"same header", Config{Sessions: s, AccessTokenHeader: "x-id", CustomerIDHeader: "X-ID"}, "same header"},
 		{"underscore clash", Config{Sessions: s, SessionHeader: "X_Rebell_Access_Token"}, "same header"},
-		{"session is access", Config{Sessions: s, AccessTokenHeader: "authorization"}, "same header"},
+		{"session is access", Config{Sessions: s, SessionHeader: "X-Id", AccessTokenHeader: "x_id"}, "same header"},
+		{"token in the session's Authorization", Config{Sessions: s, AccessTokenHeader: "authorization"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
