@@ -79,13 +79,23 @@ type Auth struct {
 	PrivateKey string `json:"private_key,omitempty"`
 
 	// Path of Rebell's platform public key: PEM PKIX or PKCS#1, bare base64
-	// DER, or a certificate. When this or rebell_public_key is set, every
-	// applyToken response must carry a valid signature. When neither is set,
+	// DER, or a certificate. When any Rebell public key is set (this field,
+	// rebell_public_key or their plural forms), every applyToken response
+	// must carry a signature that one of them verifies. When none is set,
 	// responses are not verified (logged at WARN once).
 	RebellPublicKeyFile string `json:"rebell_public_key_file,omitempty"`
 
+	// More Rebell public key files, tried after rebell_public_key_file: a
+	// response verifies if any key verifies it, so a key Rebell rotates to
+	// can be configured before Rebell switches (docs/key-rotation.md). The
+	// Caddyfile puts the second and later rebell_public_key_file paths here.
+	RebellPublicKeyFiles []string `json:"rebell_public_key_files,omitempty"`
+
 	// Rebell's platform public key inline, in the same formats.
 	RebellPublicKey string `json:"rebell_public_key,omitempty"`
+
+	// More Rebell public keys inline, as rebell_public_key_files.
+	RebellPublicKeys []string `json:"rebell_public_keys,omitempty"`
 
 	// The keyVersion written in the Signature header. Default: 1.
 	KeyVersion *int `json:"key_version,omitempty"`
@@ -216,6 +226,11 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		&a.LoginPath, &a.LogoutPath, &a.SessionHeader, &a.SessionCookie, &a.AccessTokenHeader, &a.CustomerIDHeader,
 	} {
 		*f = strings.TrimSpace(repl.ReplaceKnown(*f, ""))
+	}
+	for _, list := range [][]string{a.RebellPublicKeyFiles, a.RebellPublicKeys} {
+		for i := range list {
+			list[i] = strings.TrimSpace(repl.ReplaceKnown(list[i], ""))
+		}
 	}
 	a.setDefaults()
 	if err := a.checkBounds(); err != nil {
@@ -377,19 +392,11 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 	default:
 		return nil, errors.New("private_key_file or private_key: one is required")
 	}
-	var pub *rsa.PublicKey
-	switch {
-	case a.RebellPublicKeyFile != "" && a.RebellPublicKey != "":
-		return nil, errors.New("rebell_public_key_file and rebell_public_key: set only one")
-	case a.RebellPublicKeyFile != "":
-		if pub, err = rebell.ReadPublicKeyFile(a.RebellPublicKeyFile); err != nil {
-			return nil, fmt.Errorf("rebell_public_key_file: %w", err)
-		}
-	case a.RebellPublicKey != "":
-		if pub, err = rebell.ParsePublicKey([]byte(a.RebellPublicKey)); err != nil {
-			return nil, fmt.Errorf("rebell_public_key: %w", err)
-		}
-	default:
+	pubs, err := a.rebellPublicKeys()
+	if err != nil {
+		return nil, err
+	}
+	if len(pubs) == 0 {
 		a.logger.Warn("no Rebell public key configured: applyToken responses are NOT verified; set rebell_public_key_file")
 	}
 	signer, err := rebell.NewSigner(a.ClientID, priv, *a.KeyVersion, a.SignatureAlgorithm)
@@ -405,7 +412,7 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 	client, err := rebell.NewClient(rebell.ClientConfig{
 		Endpoint:          a.Endpoint,
 		Signer:            signer,
-		RebellPublicKey:   pub,
+		RebellPublicKeys:  pubs,
 		APIVersion:        a.APIVersion,
 		ReferenceClientID: a.ReferenceClientID,
 		CustomerBelongsTo: a.CustomerBelongsTo,

@@ -1,7 +1,9 @@
 package caddymodule
 
 import (
+	"os"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -27,8 +29,8 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		client_id              <id>
 //		private_key_file       <path>
 //		private_key            <value>
-//		rebell_public_key_file <path>
-//		rebell_public_key      <value>
+//		rebell_public_key_file <path>...
+//		rebell_public_key      <value>...
 //		key_version            <n>
 //		signature_algorithm    RSA256|SHA256withRSA
 //		api_version            v1|v2
@@ -59,6 +61,9 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		}
 //	}
 //
+// rebell_public_key_file and rebell_public_key may be given more than once,
+// or with several values: a response verifies if any key verifies it.
+//
 // store redis shares sessions between several Caddy instances: address
 // lists one server, the nodes of a Redis Cluster, or (with master_name) the
 // Sentinels; encryption_key (32 random bytes in base64, the same on every
@@ -72,7 +77,6 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"endpoint":            &a.Endpoint,
 		"client_id":           &a.ClientID,
 		"private_key":         &a.PrivateKey,
-		"rebell_public_key":   &a.RebellPublicKey,
 		"reference_client_id": &a.ReferenceClientID,
 		"customer_belongs_to": &a.CustomerBelongsTo,
 		"login_path":          &a.LoginPath,
@@ -83,8 +87,7 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"customer_id_header":  &a.CustomerIDHeader,
 	}
 	files := map[string]*string{
-		"private_key_file":       &a.PrivateKeyFile,
-		"rebell_public_key_file": &a.RebellPublicKeyFile,
+		"private_key_file": &a.PrivateKeyFile,
 	}
 	durations := map[string]*caddy.Duration{
 		"timeout":       &a.Timeout,
@@ -94,6 +97,15 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]int{}
 	for d.NextBlock(0) {
 		sub := d.Val()
+		switch sub {
+		case "rebell_public_key_file", "rebell_public_key":
+			// May repeat (key rotation): the first value fills the
+			// singular field, later ones the plural.
+			if err := a.unmarshalPublicKey(d, sub); err != nil {
+				return err
+			}
+			continue
+		}
 		if line, dup := seen[sub]; dup {
 			return d.Errf("%s: already set on line %d", sub, line)
 		}
@@ -172,6 +184,34 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		default:
 			return d.Errf("unrecognized subdirective %s", strconv.Quote(sub))
+		}
+	}
+	return nil
+}
+
+// unmarshalPublicKey reads the values of a rebell_public_key_file or
+// rebell_public_key line (one or more).
+func (a *Auth) unmarshalPublicKey(d *caddyfile.Dispenser, sub string) error {
+	single, more := &a.RebellPublicKeyFile, &a.RebellPublicKeyFiles
+	if sub == "rebell_public_key" {
+		single, more = &a.RebellPublicKey, &a.RebellPublicKeys
+	}
+	vals := d.RemainingArgs()
+	if len(vals) == 0 {
+		return d.ArgErr()
+	}
+	for _, v := range vals {
+		if sub == "rebell_public_key_file" && !strings.Contains(v, "{") {
+			f, err := os.Open(v)
+			if err != nil {
+				return d.Errf("%s: %v", sub, err)
+			}
+			_ = f.Close()
+		}
+		if *single == "" {
+			*single = v
+		} else {
+			*more = append(*more, v)
 		}
 	}
 	return nil
