@@ -58,6 +58,7 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //			tls
 //			key_prefix     <prefix>
 //			encryption_key <base64>
+//			previous_encryption_keys <base64>...
 //		}
 //	}
 //
@@ -254,6 +255,11 @@ func (a *Auth) unmarshalStore(d *caddyfile.Dispenser) error {
 			continue
 		}
 		switch sub {
+		case "previous_encryption_keys":
+			rs.PreviousEncryptionKeys = d.RemainingArgs()
+			if len(rs.PreviousEncryptionKeys) == 0 {
+				return d.Err("store redis: previous_encryption_keys: at least one key is required")
+			}
 		case "address":
 			rs.Address = d.RemainingArgs()
 			if len(rs.Address) == 0 {

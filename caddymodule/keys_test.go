@@ -75,3 +75,56 @@ func TestRebellPublicKeysRepeat(t *testing.T) {
 		}
 	}
 }
+
+// TestPreviousEncryptionKeys: store redis previous_encryption_keys parses
+// from the Caddyfile, resolves placeholders (several keys in one variable
+// too), reaches the store's configuration and enters the pool key; a bad
+// entry is named without showing the key.
+func TestPreviousEncryptionKeys(t *testing.T) {
+	var a Auth
+	input := "rebell_auth {\n\tstore redis {\n\t\taddress 127.0.0.1:1\n\t\tencryption_key " + testStoreKey +
+		"\n\t\tprevious_encryption_keys {env.REBELL_TEST_OLD_KEYS} " + testStoreKey2 + "\n\t}\n}"
+	if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Store.Redis.PreviousEncryptionKeys; len(got) != 2 || got[0] != "{env.REBELL_TEST_OLD_KEYS}" {
+		t.Fatalf("previous keys %q", got)
+	}
+	t.Setenv("REBELL_TEST_OLD_KEYS", testStoreKey3+", "+testStoreKey4)
+	repl := caddy.NewReplacer()
+	cfg, err := a.provisionStore(repl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.PreviousEncryptionKeys) != 3 {
+		t.Fatalf("%d previous keys, want 3", len(cfg.PreviousEncryptionKeys))
+	}
+	b := Auth{Store: &StoreConfig{Redis: &RedisStore{Address: []string{"127.0.0.1:1"}, EncryptionKey: testStoreKey}}}
+	cfgB, err := b.provisionStore(repl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.storeCfg, b.storeCfg = cfg, cfgB
+	a.setDefaults()
+	b.setDefaults()
+	if a.cacheKey() == b.cacheKey() {
+		t.Error("previous keys do not enter the pool key")
+	}
+
+	bad := Auth{Store: &StoreConfig{Redis: &RedisStore{Address: []string{"127.0.0.1:1"}, EncryptionKey: testStoreKey,
+		PreviousEncryptionKeys: []string{testStoreKey2, "c2hvcnQ-secretish"}}}}
+	_, err = bad.provisionStore(repl)
+	if err == nil || !strings.Contains(err.Error(), "previous_encryption_keys: entry 2: must be 32 bytes") || strings.Contains(err.Error(), "secretish") {
+		t.Errorf("bad previous key: %v", err)
+	}
+	err = new(Auth).UnmarshalCaddyfile(caddyfile.NewTestDispenser("rebell_auth {\n\tstore redis {\n\t\tprevious_encryption_keys\n\t}\n}"))
+	if err == nil || !strings.Contains(err.Error(), "at least one key") {
+		t.Errorf("empty previous_encryption_keys: %v", err)
+	}
+}
+
+var (
+	testStoreKey2 = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
+	testStoreKey3 = "IB8eHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE="
+	testStoreKey4 = "ICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICA="
+)
