@@ -14,12 +14,12 @@ import (
 // config contains can make Caddy allocate without limit, overflow a
 // duration, or panic (README.md, "Caddyfile").
 const (
-	// maxMaxSessions bounds max_sessions. The memory tier sizes its
-	// admission counters from max_sessions up front (about 24 bytes per
-	// session), and a session held in memory takes about 600 bytes: 100
-	// million sessions are about 60 GB, more than a gateway host is given.
-	// A larger number is a typo, and from about a billion the counters
-	// alone exhaust the memory of `caddy validate`.
+	// maxMaxSessions bounds max_sessions. A session held in memory takes
+	// about 600 bytes (README.md, "Performance"), so 100 million sessions
+	// are about 60 GB, more than a gateway host is given; and the memory
+	// tier sizes its admission counters from max_sessions up front, so a
+	// billion made `caddy validate` allocate until the kernel killed it. A
+	// larger number is a typo.
 	maxMaxSessions = 100_000_000
 	// maxRetries bounds retries: each retry waits up to 2 s of backoff
 	// plus one timeout, and a Mini App's call gives up after 30 s.
