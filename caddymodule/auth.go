@@ -79,13 +79,23 @@ type Auth struct {
 	PrivateKey string `json:"private_key,omitempty"`
 
 	// Path of Rebell's platform public key: PEM PKIX or PKCS#1, bare base64
-	// DER, or a certificate. When this or rebell_public_key is set, every
-	// applyToken response must carry a valid signature. When neither is set,
+	// DER, or a certificate. When any Rebell public key is set (this field,
+	// rebell_public_key or their plural forms), every applyToken response
+	// must carry a signature that one of them verifies. When none is set,
 	// responses are not verified (logged at WARN once).
 	RebellPublicKeyFile string `json:"rebell_public_key_file,omitempty"`
 
+	// More Rebell public key files, tried after rebell_public_key_file: a
+	// response verifies if any key verifies it, so a key Rebell rotates to
+	// can be configured before Rebell switches (docs/key-rotation.md). The
+	// Caddyfile puts the second and later rebell_public_key_file paths here.
+	RebellPublicKeyFiles []string `json:"rebell_public_key_files,omitempty"`
+
 	// Rebell's platform public key inline, in the same formats.
 	RebellPublicKey string `json:"rebell_public_key,omitempty"`
+
+	// More Rebell public keys inline, as rebell_public_key_files.
+	RebellPublicKeys []string `json:"rebell_public_keys,omitempty"`
 
 	// The keyVersion written in the Signature header. Default: 1.
 	KeyVersion *int `json:"key_version,omitempty"`
@@ -150,6 +160,14 @@ type Auth struct {
 	// Default: X-Rebell-Customer-Id.
 	CustomerIDHeader string `json:"customer_id_header,omitempty"`
 
+	// Paths, in Caddy's path matcher syntax (e.g. "/health", "/public/*"),
+	// where no session is required. A request there with a valid session
+	// still gets its identity; any other goes on to the next handler with
+	// the identity headers and the session credential removed. Use this
+	// instead of a matcher on the directive: header hygiene applies only
+	// to requests that reach rebell_auth.
+	Public []string `json:"public,omitempty"`
+
 	// A shared session store, for several Caddy instances that serve the
 	// same Mini App: a session created on one works on every other, a
 	// logout ends it everywhere, and a refresh calls Rebell once for all of
@@ -209,7 +227,16 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	} {
 		*f = strings.TrimSpace(repl.ReplaceKnown(*f, ""))
 	}
+	for _, list := range [][]string{a.RebellPublicKeyFiles, a.RebellPublicKeys} {
+		for i := range list {
+			list[i] = strings.TrimSpace(repl.ReplaceKnown(list[i], ""))
+		}
+	}
 	a.setDefaults()
+	if err := a.checkBounds(); err != nil {
+		return err
+	}
+	a.warnDebugToken()
 
 	client, err := a.newClient()
 	if err != nil {
@@ -224,7 +251,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		a.storeCfg.Realm = a.Endpoint + "\x00" + a.ClientID
 	}
 	key := a.cacheKey()
-	val, _, err := caches.LoadOrNew(key, func() (caddy.Destructor, error) {
+	val, _, err := caches.LoadOrNew(key, recoverConstructor("the session cache", a.logger, func() (caddy.Destructor, error) {
 		ex := &swapExchanger{}
 		ex.client.Store(client)
 		// The store is made here, so a pooled cache has exactly one; the
@@ -255,7 +282,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			return nil, err
 		}
 		return &pooledCache{Cache: c, exchanger: ex}, nil
-	})
+	}))
 	if err != nil {
 		return err
 	}
@@ -278,6 +305,8 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		OnGrant:           setGrantPlaceholders,
 		OnReject:          setRejectPlaceholders,
 		OnOutcome:         countRequest,
+		Public:            publicPredicate(a.Public),
+		OnPublic:          setPublicPlaceholders,
 	})
 	if err != nil {
 		return err
@@ -363,35 +392,12 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 	default:
 		return nil, errors.New("private_key_file or private_key: one is required")
 	}
-	var pub *rsa.PublicKey
-	switch {
-	case a.RebellPublicKeyFile != "" && a.RebellPublicKey != "":
-		return nil, errors.New("rebell_public_key_file and rebell_public_key: set only one")
-	case a.RebellPublicKeyFile != "":
-		if pub, err = rebell.ReadPublicKeyFile(a.RebellPublicKeyFile); err != nil {
-			return nil, fmt.Errorf("rebell_public_key_file: %w", err)
-		}
-	case a.RebellPublicKey != "":
-		if pub, err = rebell.ParsePublicKey([]byte(a.RebellPublicKey)); err != nil {
-			return nil, fmt.Errorf("rebell_public_key: %w", err)
-		}
-	default:
+	pubs, err := a.rebellPublicKeys()
+	if err != nil {
+		return nil, err
+	}
+	if len(pubs) == 0 {
 		a.logger.Warn("no Rebell public key configured: applyToken responses are NOT verified; set rebell_public_key_file")
-	}
-	if *a.KeyVersion < 0 {
-		return nil, fmt.Errorf("key_version: %d is negative", *a.KeyVersion)
-	}
-	if *a.Retries < 0 || *a.Retries > 10 {
-		return nil, fmt.Errorf("retries: %d is not between 0 and 10", *a.Retries)
-	}
-	if a.Timeout < 0 {
-		return nil, errors.New("timeout: must not be negative")
-	}
-	if a.RefreshAhead < 0 || a.IdleTimeout < 0 || *a.LoginDedupWindow < 0 {
-		return nil, errors.New("refresh_ahead, idle_timeout and login_dedup_window must not be negative")
-	}
-	if a.MaxSessions < 0 {
-		return nil, fmt.Errorf("max_sessions: %d is negative", a.MaxSessions)
 	}
 	signer, err := rebell.NewSigner(a.ClientID, priv, *a.KeyVersion, a.SignatureAlgorithm)
 	if err != nil {
@@ -406,7 +412,7 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 	client, err := rebell.NewClient(rebell.ClientConfig{
 		Endpoint:          a.Endpoint,
 		Signer:            signer,
-		RebellPublicKey:   pub,
+		RebellPublicKeys:  pubs,
 		APIVersion:        a.APIVersion,
 		ReferenceClientID: a.ReferenceClientID,
 		CustomerBelongsTo: a.CustomerBelongsTo,

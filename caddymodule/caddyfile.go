@@ -1,7 +1,9 @@
 package caddymodule
 
 import (
+	"os"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -27,8 +29,8 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		client_id              <id>
 //		private_key_file       <path>
 //		private_key            <value>
-//		rebell_public_key_file <path>
-//		rebell_public_key      <value>
+//		rebell_public_key_file <path>...
+//		rebell_public_key      <value>...
 //		key_version            <n>
 //		signature_algorithm    RSA256|SHA256withRSA
 //		api_version            v1|v2
@@ -46,6 +48,7 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		max_sessions           <n>
 //		access_token_header    <name>
 //		customer_id_header     <name>
+//		public                 <paths...>
 //		store redis {
 //			address        <host:port>...
 //			master_name    <name>
@@ -55,8 +58,12 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //			tls
 //			key_prefix     <prefix>
 //			encryption_key <base64>
+//			previous_encryption_keys <base64>...
 //		}
 //	}
+//
+// rebell_public_key_file and rebell_public_key may be given more than once,
+// or with several values: a response verifies if any key verifies it.
 //
 // store redis shares sessions between several Caddy instances: address
 // lists one server, the nodes of a Redis Cluster, or (with master_name) the
@@ -71,7 +78,6 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"endpoint":            &a.Endpoint,
 		"client_id":           &a.ClientID,
 		"private_key":         &a.PrivateKey,
-		"rebell_public_key":   &a.RebellPublicKey,
 		"reference_client_id": &a.ReferenceClientID,
 		"customer_belongs_to": &a.CustomerBelongsTo,
 		"login_path":          &a.LoginPath,
@@ -82,8 +88,7 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"customer_id_header":  &a.CustomerIDHeader,
 	}
 	files := map[string]*string{
-		"private_key_file":       &a.PrivateKeyFile,
-		"rebell_public_key_file": &a.RebellPublicKeyFile,
+		"private_key_file": &a.PrivateKeyFile,
 	}
 	durations := map[string]*caddy.Duration{
 		"timeout":       &a.Timeout,
@@ -93,6 +98,15 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]int{}
 	for d.NextBlock(0) {
 		sub := d.Val()
+		switch sub {
+		case "rebell_public_key_file", "rebell_public_key":
+			// May repeat (key rotation): the first value fills the
+			// singular field, later ones the plural.
+			if err := a.unmarshalPublicKey(d, sub); err != nil {
+				return err
+			}
+			continue
+		}
 		if line, dup := seen[sub]; dup {
 			return d.Errf("%s: already set on line %d", sub, line)
 		}
@@ -127,8 +141,8 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := intArg(d, &v); err != nil {
 				return err
 			}
-			if v > 10 {
-				return d.Errf("retries: %d is more than 10", v)
+			if v > maxRetries {
+				return d.Errf("retries: %d is more than %d", v, maxRetries)
 			}
 			a.Retries = &v
 		case "max_sessions":
@@ -136,8 +150,8 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := intArg(d, &v); err != nil {
 				return err
 			}
-			if v == 0 {
-				return d.Err("max_sessions: must be at least 1")
+			if v == 0 || v > maxMaxSessions {
+				return d.Errf("max_sessions: %d is not between 1 and %d (100 million)", v, maxMaxSessions)
 			}
 			a.MaxSessions = int64(v)
 		case "login_dedup_window":
@@ -160,12 +174,45 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if a.APIVersion != "v1" && a.APIVersion != "v2" {
 				return d.Errf("api_version: %q is not v1 or v2", a.APIVersion)
 			}
+		case "public":
+			a.Public = d.RemainingArgs()
+			if len(a.Public) == 0 {
+				return d.Err("public: at least one path is required")
+			}
 		case "store":
 			if err := a.unmarshalStore(d); err != nil {
 				return err
 			}
 		default:
 			return d.Errf("unrecognized subdirective %s", strconv.Quote(sub))
+		}
+	}
+	return nil
+}
+
+// unmarshalPublicKey reads the values of a rebell_public_key_file or
+// rebell_public_key line (one or more).
+func (a *Auth) unmarshalPublicKey(d *caddyfile.Dispenser, sub string) error {
+	single, more := &a.RebellPublicKeyFile, &a.RebellPublicKeyFiles
+	if sub == "rebell_public_key" {
+		single, more = &a.RebellPublicKey, &a.RebellPublicKeys
+	}
+	vals := d.RemainingArgs()
+	if len(vals) == 0 {
+		return d.ArgErr()
+	}
+	for _, v := range vals {
+		if sub == "rebell_public_key_file" && !strings.Contains(v, "{") {
+			f, err := os.Open(v)
+			if err != nil {
+				return d.Errf("%s: %v", sub, err)
+			}
+			_ = f.Close()
+		}
+		if *single == "" {
+			*single = v
+		} else {
+			*more = append(*more, v)
 		}
 	}
 	return nil
@@ -208,6 +255,11 @@ func (a *Auth) unmarshalStore(d *caddyfile.Dispenser) error {
 			continue
 		}
 		switch sub {
+		case "previous_encryption_keys":
+			rs.PreviousEncryptionKeys = d.RemainingArgs()
+			if len(rs.PreviousEncryptionKeys) == 0 {
+				return d.Err("store redis: previous_encryption_keys: at least one key is required")
+			}
 		case "address":
 			rs.Address = d.RemainingArgs()
 			if len(rs.Address) == 0 {

@@ -83,9 +83,12 @@ func (s *Sandbox) Provision(ctx caddy.Context) error {
 		AuthCodeTTL:     time.Duration(s.AuthCodeTTL),
 		Logger:          logger,
 	}
-	for name, d := range map[string]caddy.Duration{"access_token_ttl": s.AccessTokenTTL, "refresh_token_ttl": s.RefreshTokenTTL, "auth_code_ttl": s.AuthCodeTTL} {
-		if d < 0 {
-			return fmt.Errorf("%s: must not be negative", name)
+	for _, d := range []struct {
+		name string
+		v    caddy.Duration
+	}{{"access_token_ttl", s.AccessTokenTTL}, {"refresh_token_ttl", s.RefreshTokenTTL}, {"auth_code_ttl", s.AuthCodeTTL}} {
+		if err := checkDuration(d.name, time.Duration(d.v), 0, maxSandboxTTL); err != nil {
+			return err
 		}
 	}
 	var (
@@ -118,13 +121,13 @@ func (s *Sandbox) Provision(ctx caddy.Context) error {
 		h.Write(rebell.EncodePublicKeyPEM(&priv.PublicKey))
 	}
 	key := "sandbox:" + hex.EncodeToString(h.Sum(nil))
-	val, _, err := sandboxes.LoadOrNew(key, func() (caddy.Destructor, error) {
+	val, _, err := sandboxes.LoadOrNew(key, recoverConstructor("the sandbox", logger, func() (caddy.Destructor, error) {
 		sb, err := sandbox.New(cfg)
 		if err != nil {
 			return nil, err
 		}
 		return pooledSandbox{sb}, nil
-	})
+	}))
 	if err != nil {
 		return err
 	}

@@ -67,9 +67,17 @@ type RedisStore struct {
 
 	// The key that seals sessions at rest: 32 random bytes in base64 (e.g.
 	// the output of `openssl rand -base64 32`), the same on every instance,
-	// usually {env.REBELL_STORE_KEY} or {file./path}. Changing it ends every
-	// session. Required.
+	// usually {env.REBELL_STORE_KEY} or {file./path}. Changing it alone
+	// ends every session; change it with previous_encryption_keys, as
+	// docs/key-rotation.md says. Required.
 	EncryptionKey string `json:"encryption_key,omitempty"`
+
+	// Earlier (or, during the first step of a rotation, upcoming) encryption
+	// keys, in the same format, at most 8: records sealed with them are
+	// still read, and everything is written with encryption_key, so a
+	// rolling change of encryption_key ends no session
+	// (docs/key-rotation.md).
+	PreviousEncryptionKeys []string `json:"previous_encryption_keys,omitempty"`
 }
 
 // provisionStore replaces placeholders in the store settings, applies their
@@ -101,6 +109,10 @@ func (a *Auth) provisionStore(repl *caddy.Replacer) (*redisstore.Config, error) 
 	if err != nil {
 		return nil, err
 	}
+	previous, err := decodePreviousKeys(repl, rs.PreviousEncryptionKeys)
+	if err != nil {
+		return nil, err
+	}
 	cfg := &redisstore.Config{
 		Addresses:     addrs,
 		MasterName:    rs.MasterName,
@@ -110,6 +122,8 @@ func (a *Auth) provisionStore(repl *caddy.Replacer) (*redisstore.Config, error) 
 		TLS:           rs.TLS,
 		KeyPrefix:     rs.KeyPrefix,
 		EncryptionKey: key,
+		// The lead wires these to the session-id tag verifier too.
+		PreviousEncryptionKeys: previous,
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -157,6 +171,31 @@ func decodeEncryptionKey(s string) ([]byte, error) {
 	return nil, errors.New("store: encryption_key: must be 32 bytes of base64 (it is not valid base64)")
 }
 
+// decodePreviousKeys resolves placeholders in previous_encryption_keys and
+// decodes each as encryption_key is decoded. An entry may hold several keys
+// separated by commas or blanks (e.g. {env.REBELL_STORE_OLD_KEYS}). Errors
+// name the entry and never contain a key.
+func decodePreviousKeys(repl *caddy.Replacer, entries []string) ([][]byte, error) {
+	var keys [][]byte
+	for _, entry := range entries {
+		entry = repl.ReplaceKnown(entry, "")
+		for _, s := range strings.FieldsFunc(entry, func(r rune) bool {
+			return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r'
+		}) {
+			key, err := decodeEncryptionKey(s)
+			if err != nil {
+				return nil, fmt.Errorf("store: previous_encryption_keys: entry %d: %s", len(keys)+1,
+					strings.TrimPrefix(err.Error(), "store: encryption_key: "))
+			}
+			keys = append(keys, key)
+		}
+	}
+	if len(keys) > redisstore.MaxPreviousEncryptionKeys {
+		return nil, fmt.Errorf("store: previous_encryption_keys: %d keys, at most %d", len(keys), redisstore.MaxPreviousEncryptionKeys)
+	}
+	return keys, nil
+}
+
 // newStore builds the Redis store of cfg; it does not connect.
 func newStore(cfg *redisstore.Config, logger *zap.Logger) (*redisstore.Store, error) {
 	c := *cfg
@@ -196,4 +235,9 @@ func hashStore(h hash.Hash, cfg *redisstore.Config) {
 	field([]byte(cfg.KeyPrefix))
 	ek := sha256.Sum256(cfg.EncryptionKey)
 	field(ek[:])
+	field([]byte(fmt.Sprint(len(cfg.PreviousEncryptionKeys))))
+	for _, k := range cfg.PreviousEncryptionKeys {
+		pk := sha256.Sum256(k)
+		field(pk[:])
+	}
 }

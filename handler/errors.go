@@ -109,7 +109,7 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, e *apiError) {
 func (h *Handler) rejectErr(w http.ResponseWriter, r *http.Request, err error, k *cache.Key) {
 	e, known := classify(err)
 	h.logRejection(e, !known, err, k)
-	h.writeError(w, r, e, rebell.ResultCodeOf(err))
+	h.writeError(w, r, e, rebell.VerifiedResultCode(err)) // an unverified claim never reaches the client
 }
 
 // writeError reports e to the callbacks and writes it as JSON, with

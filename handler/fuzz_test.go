@@ -117,3 +117,53 @@ func FuzzSessionCredential(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEdgeHygiene extends the hygiene to a request's trailers and its
+// Connection header: whatever trailer names (announced or not) and
+// Connection tokens a client sends, the next handler sees no trailer that
+// names an identity header or the session header, and reverse_proxy's
+// hop-by-hop removal leaves the injected identity on the request.
+func FuzzEdgeHygiene(f *testing.F) {
+	for _, seed := range [][4]string{
+		{"X-Rebell-Customer-Id", "X-Rebell-Customer-Id", "X-Rebell-Access-Token, X-Rebell-Customer-Id", "spoof"},
+		{"X_rebell_customer_id", "", "keep-alive", "spoof"},
+		{"Authorization", "Authorization", "authorization", "Bearer AAAA"},
+		{"X-Checksum", "X-Checksum, X-Rebell-Access-Token", ",, x_rebell_access_token ,upgrade", "abc"},
+		{"x-rebell-access-token\t", "X-Rebell-Access-Token ", "X-REBELL-CUSTOMER-ID\t, keep-alive", ""},
+	} {
+		f.Add(seed[0], seed[1], seed[2], seed[3])
+	}
+	f.Fuzz(func(t *testing.T, trailer, announce, connection, value string) {
+		e := newEnv(t, nil)
+		id := e.s.add()
+		r := httptest.NewRequest(http.MethodPost, "/api", nil)
+		r.Header.Set("Authorization", bearer(id))
+		r.Header["Connection"] = []string{connection}
+		r.ContentLength = -1
+		if announce != "" {
+			r.Trailer = http.Header{}
+			for name := range strings.SplitSeq(announce, ",") {
+				r.Trailer[http.CanonicalHeaderKey(strings.TrimSpace(name))] = nil
+			}
+		}
+		r.Body = &trailerBody{r: r, body: strings.NewReader("body"), values: http.Header{trailer: {value}}}
+		next := &bodyReader{}
+		w, err := e.serve(r, next)
+		if err != nil || w.Code != 200 || !next.called {
+			t.Fatalf("status %d, err %v", w.Code, err)
+		}
+		for _, hd := range []http.Header{next.announced, next.trailers} {
+			for k := range hd {
+				n := strings.TrimRight(normalizeHeaderName(k), " \t")
+				if n == "x-rebell-access-token" || n == "x-rebell-customer-id" || n == "authorization" {
+					t.Fatalf("trailer %q reached the next handler", k)
+				}
+			}
+		}
+		hd := next.header.Clone()
+		removeConnectionHeaders(hd)
+		if hd.Get("X-Rebell-Access-Token") != testToken || hd.Get("X-Rebell-Customer-Id") == "" {
+			t.Fatalf("Connection %q dropped the identity", connection)
+		}
+	})
+}

@@ -75,7 +75,9 @@ type Config struct {
 	// supplies the default name.)
 	SessionCookie string
 	// AccessTokenHeader is the upstream request header that receives the
-	// access token; "" means X-Rebell-Access-Token.
+	// access token; "" means X-Rebell-Access-Token. Authorization receives
+	// "Bearer <token>" (and may then also be the session header: the
+	// session credential is read and removed before the token is set).
 	AccessTokenHeader string
 	// CustomerIDHeader is the upstream request header that receives the
 	// customer id; "" means X-Rebell-Customer-Id.
@@ -95,8 +97,18 @@ type Config struct {
 	// clears {http.auth.user.id}).
 	OnReject func(r *http.Request, code string)
 	// OnOutcome, if not nil, is called once per request with its outcome,
-	// for metrics: "ok", "login", "logout", or the error code.
+	// for metrics: "ok", "login", "logout", "public", or the error code.
 	OnOutcome func(outcome string)
+	// Public, if not nil, reports whether a request (other than login and
+	// logout) is on a public path: one that needs no session. A request
+	// there with a valid session goes on with its identity, as anywhere
+	// else; any other goes on too, without identity headers or session
+	// credential (hygiene applies as everywhere).
+	Public func(r *http.Request) bool
+	// OnPublic, if not nil, is called when a request on a public path goes
+	// on without a session (the Caddy glue clears the identity
+	// placeholders here).
+	OnPublic func(r *http.Request)
 }
 
 // Handler serves the gateway's behaviour for every request under the
@@ -112,6 +124,8 @@ type Handler struct {
 	accessHeader, accessNorm     string
 	customerHeader, customerNorm string
 	bearer                       bool // sessionHeader is Authorization
+	accessBearer                 bool // accessHeader is Authorization: "Bearer <token>"
+	accessIsSession              bool // accessHeader and sessionHeader are the same header
 	cookie                       string
 
 	now       func() time.Time
@@ -119,12 +133,15 @@ type Handler struct {
 	onGrant   func(*http.Request, *cache.Grant)
 	onReject  func(*http.Request, string)
 	onOutcome func(string)
+	public    func(*http.Request) bool
+	onPublic  func(*http.Request)
 }
 
 // New validates cfg and returns a Handler. Header and cookie names must be
 // HTTP tokens, paths must start with "/", the login and logout paths must
 // differ, and the session, access-token and customer-id headers must be
-// three different headers.
+// three different headers, except that the access token may go in
+// Authorization while the session comes in it.
 func New(cfg Config) (*Handler, error) {
 	if cfg.Sessions == nil {
 		return nil, errors.New("handler: Sessions is required")
@@ -139,6 +156,8 @@ func New(cfg Config) (*Handler, error) {
 		onGrant:    cfg.OnGrant,
 		onReject:   cfg.OnReject,
 		onOutcome:  cfg.OnOutcome,
+		public:     cfg.Public,
+		onPublic:   cfg.OnPublic,
 	}
 	if h.now == nil {
 		h.now = time.Now
@@ -173,12 +192,17 @@ func New(cfg Config) (*Handler, error) {
 		*hd.canon = http.CanonicalHeaderKey(hd.name)
 		*hd.norm = normalizeHeaderName(hd.name)
 		for _, prev := range headers[:i] {
-			if *prev.norm == *hd.norm {
+			// The token may go out in the Authorization header the session
+			// came in.
+			tokenInSession := prev.field == "session_header" && hd.field == "access_token_header" && *hd.norm == "authorization"
+			if *prev.norm == *hd.norm && !tokenInSession {
 				return nil, fmt.Errorf("handler: %s and %s name the same header %q", prev.field, hd.field, hd.name)
 			}
 		}
 	}
 	h.bearer = h.sessionNorm == "authorization"
+	h.accessBearer = h.accessNorm == "authorization"
+	h.accessIsSession = h.accessNorm == h.sessionNorm
 	if h.cookie != "" && !validToken(h.cookie) {
 		return nil, fmt.Errorf("handler: session_cookie %q is not a valid cookie name", h.cookie)
 	}
@@ -198,6 +222,7 @@ func orDefault(s, def string) string {
 // here as JSON, and ServeHTTP returns nil for it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) error {
 	h.stripSpoofed(r.Header)
+	h.stripEdges(r)
 	switch r.URL.Path {
 	case h.loginPath:
 		h.serveLogin(w, r)
@@ -209,6 +234,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 
 	k, cred := h.credential(r)
 	h.stripCredential(r.Header)
+	if h.public != nil && h.public(r) {
+		return h.servePublic(w, r, next, k, cred)
+	}
 	switch cred {
 	case credAbsent:
 		h.reject(w, r, errSessionRequired)
@@ -222,19 +250,49 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 		h.rejectErr(w, r, err, &k)
 		return nil
 	}
+	return h.pass(w, r, next, g)
+}
 
+// pass sends r, which carries the session of grant g, to next with the
+// identity headers set.
+func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next Next, g *cache.Grant) error {
 	// One allocation for both values; each slice is capped so that an
 	// append by a later handler cannot overwrite its neighbour.
 	vals := &[2]string{g.AccessToken.Reveal(), g.CustomerID}
+	if h.accessBearer {
+		vals[0] = "Bearer " + vals[0]
+	}
 	r.Header[h.accessHeader] = vals[0:1:1]
 	r.Header[h.customerHeader] = vals[1:2:2]
 	if h.onGrant != nil {
 		h.onGrant(r, g)
 	}
 	h.outcome(outcomeOK)
+	return h.serveNext(w, r, next)
+}
 
+// servePublic serves a request on a public path: with a valid session it
+// is passed with its identity; any other (no credential, an invalid one, a
+// session that cannot be served right now) goes on without identity, its
+// identity headers and session credential already removed.
+func (h *Handler) servePublic(w http.ResponseWriter, r *http.Request, next Next, k cache.Key, cred credState) error {
+	if cred == credValid {
+		if g, err := h.sessions.Get(r.Context(), k); err == nil && g != nil {
+			return h.pass(w, r, next, g)
+		}
+	}
+	if h.onPublic != nil {
+		h.onPublic(r)
+	}
+	h.outcome(outcomePublic)
+	return h.serveNext(w, r, next)
+}
+
+// serveNext runs next with a response writer that keeps the access-token
+// header out of the response.
+func (h *Handler) serveNext(w http.ResponseWriter, r *http.Request, next Next) error {
 	rw := getResponseWriter(w, h.accessNorm)
-	err = next.ServeHTTP(rw, r)
+	err := next.ServeHTTP(rw, r)
 	rw.finish()
 	putResponseWriter(rw)
 	return err
@@ -245,6 +303,7 @@ const (
 	outcomeOK     = "ok"
 	outcomeLogin  = "login"
 	outcomeLogout = "logout"
+	outcomePublic = "public"
 )
 
 func (h *Handler) outcome(o string) {

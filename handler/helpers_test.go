@@ -274,6 +274,6 @@ func wantError(t *testing.T, w *httptest.ResponseRecorder, status int, code stri
 // failure with a resultCode.
 func rebellRejected() error {
 	return fmt.Errorf("%w: %w", cache.ErrRebellRejected, &rebell.Error{
-		Kind: rebell.KindConfiguration, ResultStatus: "F", ResultCode: "ACCESS_DENIED",
+		Kind: rebell.KindConfiguration, ResultStatus: "F", ResultCode: "ACCESS_DENIED", Verified: true,
 	})
 }

@@ -17,10 +17,12 @@ import (
 // "X-Rebell-Access-Token " as keys of their own, and a server behind the
 // gateway may read them as the real header). Variants of the session header
 // other than its canonical key go too: they are never read as the
-// credential, and the upstream must not see a session id.
+// credential, and the upstream must not see a session id. When the access
+// token goes in the session header (Authorization), that header is left for
+// the credential to be read; it is removed before the token is set.
 func (h *Handler) stripSpoofed(hd http.Header) {
 	for k := range hd {
-		if sameHeader(k, h.accessNorm) || sameHeader(k, h.customerNorm) ||
+		if sameHeader(k, h.accessNorm) && (!h.accessIsSession || k != h.sessionHeader) || sameHeader(k, h.customerNorm) ||
 			k != h.sessionHeader && sameHeader(k, h.sessionNorm) {
 			delete(hd, k)
 		}

@@ -265,7 +265,7 @@ func TestLoginValidCodes(t *testing.T) {
 
 func TestLoginErrors(t *testing.T) {
 	codeErr := func(kind rebell.Kind, status, code string) error {
-		return &rebell.Error{Kind: kind, ResultStatus: status, ResultCode: code}
+		return &rebell.Error{Kind: kind, ResultStatus: status, ResultCode: code, Verified: true}
 	}
 	tests := []struct {
 		name       string
@@ -283,6 +283,10 @@ func TestLoginErrors(t *testing.T) {
 		{"rejected", rebellRejected(), "", false, 502, "rebell_rejected", "ACCESS_DENIED"},
 		{"unavailable", fmt.Errorf("%w: %w", cache.ErrRebellUnavailable, codeErr(rebell.KindRetryable, "U", "UNKNOWN_EXCEPTION")),
 			"", false, 503, "rebell_unavailable", "UNKNOWN_EXCEPTION"},
+		{"forged answer", fmt.Errorf("%w: %w", cache.ErrRebellRejected, &rebell.Error{Kind: rebell.KindBadSignature, ResultStatus: "F", ResultCode: "ATTACKER_CODE_XYZ"}),
+			"", false, 502, "rebell_rejected", ""},
+		{"unverified code", fmt.Errorf("%w: %w", cache.ErrAuthCodeRejected, &rebell.Error{Kind: rebell.KindAuthCodeRejected, ResultStatus: "F", ResultCode: "USED_CODE"}),
+			"", false, 401, "auth_code_rejected", ""},
 		{"store", cache.ErrStoreUnavailable, "", false, 503, "store_unavailable", ""},
 		{"unexpected", errors.New("boom"), "", false, 503, "rebell_unavailable", ""},
 		{"malformed id", nil, "short", false, 503, "rebell_unavailable", ""},

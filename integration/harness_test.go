@@ -99,6 +99,7 @@ type caddyProc struct {
 	AdminAddr string
 	logs      *syncBuffer
 	done      chan struct{}
+	global    string // extra global options
 }
 
 type syncBuffer struct {
@@ -123,14 +124,21 @@ func (s *syncBuffer) String() string {
 // waitPorts accepts connections.
 func startCaddy(t testing.TB, caddyfile string, waitPorts ...int) *caddyProc {
 	t.Helper()
+	return startCaddyGlobal(t, "", caddyfile, waitPorts...)
+}
+
+// startCaddyGlobal is startCaddy with more global options (lines of the
+// global options block).
+func startCaddyGlobal(t testing.TB, global, caddyfile string, waitPorts ...int) *caddyProc {
+	t.Helper()
 	dir := t.TempDir()
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	full := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tgrace_period 2s\n}\n\n%s", adminAddr, caddyfile)
+	full := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tgrace_period 2s\n%s\n}\n\n%s", adminAddr, global, caddyfile)
 	cfgPath := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(cfgPath, []byte(full), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &caddyProc{t: t, dir: dir, AdminAddr: adminAddr, logs: &syncBuffer{}, done: make(chan struct{})}
+	p := &caddyProc{t: t, dir: dir, AdminAddr: adminAddr, logs: &syncBuffer{}, done: make(chan struct{}), global: global}
 	p.cmd = exec.Command(caddyBin, "run", "--config", cfgPath, "--adapter", "caddyfile")
 	p.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "HOME="+dir)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -190,7 +198,7 @@ func (p *caddyProc) stop() {
 // through the admin API, as `caddy reload` does.
 func (p *caddyProc) reload(caddyfile string) {
 	p.t.Helper()
-	full := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tgrace_period 2s\n}\n\n%s", p.AdminAddr, caddyfile)
+	full := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tgrace_period 2s\n%s\n}\n\n%s", p.AdminAddr, p.global, caddyfile)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+p.AdminAddr+"/load", strings.NewReader(full))
 	req.Header.Set("Content-Type", "text/caddyfile")
 	resp, err := http.DefaultClient.Do(req)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -41,10 +42,15 @@ type ClientConfig struct {
 	Endpoint string
 	// Signer signs requests as the merchant (Client-Id and private key).
 	Signer *Signer
-	// RebellPublicKey verifies response signatures. When nil, responses are
-	// not verified; when set, a response without a valid signature is an
-	// error of KindBadSignature, never a success.
+	// RebellPublicKey verifies response signatures. When it and
+	// RebellPublicKeys are empty, responses are not verified; otherwise a
+	// response without a signature that one of them verifies is an error
+	// of KindBadSignature, never a success.
 	RebellPublicKey *rsa.PublicKey
+	// RebellPublicKeys are more keys that verify response signatures, tried
+	// after RebellPublicKey: a response verifies if any key verifies it, so
+	// a key Rebell is rotating to can be configured before Rebell switches.
+	RebellPublicKeys []*rsa.PublicKey
 	// APIVersion is "v1" or "v2" ("" means v2).
 	APIVersion string
 	// ReferenceClientID is sent as referenceClientId (v2 only).
@@ -76,6 +82,7 @@ type Client struct {
 	url        *url.URL
 	uri        string // what is signed: the path (and query) as sent
 	extendInfo string
+	pubKeys    []*rsa.PublicKey // RebellPublicKey, then RebellPublicKeys
 	httpClient *http.Client
 	now        func() time.Time
 }
@@ -91,6 +98,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return nil, fmt.Errorf("rebell: endpoint %q must not carry a query, fragment or user info", cfg.Endpoint)
+	}
+	if u.Scheme != "https" && !isLoopback(u.Hostname()) {
+		// Auth codes and refresh tokens would cross the network in clear.
+		return nil, fmt.Errorf("rebell: endpoint %q must be https:// (http:// is allowed only for localhost, 127.0.0.0/8 and ::1)", cfg.Endpoint)
 	}
 	switch cfg.APIVersion {
 	case "":
@@ -118,6 +129,15 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg.BackoffMax = DefaultBackoffMax
 	}
 	c := &Client{cfg: cfg, httpClient: cfg.HTTPClient, now: cfg.Now}
+	if cfg.RebellPublicKey != nil {
+		c.pubKeys = append(c.pubKeys, cfg.RebellPublicKey)
+	}
+	for i, k := range cfg.RebellPublicKeys {
+		if k == nil {
+			return nil, fmt.Errorf("rebell: Rebell public key %d is nil", i+1)
+		}
+		c.pubKeys = append(c.pubKeys, k)
+	}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -141,6 +161,16 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	c.url = &target
 	c.uri = target.RequestURI()
 	return c, nil
+}
+
+// isLoopback reports whether host (without port or brackets) is localhost,
+// an address in 127.0.0.0/8 or ::1.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Zone() == "" && ip.Unmap().IsLoopback()
 }
 
 // URL returns the applyToken URL the client posts to.
@@ -267,18 +297,45 @@ func (c *Client) attempt(ctx context.Context, grantType string, body []byte) (to
 	if len(respBody) > MaxResponseBytes {
 		return nil, &Error{Kind: KindBadResponse, HTTPStatus: resp.StatusCode, Err: fmt.Errorf("response body over %d bytes", MaxResponseBytes)}
 	}
-	if c.cfg.RebellPublicKey != nil {
-		if _, err := VerifyMessage(c.cfg.RebellPublicKey, resp.Header, HeaderResponseTime, http.MethodPost, c.uri, respBody); err != nil {
-			e := &Error{Kind: KindBadSignature, HTTPStatus: resp.StatusCode, Err: err}
+	if len(c.pubKeys) > 0 {
+		if err := c.verify(resp.Header, respBody); err != nil {
 			// Say what the unverified body claims: an INVALID_SIGNATURE
 			// answer is usually unsigned, and naming it helps the operator.
+			// Verified stays false, so the claim never reaches a client.
+			e := &Error{Kind: KindBadSignature, HTTPStatus: resp.StatusCode, Err: err}
 			if r, perr := parseResult(respBody); perr == nil {
 				e.ResultStatus, e.ResultCode, e.ResultMessage = r.ResultStatus, r.ResultCode, r.ResultMessage
 			}
 			return nil, e
 		}
 	}
-	return parseApplyToken(resp.StatusCode, respBody, grantType)
+	tok, e = parseApplyToken(resp.StatusCode, respBody, grantType)
+	if e != nil && len(c.pubKeys) > 0 {
+		e.Verified = true
+	}
+	return tok, e
+}
+
+// verify checks the response's signature against each configured Rebell key
+// in turn. It returns nil as soon as one verifies, and otherwise the first
+// key's error (a missing or unreadable signature fails the same way for
+// every key).
+func (c *Client) verify(h http.Header, body []byte) error {
+	var first error
+	for _, pub := range c.pubKeys {
+		_, err := VerifyMessage(pub, h, HeaderResponseTime, http.MethodPost, c.uri, body)
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+		var se *SignatureError
+		if errors.As(err, &se) && se.Problem != SignatureInvalid {
+			break // no other key can do better
+		}
+	}
+	return first
 }
 
 // metricResult names the error as a metric label value.

@@ -323,7 +323,30 @@ func TestClientRejectsBadSignatures(t *testing.T) {
 
 	e.fault(t, `{"count":1,"resultStatus":"F","resultCode":"INVALID_SIGNATURE","unsigned":true}`)
 	_, err = c.ExchangeAuthCode(ctx, rebell.NewSecret(code))
-	wantKind(t, err, rebell.KindBadSignature, "INVALID_SIGNATURE")
+	if be := wantKind(t, err, rebell.KindBadSignature, "INVALID_SIGNATURE"); be.Verified {
+		t.Error("an unsigned answer counts as verified")
+	}
+	if got := rebell.VerifiedResultCode(err); got != "" {
+		t.Errorf("VerifiedResultCode of an unsigned answer = %q", got)
+	}
+	if !strings.Contains(err.Error(), "unverified") {
+		t.Errorf("error %q does not say the answer is unverified", err)
+	}
+
+	// A forged signature claiming an arbitrary resultCode.
+	e.fault(t, `{"count":1,"resultStatus":"F","resultCode":"ATTACKER_CODE_XYZ","forgeSignature":true}`)
+	_, err = c.ExchangeAuthCode(ctx, rebell.NewSecret(code))
+	wantKind(t, err, rebell.KindBadSignature, "ATTACKER_CODE_XYZ")
+	if got := rebell.VerifiedResultCode(err); got != "" {
+		t.Errorf("VerifiedResultCode of a forged answer = %q", got)
+	}
+
+	// A verified failure carries its resultCode for the client.
+	e.fault(t, `{"count":1,"resultStatus":"F","resultCode":"ACCESS_DENIED"}`)
+	_, err = c.ExchangeAuthCode(ctx, rebell.NewSecret(code))
+	if be := wantKind(t, err, rebell.KindConfiguration, "ACCESS_DENIED"); !be.Verified || rebell.VerifiedResultCode(err) != "ACCESS_DENIED" {
+		t.Errorf("verified failure: Verified %v, VerifiedResultCode %q", be.Verified, rebell.VerifiedResultCode(err))
+	}
 
 	// A real success verified with the wrong platform key is not a success.
 	wrongPub := e.client(t, func(cfg *rebell.ClientConfig) { cfg.RebellPublicKey = &key(t, 2).PublicKey })
@@ -335,7 +358,52 @@ func TestClientRejectsBadSignatures(t *testing.T) {
 	e.fault(t, `{"count":1,"resultStatus":"F","resultCode":"ACCESS_DENIED","unsigned":true}`)
 	noVerify := e.client(t, func(cfg *rebell.ClientConfig) { cfg.RebellPublicKey = nil })
 	_, err = noVerify.ExchangeAuthCode(ctx, rebell.NewSecret(code2))
-	wantKind(t, err, rebell.KindConfiguration, "ACCESS_DENIED")
+	if be := wantKind(t, err, rebell.KindConfiguration, "ACCESS_DENIED"); be.Verified {
+		t.Error("an answer checked by no key counts as verified")
+	}
+}
+
+// TestClientKeyRotation: with several Rebell keys configured, a response
+// verifies if any of them verifies it, in any order; with none of them, it
+// does not.
+func TestClientKeyRotation(t *testing.T) {
+	e := newEnv(t, "")
+	ctx := context.Background()
+	platform, other, third := &key(t, 1).PublicKey, &key(t, 2).PublicKey, &key(t, 3).PublicKey
+	for name, keys := range map[string]struct {
+		first *rsa.PublicKey
+		more  []*rsa.PublicKey
+		ok    bool
+	}{
+		"signing key second":      {other, []*rsa.PublicKey{platform}, true},
+		"signing key last of 3":   {nil, []*rsa.PublicKey{other, third, platform}, true},
+		"signing key first":       {platform, []*rsa.PublicKey{other}, true},
+		"signing key not present": {other, []*rsa.PublicKey{third}, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := e.client(t, func(cfg *rebell.ClientConfig) { cfg.RebellPublicKey, cfg.RebellPublicKeys = keys.first, keys.more })
+			code, _ := e.sb.IssueAuthCode("")
+			_, err := c.ExchangeAuthCode(ctx, rebell.NewSecret(code))
+			if keys.ok && err != nil {
+				t.Fatalf("login: %v", err)
+			}
+			if !keys.ok {
+				wantKind(t, err, rebell.KindBadSignature, "SUCCESS")
+			}
+		})
+	}
+	if _, err := rebell.NewClient(rebell.ClientConfig{Endpoint: e.srv.URL, Signer: mustSigner(t), RebellPublicKeys: []*rsa.PublicKey{nil}}); err == nil {
+		t.Error("a nil key was accepted")
+	}
+}
+
+func mustSigner(t *testing.T) *rebell.Signer {
+	t.Helper()
+	s, err := rebell.NewSigner("MERCHANT_1", key(t, 0), 1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // TestClientResponseLimits uses a hand-written server: the sandbox never
@@ -387,17 +455,31 @@ func TestClientResponseLimits(t *testing.T) {
 func TestNewClientRejects(t *testing.T) {
 	s, _ := rebell.NewSigner("M", key(t, 0), 1, "")
 	for name, cfg := range map[string]rebell.ClientConfig{
-		"no signer":        {Endpoint: "https://api.rebellapp.com"},
-		"relative":         {Endpoint: "/v2", Signer: s},
-		"ftp":              {Endpoint: "ftp://host", Signer: s},
-		"query":            {Endpoint: "https://host?x=1", Signer: s},
-		"version":          {Endpoint: "https://host", Signer: s, APIVersion: "v3"},
-		"reference in v1":  {Endpoint: "https://host", Signer: s, APIVersion: "v1", ReferenceClientID: "x"},
-		"negative retries": {Endpoint: "https://host", Signer: s, Retries: -1},
+		"no signer":                   {Endpoint: "https://api.rebellapp.com"},
+		"relative":                    {Endpoint: "/v2", Signer: s},
+		"ftp":                         {Endpoint: "ftp://host", Signer: s},
+		"query":                       {Endpoint: "https://host?x=1", Signer: s},
+		"version":                     {Endpoint: "https://host", Signer: s, APIVersion: "v3"},
+		"reference in v1":             {Endpoint: "https://host", Signer: s, APIVersion: "v1", ReferenceClientID: "x"},
+		"negative retries":            {Endpoint: "https://host", Signer: s, Retries: -1},
+		"plain http":                  {Endpoint: "http://api.rebellapp.com", Signer: s},
+		"http to a LAN IP":            {Endpoint: "http://10.0.0.5:8081", Signer: s},
+		"http, loopback-looking name": {Endpoint: "http://127.0.0.1.example.com", Signer: s},
+		"http to ::ffff:10.0.0.1":     {Endpoint: "http://[::ffff:10.0.0.1]", Signer: s},
 	} {
 		if _, err := rebell.NewClient(cfg); err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+	for _, ep := range []string{"https://api.rebellapp.com", "http://localhost:8081", "http://LOCALHOST", "http://127.0.0.1:8081/api/open",
+		"http://127.200.3.4", "http://[::1]:8081", "http://[::ffff:127.0.0.1]:1"} {
+		if _, err := rebell.NewClient(rebell.ClientConfig{Endpoint: ep, Signer: s}); err != nil {
+			t.Errorf("%s: %v", ep, err)
+		}
+	}
+	_, err := rebell.NewClient(rebell.ClientConfig{Endpoint: "http://api.rebellapp.com", Signer: s})
+	if err == nil || !strings.Contains(err.Error(), "https://") {
+		t.Errorf("plain http: error %v does not ask for https://", err)
 	}
 }
 

@@ -110,6 +110,13 @@ type Error struct {
 	HTTPStatus int
 	// Attempts is how many requests were made.
 	Attempts int
+	// Verified reports that ResultStatus, ResultCode and ResultMessage come
+	// from a response whose signature a configured Rebell public key
+	// verified. Without a key, or when the signature failed (KindBadSignature)
+	// or the result came in an HTTP error response (which is not verified),
+	// the result is only what the answer claims: good for the operator's
+	// logs, not for the Mini App (see VerifiedResultCode).
+	Verified bool
 	// Err is the underlying error (transport, timeout, signature, parse), if any.
 	Err error
 }
@@ -117,7 +124,12 @@ type Error struct {
 func (e *Error) Error() string {
 	msg := "rebell: applyToken: " + e.Kind.String()
 	if e.ResultCode != "" {
-		msg += ": " + e.ResultStatus + " " + e.ResultCode
+		if e.Kind == KindBadSignature {
+			msg += ": unverified answer claims"
+		} else {
+			msg += ":"
+		}
+		msg += " " + e.ResultStatus + " " + e.ResultCode
 	}
 	if e.HTTPStatus != 0 {
 		msg += fmt.Sprintf(" (HTTP %d)", e.HTTPStatus)
@@ -140,7 +152,19 @@ func ErrorKind(err error) Kind {
 	return 0
 }
 
-// ResultCodeOf returns the resultCode carried by err, or "".
+// VerifiedResultCode returns the resultCode carried by err when it came from
+// a verified response (Error.Verified), and "" otherwise: the only resultCode
+// that may be shown to a client.
+func VerifiedResultCode(err error) string {
+	var e *Error
+	if errors.As(err, &e) && e.Verified {
+		return e.ResultCode
+	}
+	return ""
+}
+
+// ResultCodeOf returns the resultCode carried by err, or "", verified or
+// not: for logs. Use VerifiedResultCode for what a client may see.
 func ResultCodeOf(err error) string {
 	var e *Error
 	if errors.As(err, &e) {

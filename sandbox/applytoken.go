@@ -220,10 +220,15 @@ func (s *Sandbox) authenticate(h http.Header, uri string, body []byte, now time.
 }
 
 // checkContentType accepts exactly one application/json Content-Type whose
-// only parameter, if any, is charset=UTF-8 (any case).
+// only parameter, if any, is charset=UTF-8 (any case). A duplicated header
+// is named as such, whatever its values: some SDKs send application/json
+// twice, and "must be application/json" would be wrong about the cause.
 func checkContentType(values []string) string {
-	if len(values) != 1 {
+	switch {
+	case len(values) == 0:
 		return "Content-Type must be application/json."
+	case len(values) > 1:
+		return "The Content-Type header appears more than once."
 	}
 	mt, params, err := mime.ParseMediaType(values[0])
 	if err != nil || mt != "application/json" {

@@ -402,3 +402,33 @@ func (e *env) mustCode(t *testing.T) string {
 	}
 	return code
 }
+
+// TestApplyTokenDuplicateHeaders: every header the sandbox checks says
+// "appears more than once" when it is duplicated, Content-Type included
+// (the official Alipay Go SDK sends application/json twice), even when
+// each copy alone is valid.
+func TestApplyTokenDuplicateHeaders(t *testing.T) {
+	e := newEnv(t)
+	for _, tt := range []struct {
+		header, code string
+	}{
+		{rebell.HeaderClientID, rebell.CodeInvalidAuthClient},
+		{"Content-Type", rebell.CodeParamIllegal},
+		{rebell.HeaderRequestTime, rebell.CodeInvalidSignature},
+		{rebell.HeaderSignature, rebell.CodeInvalidSignature},
+	} {
+		t.Run(tt.header, func(t *testing.T) {
+			r := e.apply(t, call{body: acBody("NOSUCHCODE"), header: func(h http.Header) {
+				if tt.header == "Content-Type" {
+					h.Set("Content-Type", "application/json")
+				}
+				h.Add(tt.header, h.Get(tt.header))
+			}})
+			want := results[tt.code]
+			r.expect(t, want.httpStatus, want.status, tt.code)
+			if msg := r.body.Result.ResultMessage; msg != "The "+tt.header+" header appears more than once." {
+				t.Errorf("resultMessage %q", msg)
+			}
+		})
+	}
+}

@@ -46,6 +46,13 @@ type Config struct {
 	KeyPrefix string
 	// EncryptionKey is the AES-256-GCM key (32 bytes) that seals records.
 	EncryptionKey []byte
+	// PreviousEncryptionKeys are earlier EncryptionKeys (32 bytes each),
+	// newest first: values sealed with them still open, and customer
+	// indexes named with them are still read, but everything is written
+	// with EncryptionKey. Keeping the old key here while the instances
+	// change keys one by one ends no session (docs/key-rotation.md). The
+	// host also uses them to accept session ids tagged under an old key.
+	PreviousEncryptionKeys [][]byte
 	// Realm names whose sessions these are (the gateway uses the Rebell
 	// endpoint and client id). It is part of every sealed value's associated
 	// data: a record written under another realm does not open, so two
@@ -55,6 +62,10 @@ type Config struct {
 	// Logger receives connection trouble. nil means none.
 	Logger *zap.Logger
 }
+
+// MaxPreviousEncryptionKeys bounds Config.PreviousEncryptionKeys: each is
+// tried on a value the current key does not open.
+const MaxPreviousEncryptionKeys = 8
 
 // DefaultKeyPrefix is the KeyPrefix used when Config.KeyPrefix is "".
 const DefaultKeyPrefix = "rebell:"
@@ -107,7 +118,7 @@ func New(cfg Config) (*Store, error) {
 	if prefix == "" {
 		prefix = DefaultKeyPrefix
 	}
-	s, err := newSealer(cfg.EncryptionKey, cfg.Realm)
+	s, err := newSealer(cfg.EncryptionKey, cfg.Realm, cfg.PreviousEncryptionKeys...)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +130,7 @@ func New(cfg Config) (*Store, error) {
 		client:         redis.NewUniversalClient(opts),
 		log:            log,
 		seal:           s,
-		keys:           newKeys(prefix, cfg.EncryptionKey),
+		keys:           newKeys(prefix, cfg.EncryptionKey, cfg.PreviousEncryptionKeys...),
 		health:         health{log: log},
 		healthInterval: 3 * time.Second,
 		retryMax:       time.Second,
@@ -157,6 +168,14 @@ func (cfg *Config) Validate() error {
 	}
 	if len(cfg.EncryptionKey) != 32 {
 		return fmt.Errorf("encryption_key: must be 32 bytes (got %d)", len(cfg.EncryptionKey))
+	}
+	if len(cfg.PreviousEncryptionKeys) > MaxPreviousEncryptionKeys {
+		return fmt.Errorf("previous_encryption_keys: %d keys, at most %d", len(cfg.PreviousEncryptionKeys), MaxPreviousEncryptionKeys)
+	}
+	for i, k := range cfg.PreviousEncryptionKeys {
+		if len(k) != 32 {
+			return fmt.Errorf("previous_encryption_keys: entry %d must be 32 bytes (got %d)", i+1, len(k))
+		}
 	}
 	return nil
 }

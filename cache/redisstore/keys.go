@@ -20,20 +20,32 @@ import (
 //
 // Customer ids and auth codes are named by HMAC-SHA256 under indexKey (itself
 // derived from the encryption key), since a plain hash of a guessable
-// customer number would be reversible.
+// customer number would be reversible. An index is written under the
+// current key's name and read and cleaned under every key's (previous keys
+// of a rotation included).
 type keys struct {
 	prefix   string
 	indexKey []byte
-	channel  string
+	// previousIndexKeys are derived from Config.PreviousEncryptionKeys.
+	previousIndexKeys [][]byte
+	channel           string
 	// epoch names the store's epoch marker: a random value set when the
 	// key is missing, so a Redis that lost its data shows a new epoch.
 	epoch string
 }
 
-func newKeys(prefix string, encryptionKey []byte) keys {
+func newKeys(prefix string, encryptionKey []byte, previous ...[]byte) keys {
+	ks := keys{prefix: prefix, indexKey: deriveIndexKey(encryptionKey), channel: prefix + "events", epoch: prefix + "epoch"}
+	for _, k := range previous {
+		ks.previousIndexKeys = append(ks.previousIndexKeys, deriveIndexKey(k))
+	}
+	return ks
+}
+
+func deriveIndexKey(encryptionKey []byte) []byte {
 	m := hmac.New(sha256.New, encryptionKey)
 	m.Write([]byte("caddy-rebell index key"))
-	return keys{prefix: prefix, indexKey: m.Sum(nil), channel: prefix + "events", epoch: prefix + "epoch"}
+	return m.Sum(nil)
 }
 
 // record is the key name of session k's record.
@@ -52,13 +64,25 @@ func (ks keys) customer(customerID string) string {
 	return ks.prefix + "c:{" + ks.mac(customerID) + "}"
 }
 
+// previousCustomers are the key names customerID's index had under the
+// previous encryption keys.
+func (ks keys) previousCustomers(customerID string) []string {
+	names := make([]string, 0, len(ks.previousIndexKeys))
+	for _, k := range ks.previousIndexKeys {
+		names = append(names, ks.prefix+"c:{"+macWith(k, customerID)+"}")
+	}
+	return names
+}
+
 // login is the key name of authCode's login memo.
 func (ks keys) login(authCode string) string {
 	return ks.prefix + "l:{" + ks.mac(authCode) + "}"
 }
 
-func (ks keys) mac(s string) string {
-	m := hmac.New(sha256.New, ks.indexKey)
+func (ks keys) mac(s string) string { return macWith(ks.indexKey, s) }
+
+func macWith(key []byte, s string) string {
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(s))
 	return hex.EncodeToString(m.Sum(nil))
 }

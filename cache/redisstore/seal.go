@@ -22,13 +22,39 @@ import (
 // carries the realm (and a record its version), checked on opening: a value
 // written for another merchant, or a version edited beside its value, is
 // refused too.
+//
+// Values are always sealed with the current key; they open with the current
+// key or any previous one (Config.PreviousEncryptionKeys), so a rolling
+// change of the key ends no session (docs/key-rotation.md).
 type sealer struct {
 	aead cipher.AEAD
+	// previous open values sealed with earlier keys, newest first.
+	previous []cipher.AEAD
 	// realm is a short tag of Config.Realm.
 	realm string
 }
 
-func newSealer(key []byte, realm string) (*sealer, error) {
+func newSealer(key []byte, realm string, previous ...[]byte) (*sealer, error) {
+	aead, err := newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	tag := sha256.Sum256([]byte(realm))
+	s := &sealer{aead: aead, realm: hex.EncodeToString(tag[:8])}
+	for _, k := range previous {
+		p, err := newAEAD(k)
+		if err != nil {
+			return nil, errors.New("redisstore: previous_encryption_keys: not an AES-256 key")
+		}
+		s.previous = append(s.previous, p)
+	}
+	return s, nil
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	if len(key) != 32 {
+		return nil, errors.New("redisstore: encryption_key: not an AES-256 key")
+	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, errors.New("redisstore: encryption_key: not an AES-256 key")
@@ -37,8 +63,7 @@ func newSealer(key []byte, realm string) (*sealer, error) {
 	if err != nil {
 		return nil, errors.New("redisstore: encryption_key: GCM unavailable")
 	}
-	tag := sha256.Sum256([]byte(realm))
-	return &sealer{aead: aead, realm: hex.EncodeToString(tag[:8])}, nil
+	return aead, nil
 }
 
 // seal returns nonce||ciphertext of plain, with the key name as associated
@@ -49,14 +74,22 @@ func (s *sealer) seal(plain []byte, name string) []byte {
 	return s.aead.Seal(out, out, plain, []byte(name))
 }
 
-// open reverses seal; it fails if sealed was altered, sealed for another
-// key name, or with another key.
+// open reverses seal, with the current key or a previous one; it fails if
+// sealed was altered, sealed for another key name, or with a key it does
+// not hold.
 func (s *sealer) open(sealed []byte, name string) ([]byte, error) {
 	n := s.aead.NonceSize()
 	if len(sealed) < n+s.aead.Overhead() {
 		return nil, errors.New("sealed value too short")
 	}
-	return s.aead.Open(nil, sealed[:n], sealed[n:], []byte(name))
+	plain, err := s.aead.Open(nil, sealed[:n], sealed[n:], []byte(name))
+	for _, p := range s.previous {
+		if err == nil {
+			break
+		}
+		plain, err = p.Open(nil, sealed[:n], sealed[n:], []byte(name))
+	}
+	return plain, err
 }
 
 // plainRecord is the sealed part of a cache.Record. Times are unix

@@ -183,6 +183,10 @@ func (s *Store) End(ctx context.Context, k cache.Key, customerID string) (bool, 
 		calls[0].cmd = calls[0].script.EvalSha(ctx, p, calls[0].keys, calls[0].args...)
 		if customerID != "" {
 			srem = p.SRem(ctx, s.keys.customer(customerID), hex.EncodeToString(k[:]))
+			// Best effort: an index under a previous key expires anyway.
+			for _, name := range s.keys.previousCustomers(customerID) {
+				p.SRem(ctx, name, hex.EncodeToString(k[:]))
+			}
 		}
 		return nil
 	})
@@ -208,15 +212,26 @@ func (s *Store) End(ctx context.Context, k cache.Key, customerID string) (bool, 
 }
 
 // CustomerSessions implements cache.Store.
+// With previous encryption keys, the indexes named under them are read
+// too (instances not yet changed to the current key write there).
 func (s *Store) CustomerSessions(ctx context.Context, customerID string) ([]cache.Key, error) {
 	members, err := s.client.SMembers(ctx, s.keys.customer(customerID)).Result()
 	if err != nil {
 		return nil, s.fail("customer sessions", err)
 	}
+	for _, name := range s.keys.previousCustomers(customerID) {
+		more, err := s.client.SMembers(ctx, name).Result()
+		if err != nil {
+			return nil, s.fail("customer sessions", err)
+		}
+		members = append(members, more...)
+	}
 	s.health.ok()
 	ks := make([]cache.Key, 0, len(members))
+	seen := make(map[cache.Key]bool, len(members))
 	for _, m := range members {
-		if k, ok := parseKey(m); ok {
+		if k, ok := parseKey(m); ok && !seen[k] {
+			seen[k] = true
 			ks = append(ks, k)
 		}
 	}
