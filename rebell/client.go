@@ -146,6 +146,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // URL returns the applyToken URL the client posts to.
 func (c *Client) URL() string { return c.url.String() }
 
+// VerifiesResponses reports whether the client checks the signature of every
+// response (a Rebell public key is configured).
+func (c *Client) VerifiesResponses() bool { return c.cfg.RebellPublicKey != nil }
+
 // ExchangeAuthCode calls applyToken with grantType AUTHORIZATION_CODE.
 func (c *Client) ExchangeAuthCode(ctx context.Context, authCode Secret) (*Token, error) {
 	if authCode.IsZero() {
