@@ -161,6 +161,10 @@ type Auth struct {
 	cache    *pooledCache
 	poolKey  string
 	storeCfg *redisstore.Config
+
+	// httpClient, when set (by `caddy rebell check`), sends the applyToken
+	// calls; nil means the Rebell client's own.
+	httpClient *http.Client
 }
 
 // CaddyModule returns the Caddy module information.
@@ -412,6 +416,7 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 		CustomerBelongsTo: a.CustomerBelongsTo,
 		Timeout:           time.Duration(a.Timeout),
 		Retries:           *a.Retries,
+		HTTPClient:        a.httpClient,
 		Observe: func(grantType, _ string, took time.Duration) {
 			metrics.applyToken.WithLabelValues(grantType).Observe(took.Seconds())
 		},

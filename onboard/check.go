@@ -26,10 +26,9 @@ const RebellClockWindow = 5 * time.Minute
 // skewWarning is the clock offset from which a passing check still warns.
 const skewWarning = time.Minute
 
-// Target is one configured Rebell client to check: one rebell_auth directive.
+// Target is one configured Rebell client to check: one rebell_auth
+// directive, set up exactly as the gateway would set it up.
 type Target struct {
-	// Name says where the directive is, e.g. `server "srv0" (:8080)`.
-	Name string
 	// ClientID, Endpoint and KeyVersion are the configured values, printed
 	// as they are (none is secret).
 	ClientID   string
@@ -38,9 +37,10 @@ type Target struct {
 	// MerchantKeyFingerprint is Fingerprint of the merchant key's public
 	// half, printed so it can be compared with the key registered at Rebell.
 	MerchantKeyFingerprint string
-	// NewClient builds the client exactly as the gateway would, sending
-	// through hc and making a single attempt (no retries).
-	NewClient func(hc *http.Client) (*rebell.Client, error)
+	// Client is the gateway's applyToken client. It must make a single
+	// attempt (no retries) and send through the *http.Client given to the
+	// set-up function.
+	Client *rebell.Client
 }
 
 // Status is the outcome of a check.
@@ -77,6 +77,8 @@ type Report struct {
 	Lines []string
 	// ResultCode is Rebell's resultCode, "" without one.
 	ResultCode string
+	// Target is what was checked; nil when it could not be set up.
+	Target *Target
 	// Skew is Rebell's clock minus this machine's, measured from the
 	// response's Response-Time; valid when SkewKnown.
 	Skew      time.Duration
@@ -88,12 +90,14 @@ func (r *Report) OK() bool { return r.Status != Fail }
 
 func (r *Report) add(format string, args ...any) { r.Lines = append(r.Lines, fmt.Sprintf(format, args...)) }
 
-// Check makes one real, signed applyToken call with a made-up auth code for
-// t and explains the answer. Only an authenticated request can be told that
-// an auth code is invalid, so INVALID_CODE (or EXPIRED_CODE, USED_CODE) with
-// a verified signature proves client id, merchant key, key version and
-// Rebell public key at once; every other answer says which of them is wrong.
-func Check(ctx context.Context, t Target) *Report {
+// Check sets up a Target with setup, which must send through the given
+// *http.Client, then makes one real, signed applyToken call with a made-up
+// auth code and explains the answer. Only an authenticated request can be
+// told that an auth code is invalid, so INVALID_CODE (or EXPIRED_CODE,
+// USED_CODE) with a verified signature proves client id, merchant key, key
+// version and Rebell public key at once; every other answer says which of
+// them is wrong.
+func Check(ctx context.Context, setup func(hc *http.Client) (*Target, error)) *Report {
 	rec := &recorder{base: http.DefaultTransport.(*http.Transport).Clone()}
 	defer rec.base.CloseIdleConnections()
 	hc := &http.Client{
@@ -103,15 +107,16 @@ func Check(ctx context.Context, t Target) *Report {
 		},
 	}
 	r := &Report{}
-	client, err := t.NewClient(hc)
+	t, err := setup(hc)
 	if err != nil {
 		r.Status = Fail
 		r.add("the configuration does not load: %v", err)
 		return r
 	}
-	_, err = client.ExchangeAuthCode(ctx, rebell.NewSecret(madeUpAuthCode()))
+	r.Target = t
+	_, err = t.Client.ExchangeAuthCode(ctx, rebell.NewSecret(madeUpAuthCode()))
 	rec.measureSkew(r)
-	diagnose(r, t, client, rec, err)
+	diagnose(r, t, err)
 	if r.SkewKnown {
 		r.clockLine()
 	}
@@ -127,7 +132,7 @@ func madeUpAuthCode() string {
 }
 
 // diagnose turns the answer to the made-up auth code into r's verdict.
-func diagnose(r *Report, t Target, client *rebell.Client, rec *recorder, err error) {
+func diagnose(r *Report, t *Target, err error) {
 	if err == nil {
 		r.Status = Fail
 		r.add("the endpoint issued tokens for an auth code that was made up: it does not behave like Rebell's OpenAPI; check endpoint")
@@ -144,7 +149,7 @@ func diagnose(r *Report, t Target, client *rebell.Client, rec *recorder, err err
 	switch re.Kind {
 	case rebell.KindAuthCodeRejected:
 		r.add("Rebell answered %s to a made-up auth code, which it only does for a request it authenticated: client_id %s, the merchant private key and key_version %d are accepted", re.ResultCode, t.ClientID, t.KeyVersion)
-		if client.VerifiesResponses() {
+		if t.Client.VerifiesResponses() {
 			r.add("the response's signature verified with rebell_public_key")
 		} else {
 			r.Status = Warn
@@ -186,7 +191,7 @@ func diagnose(r *Report, t Target, client *rebell.Client, rec *recorder, err err
 }
 
 // configurationProblem explains an F result to the made-up auth code.
-func configurationProblem(r *Report, t Target, re *rebell.Error, said string) {
+func configurationProblem(r *Report, t *Target, re *rebell.Error, said string) {
 	switch re.ResultCode {
 	case rebell.CodeInvalidSignature:
 		if r.SkewKnown && abs(r.Skew) > RebellClockWindow-5*time.Second {
@@ -247,7 +252,7 @@ func signatureProblem(re *rebell.Error) string {
 }
 
 // transportProblem names the layer where a request without an answer failed.
-func transportProblem(t Target, err error) string {
+func transportProblem(t *Target, err error) string {
 	var (
 		dnsErr   *net.DNSError
 		certErr  *tls.CertificateVerificationError
@@ -266,7 +271,7 @@ func transportProblem(t Target, err error) string {
 		return fmt.Sprintf("DNS: looking up %s failed: %v", dnsErr.Name, dnsErr.Err)
 	case errors.As(err, &certErr), errors.As(err, &unknown), errors.As(err, &hostErr), errors.As(err, &invalid):
 		return fmt.Sprintf("TLS: the server's certificate for %s is not trusted: %v", t.Endpoint, err)
-	case errors.As(err, &recErr):
+	case errors.As(err, &recErr) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return fmt.Sprintf("TLS: the server at %s does not speak TLS (is endpoint https:// on a plain HTTP port?)", t.Endpoint)
 	case errors.As(err, &alertErr):
 		return fmt.Sprintf("TLS: the handshake with %s failed: %v", t.Endpoint, err)
