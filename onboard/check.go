@@ -88,7 +88,9 @@ type Report struct {
 // OK reports whether the configuration works (Pass or Warn).
 func (r *Report) OK() bool { return r.Status != Fail }
 
-func (r *Report) add(format string, args ...any) { r.Lines = append(r.Lines, fmt.Sprintf(format, args...)) }
+func (r *Report) add(format string, args ...any) {
+	r.Lines = append(r.Lines, fmt.Sprintf(format, args...))
+}
 
 // Check sets up a Target with setup, which must send through the given
 // *http.Client, then makes one real, signed applyToken call with a made-up
