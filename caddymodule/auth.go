@@ -156,6 +156,14 @@ type Auth struct {
 	// them. Absent: one instance, sessions in memory only.
 	Store *StoreConfig `json:"store,omitempty"`
 
+	// Who writes the error responses: "json" (the default) writes the JSON
+	// error bodies of docs/contract.md; "caddy" returns each error to Caddy
+	// with its status instead, so the site's handle_errors routes render it,
+	// with {http.rebell.error} (the error code) and
+	// {http.rebell.error_message} (its sentence) set. The headers
+	// WWW-Authenticate, Retry-After and Allow are set in both modes.
+	Errors string `json:"errors,omitempty"`
+
 	logger   *zap.Logger
 	handler  *handler.Handler
 	cache    *pooledCache
@@ -266,6 +274,9 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	a.poolKey = key
 	a.cache = val.(*pooledCache)
 
+	if a.Errors != "" && a.Errors != "json" && a.Errors != "caddy" {
+		return fmt.Errorf("errors: %q is not json or caddy", a.Errors)
+	}
 	cookie := a.SessionCookie
 	if cookie == "off" {
 		cookie = ""
@@ -282,6 +293,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		OnGrant:           setGrantPlaceholders,
 		OnReject:          setRejectPlaceholders,
 		OnOutcome:         countRequest,
+		ReturnErrors:      a.Errors == "caddy",
 	})
 	if err != nil {
 		return err
@@ -452,7 +464,7 @@ func (a *Auth) Cleanup() error {
 
 // ServeHTTP handles login, logout and every other request as SPEC §3–§6 say.
 func (a *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	return a.handler.ServeHTTP(w, r, next)
+	return caddyError(r, a.handler.ServeHTTP(w, r, next))
 }
 
 // grantPlaceholders answers the identity placeholders of one grant. It is

@@ -46,6 +46,7 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		max_sessions           <n>
 //		access_token_header    <name>
 //		customer_id_header     <name>
+//		errors                 json|caddy
 //		store redis {
 //			address        <host:port>...
 //			master_name    <name>
@@ -159,6 +160,13 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if a.APIVersion != "v1" && a.APIVersion != "v2" {
 				return d.Errf("api_version: %q is not v1 or v2", a.APIVersion)
+			}
+		case "errors":
+			if err := oneArg(d, &a.Errors); err != nil {
+				return err
+			}
+			if a.Errors != "json" && a.Errors != "caddy" {
+				return d.Errf("errors: %q is not json or caddy", a.Errors)
 			}
 		case "store":
 			if err := a.unmarshalStore(d); err != nil {

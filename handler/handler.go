@@ -94,6 +94,10 @@ type Config struct {
 	// before it is written (the Caddy glue sets {http.rebell.error} and
 	// clears {http.auth.user.id}).
 	OnReject func(r *http.Request, code string)
+	// ReturnErrors makes the handler return its error responses as *Error
+	// values (with their headers set but no body) instead of writing them
+	// as JSON, so its host can render them (Caddy's handle_errors).
+	ReturnErrors bool
 	// OnOutcome, if not nil, is called once per request with its outcome,
 	// for metrics: "ok", "login", "logout", or the error code.
 	OnOutcome func(outcome string)
@@ -119,6 +123,8 @@ type Handler struct {
 	onGrant   func(*http.Request, *cache.Grant)
 	onReject  func(*http.Request, string)
 	onOutcome func(string)
+
+	returnErrors bool
 }
 
 // New validates cfg and returns a Handler. Header and cookie names must be
@@ -139,6 +145,8 @@ func New(cfg Config) (*Handler, error) {
 		onGrant:    cfg.OnGrant,
 		onReject:   cfg.OnReject,
 		onOutcome:  cfg.OnOutcome,
+
+		returnErrors: cfg.ReturnErrors,
 	}
 	if h.now == nil {
 		h.now = time.Now
@@ -195,32 +203,28 @@ func orDefault(s, def string) string {
 // ServeHTTP serves r. Login and logout requests are answered here; any other
 // request with a valid session goes to next with the identity headers set,
 // and next's error is returned unchanged. Every error response is written
-// here as JSON, and ServeHTTP returns nil for it.
+// here as JSON, and ServeHTTP returns nil for it; with Config.ReturnErrors it
+// is returned as an *Error instead.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) error {
 	h.stripSpoofed(r.Header)
 	switch r.URL.Path {
 	case h.loginPath:
-		h.serveLogin(w, r)
-		return nil
+		return h.serveLogin(w, r)
 	case h.logoutPath:
-		h.serveLogout(w, r)
-		return nil
+		return h.serveLogout(w, r)
 	}
 
 	k, cred := h.credential(r)
 	h.stripCredential(r.Header)
 	switch cred {
 	case credAbsent:
-		h.reject(w, r, errSessionRequired)
-		return nil
+		return h.refuse(w, r, errSessionRequired)
 	case credInvalid:
-		h.reject(w, r, errSessionInvalid)
-		return nil
+		return h.refuse(w, r, errSessionInvalid)
 	}
 	g, err := h.sessions.Get(r.Context(), k)
 	if err != nil || g == nil {
-		h.rejectErr(w, r, err, &k)
-		return nil
+		return h.refuseErr(w, r, err, &k)
 	}
 
 	// One allocation for both values; each slice is capped so that an
