@@ -159,9 +159,10 @@ type Auth struct {
 	// Who writes the error responses: "json" (the default) writes the JSON
 	// error bodies of docs/contract.md; "caddy" returns each error to Caddy
 	// with its status instead, so the site's handle_errors routes render it,
-	// with {http.rebell.error} (the error code) and
-	// {http.rebell.error_message} (its sentence) set. The headers
-	// WWW-Authenticate, Retry-After and Allow are set in both modes.
+	// with {http.rebell.error} (the error code), {http.rebell.error_message}
+	// (its sentence) and {http.rebell.result_code} (Rebell's, or "") set.
+	// The headers WWW-Authenticate, Retry-After and Allow are set in both
+	// modes.
 	Errors string `json:"errors,omitempty"`
 
 	logger   *zap.Logger
