@@ -27,3 +27,19 @@ func TestErrorsSubdirective(t *testing.T) {
 		}
 	}
 }
+
+func TestSandboxMerchantKeyVersion(t *testing.T) {
+	var s Sandbox
+	if err := s.UnmarshalCaddyfile(caddyfile.NewTestDispenser("rebell_sandbox {\nmerchant_key_version 2\n}")); err != nil {
+		t.Fatal(err)
+	}
+	if s.MerchantKeyVersion == nil || *s.MerchantKeyVersion != 2 {
+		t.Fatalf("MerchantKeyVersion = %v", s.MerchantKeyVersion)
+	}
+	for _, bad := range []string{"merchant_key_version", "merchant_key_version -1", "merchant_key_version x"} {
+		var s Sandbox
+		if err := s.UnmarshalCaddyfile(caddyfile.NewTestDispenser("rebell_sandbox {\n" + bad + "\n}")); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
