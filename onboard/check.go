@@ -159,7 +159,20 @@ func diagnose(r *Report, t *Target, err error) {
 		}
 	case rebell.KindBadSignature:
 		r.Status = Fail
-		r.add("the response's signature %s with rebell_public_key: rebell_public_key is wrong (not Rebell's platform key for this endpoint; sandbox and production keys differ)", signatureProblem(re))
+		var se *rebell.SignatureError
+		unsigned := errors.As(re.Err, &se) && se.Problem == rebell.SignatureMissing
+		if unsigned && re.ResultCode == rebell.CodeInvalidSignature {
+			// Rebell may leave a signature failure unsigned: the answer
+			// is about the request, and says nothing of rebell_public_key.
+			configurationProblem(r, t, re, said)
+			r.add("the answer carried no signature, so rebell_public_key could not be checked")
+			return
+		}
+		if unsigned {
+			r.add("the response carries no Signature header, so it cannot be verified with rebell_public_key: is endpoint Rebell's OpenAPI, and does nothing in between drop headers?")
+		} else {
+			r.add("the response's signature %s with rebell_public_key: rebell_public_key is wrong (not Rebell's platform key for this endpoint; sandbox and production keys differ)", signatureProblem(re))
+		}
 		switch {
 		case re.ResultCode == "":
 		case rebell.Classify(re.ResultStatus, re.ResultCode) == rebell.KindAuthCodeRejected:

@@ -224,3 +224,40 @@ func TestCheckSetupError(t *testing.T) {
 	}
 	requireLine(t, r, "does not load")
 }
+
+// fault queues one sandbox fault.
+func fault(t *testing.T, srv *httptest.Server, spec string) {
+	t.Helper()
+	resp, err := http.Post(srv.URL+"/sandbox/faults", "application/json", strings.NewReader(spec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("faults: %d", resp.StatusCode)
+	}
+}
+
+// TestCheckUnsignedAnswers: an unsigned INVALID_SIGNATURE (Rebell may not
+// sign its signature failures) is about the merchant key, not about
+// rebell_public_key; any other unsigned answer is named as unsigned.
+func TestCheckUnsignedAnswers(t *testing.T) {
+	srv := sandboxAt(t, 0)
+	fault(t, srv, `{"count":1,"resultStatus":"F","resultCode":"INVALID_SIGNATURE","httpStatus":401,"unsigned":true}`)
+	r := check(t, good(srv.URL))
+	if r.Status != Fail || r.ResultCode != rebell.CodeInvalidSignature {
+		t.Fatalf("status %s, code %s", r.Status, r.ResultCode)
+	}
+	requireLine(t, r, "INVALID_SIGNATURE", "merchant private key is not the pair")
+	requireLine(t, r, "carried no signature, so rebell_public_key could not be checked")
+	for _, l := range r.Lines {
+		if strings.Contains(l, "rebell_public_key is wrong") {
+			t.Errorf("blames rebell_public_key: %s", l)
+		}
+	}
+
+	fault(t, srv, `{"count":1,"resultStatus":"F","resultCode":"INVALID_CODE","httpStatus":200,"unsigned":true}`)
+	r = check(t, good(srv.URL))
+	requireLine(t, r, "carries no Signature header")
+	requireLine(t, r, "unverified answer says INVALID_CODE")
+}
