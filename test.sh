@@ -23,6 +23,16 @@ fi
 go vet ./...
 go test -race -count=1 -timeout 20m ./...
 
+# The Mini App helper, against a real gateway (miniapp/testgateway.js).
+if command -v node >/dev/null 2>&1; then
+	node --test miniapp/*.test.js
+elif [ -n "${REBELL_REQUIRE_NODE:-}" ]; then
+	echo "node is required for miniapp/ tests" >&2
+	exit 1
+else
+	echo "node not found: skipping the miniapp/ tests" >&2
+fi
+
 if [ "$fuzztime" != "0" ]; then
 	# go test -fuzz takes one target in one package at a time.
 	for pkg in $(go list ./...); do

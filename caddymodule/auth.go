@@ -174,11 +174,24 @@ type Auth struct {
 	// them. Absent: one instance, sessions in memory only.
 	Store *StoreConfig `json:"store,omitempty"`
 
+	// Who writes the error responses: "json" (the default) writes the JSON
+	// error bodies of docs/contract.md; "caddy" returns each error to Caddy
+	// with its status instead, so the site's handle_errors routes render it,
+	// with {http.rebell.error} (the error code), {http.rebell.error_message}
+	// (its sentence) and {http.rebell.result_code} (Rebell's, or "") set.
+	// The headers WWW-Authenticate, Retry-After and Allow are set in both
+	// modes.
+	Errors string `json:"errors,omitempty"`
+
 	logger   *zap.Logger
 	handler  *handler.Handler
 	cache    *pooledCache
 	poolKey  string
 	storeCfg *redisstore.Config
+
+	// httpClient, when set (by `caddy rebell check`), sends the applyToken
+	// calls; nil means the Rebell client's own.
+	httpClient *http.Client
 }
 
 // CaddyModule returns the Caddy module information.
@@ -289,6 +302,9 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	a.poolKey = key
 	a.cache = val.(*pooledCache)
 
+	if a.Errors != "" && a.Errors != "json" && a.Errors != "caddy" {
+		return fmt.Errorf("errors: %q is not json or caddy", a.Errors)
+	}
 	cookie := a.SessionCookie
 	if cookie == "off" {
 		cookie = ""
@@ -307,6 +323,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		OnOutcome:         countRequest,
 		Public:            publicPredicate(a.Public),
 		OnPublic:          setPublicPlaceholders,
+		ReturnErrors:      a.Errors == "caddy",
 	})
 	if err != nil {
 		return err
@@ -418,6 +435,7 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 		CustomerBelongsTo: a.CustomerBelongsTo,
 		Timeout:           time.Duration(a.Timeout),
 		Retries:           *a.Retries,
+		HTTPClient:        a.httpClient,
 		Observe: func(grantType, _ string, took time.Duration) {
 			metrics.applyToken.WithLabelValues(grantType).Observe(took.Seconds())
 		},
@@ -453,7 +471,7 @@ func (a *Auth) Cleanup() error {
 
 // ServeHTTP handles login, logout and every other request as SPEC §3–§6 say.
 func (a *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	return a.handler.ServeHTTP(w, r, next)
+	return caddyError(r, a.handler.ServeHTTP(w, r, next))
 }
 
 // grantPlaceholders answers the identity placeholders of one grant. It is

@@ -49,6 +49,7 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		access_token_header    <name>
 //		customer_id_header     <name>
 //		public                 <paths...>
+//		errors                 json|caddy
 //		store redis {
 //			address        <host:port>...
 //			master_name    <name>
@@ -178,6 +179,13 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.Public = d.RemainingArgs()
 			if len(a.Public) == 0 {
 				return d.Err("public: at least one path is required")
+			}
+		case "errors":
+			if err := oneArg(d, &a.Errors); err != nil {
+				return err
+			}
+			if a.Errors != "json" && a.Errors != "caddy" {
+				return d.Errf("errors: %q is not json or caddy", a.Errors)
 			}
 		case "store":
 			if err := a.unmarshalStore(d); err != nil {

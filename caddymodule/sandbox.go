@@ -42,6 +42,12 @@ type Sandbox struct {
 	// request signatures are not checked (logged at WARN).
 	MerchantPublicKeyFile string `json:"merchant_public_key_file,omitempty"`
 
+	// The keyVersion the merchant key is registered under. When set, a
+	// request whose Signature header names another keyVersion gets
+	// INVALID_SIGNATURE, as Rebell answers for a key it does not hold.
+	// Default: any keyVersion is accepted.
+	MerchantKeyVersion *int `json:"merchant_key_version,omitempty"`
+
 	// Path of the private key that signs responses. When absent, an
 	// ephemeral key is generated; its public half is served at
 	// GET /sandbox/public-key.
@@ -82,6 +88,8 @@ func (s *Sandbox) Provision(ctx caddy.Context) error {
 		RefreshTokenTTL: time.Duration(s.RefreshTokenTTL),
 		AuthCodeTTL:     time.Duration(s.AuthCodeTTL),
 		Logger:          logger,
+
+		MerchantKeyVersion: s.MerchantKeyVersion,
 	}
 	for _, d := range []struct {
 		name string
@@ -113,6 +121,9 @@ func (s *Sandbox) Provision(ctx caddy.Context) error {
 	// issued codes and tokens.
 	h := sha256.New()
 	fmt.Fprintf(h, "%s|%d|%d|%d|", cfg.ClientID, cfg.AccessTokenTTL, cfg.RefreshTokenTTL, cfg.AuthCodeTTL)
+	if v := cfg.MerchantKeyVersion; v != nil {
+		fmt.Fprintf(h, "v%d|", *v)
+	}
 	if pub != nil {
 		h.Write(rebell.EncodePublicKeyPEM(pub))
 	}
@@ -157,6 +168,7 @@ func (s *Sandbox) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 //	rebell_sandbox [<matcher>] {
 //		client_id                <id>
 //		merchant_public_key_file <path>
+//		merchant_key_version     <n>
 //		private_key_file         <path>
 //		access_token_ttl         <duration>
 //		refresh_token_ttl        <duration>
@@ -178,6 +190,12 @@ func (s *Sandbox) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := fileArg(d, &s.MerchantPublicKeyFile); err != nil {
 				return err
 			}
+		case "merchant_key_version":
+			var v int
+			if err := intArg(d, &v); err != nil {
+				return err
+			}
+			s.MerchantKeyVersion = &v
 		case "private_key_file":
 			if err := fileArg(d, &s.PrivateKeyFile); err != nil {
 				return err

@@ -99,26 +99,30 @@ func classify(err error) (e *apiError, known bool) {
 	return errRebellUnavailable, false
 }
 
-// reject writes e with no resultCode.
-func (h *Handler) reject(w http.ResponseWriter, r *http.Request, e *apiError) {
-	h.writeError(w, r, e, "")
+// refuse answers e with no resultCode (see writeError).
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, e *apiError) error {
+	return h.writeError(w, r, e, "")
 }
 
-// rejectErr writes the error response for err, a failed (or nil-grant)
-// answer of the cache. k names the session in logs; it may be nil.
-func (h *Handler) rejectErr(w http.ResponseWriter, r *http.Request, err error, k *cache.Key) {
+// refuseErr answers err, a failed (or nil-grant) answer of the cache (see
+// writeError). k names the session in logs; it may be nil.
+func (h *Handler) refuseErr(w http.ResponseWriter, r *http.Request, err error, k *cache.Key) error {
 	e, known := classify(err)
 	h.logRejection(e, !known, err, k)
-	h.writeError(w, r, e, rebell.VerifiedResultCode(err)) // an unverified claim never reaches the client
+	return h.writeError(w, r, e, rebell.VerifiedResultCode(err)) // an unverified claim never reaches the client
 }
 
 // writeError reports e to the callbacks and writes it as JSON, with
-// resultCode when it is not "".
-func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, e *apiError, resultCode string) {
+// resultCode when it is not "", and returns nil. With Config.ReturnErrors it
+// sets only the headers and returns e as an *Error instead (returnError).
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, e *apiError, resultCode string) error {
 	if h.onReject != nil {
 		h.onReject(r, e.code)
 	}
 	h.outcome(e.code)
+	if h.returnErrors {
+		return returnError(w, e, resultCode)
+	}
 
 	body := e.body
 	if resultCode != "" {
@@ -139,6 +143,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, e *apiError
 	}
 	w.WriteHeader(e.status)
 	_, _ = w.Write(body)
+	return nil
 }
 
 // setNoStoreJSON sets the headers of every JSON response the handler writes.

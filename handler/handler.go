@@ -96,6 +96,10 @@ type Config struct {
 	// before it is written (the Caddy glue sets {http.rebell.error} and
 	// clears {http.auth.user.id}).
 	OnReject func(r *http.Request, code string)
+	// ReturnErrors makes the handler return its error responses as *Error
+	// values (with their headers set but no body) instead of writing them
+	// as JSON, so its host can render them (Caddy's handle_errors).
+	ReturnErrors bool
 	// OnOutcome, if not nil, is called once per request with its outcome,
 	// for metrics: "ok", "login", "logout", "public", or the error code.
 	OnOutcome func(outcome string)
@@ -135,6 +139,8 @@ type Handler struct {
 	onOutcome func(string)
 	public    func(*http.Request) bool
 	onPublic  func(*http.Request)
+
+	returnErrors bool
 }
 
 // New validates cfg and returns a Handler. Header and cookie names must be
@@ -158,6 +164,8 @@ func New(cfg Config) (*Handler, error) {
 		onOutcome:  cfg.OnOutcome,
 		public:     cfg.Public,
 		onPublic:   cfg.OnPublic,
+
+		returnErrors: cfg.ReturnErrors,
 	}
 	if h.now == nil {
 		h.now = time.Now
@@ -219,17 +227,16 @@ func orDefault(s, def string) string {
 // ServeHTTP serves r. Login and logout requests are answered here; any other
 // request with a valid session goes to next with the identity headers set,
 // and next's error is returned unchanged. Every error response is written
-// here as JSON, and ServeHTTP returns nil for it.
+// here as JSON, and ServeHTTP returns nil for it; with Config.ReturnErrors it
+// is returned as an *Error instead.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) error {
 	h.stripSpoofed(r.Header)
 	h.stripEdges(r)
 	switch r.URL.Path {
 	case h.loginPath:
-		h.serveLogin(w, r)
-		return nil
+		return h.serveLogin(w, r)
 	case h.logoutPath:
-		h.serveLogout(w, r)
-		return nil
+		return h.serveLogout(w, r)
 	}
 
 	k, cred := h.credential(r)
@@ -239,16 +246,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 	}
 	switch cred {
 	case credAbsent:
-		h.reject(w, r, errSessionRequired)
-		return nil
+		return h.refuse(w, r, errSessionRequired)
 	case credInvalid:
-		h.reject(w, r, errSessionInvalid)
-		return nil
+		return h.refuse(w, r, errSessionInvalid)
 	}
 	g, err := h.sessions.Get(r.Context(), k)
 	if err != nil || g == nil {
-		h.rejectErr(w, r, err, &k)
-		return nil
+		return h.refuseErr(w, r, err, &k)
 	}
 	return h.pass(w, r, next, g)
 }

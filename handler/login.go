@@ -26,16 +26,14 @@ const (
 )
 
 // serveLogin serves POST <login_path> (SPEC §3).
-func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) error {
 	h.stripCredential(r.Header)
 	if r.Method != http.MethodPost {
-		h.reject(w, r, errMethodNotAllowed)
-		return
+		return h.refuse(w, r, errMethodNotAllowed)
 	}
 	code, e := readAuthCode(r)
 	if e != nil {
-		h.reject(w, r, e)
-		return
+		return h.refuse(w, r, e)
 	}
 	id, g, err := h.sessions.Login(r.Context(), rebell.NewSecret(code))
 	if err == nil && g == nil {
@@ -47,8 +45,7 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		h.rejectErr(w, r, err, nil)
-		return
+		return h.refuseErr(w, r, err, nil)
 	}
 
 	body, err := json.Marshal(loginResponse{
@@ -57,8 +54,7 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
 		ExpiresAt:  g.SessionExpiry.UTC().Format(time.RFC3339),
 	})
 	if err != nil { // cannot happen: three strings
-		h.rejectErr(w, r, err, nil)
-		return
+		return h.refuseErr(w, r, err, nil)
 	}
 	hd := w.Header()
 	if h.cookie != "" {
@@ -68,6 +64,7 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
 	h.outcome(outcomeLogin)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
+	return nil
 }
 
 // loginResponse is the body of a successful login.
@@ -214,11 +211,10 @@ func validAuthCode(s string) bool {
 // request names and answers 204 whatever they were. If an end cannot be
 // stored (a shared store is down) it answers 503 store_unavailable and keeps
 // the cookie, so the Mini App can try again.
-func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		h.stripCredential(r.Header)
-		h.reject(w, r, errMethodNotAllowed)
-		return
+		return h.refuse(w, r, errMethodNotAllowed)
 	}
 	keys := h.logoutKeys(r)
 	h.stripCredential(r.Header)
@@ -228,8 +224,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) {
 		if err := h.sessions.Logout(ctx, keys[i]); err != nil {
 			h.log.Warn("logout failed; the session stays valid on other instances until it is ended",
 				zap.String("session", keys[i].Tag()), zap.Error(err))
-			h.rejectErr(w, r, err, &keys[i])
-			return
+			return h.refuseErr(w, r, err, &keys[i])
 		}
 	}
 	hd := w.Header()
@@ -239,6 +234,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Cache-Control", "no-store")
 	h.outcome(outcomeLogout)
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // logoutKeys returns the keys of the well-formed sessions a logout request

@@ -176,6 +176,10 @@ func isLoopback(host string) bool {
 // URL returns the applyToken URL the client posts to.
 func (c *Client) URL() string { return c.url.String() }
 
+// VerifiesResponses reports whether the client checks the signature of every
+// response (at least one Rebell public key is configured).
+func (c *Client) VerifiesResponses() bool { return len(c.pubKeys) > 0 }
+
 // ExchangeAuthCode calls applyToken with grantType AUTHORIZATION_CODE.
 func (c *Client) ExchangeAuthCode(ctx context.Context, authCode Secret) (*Token, error) {
 	if authCode.IsZero() {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -203,7 +204,13 @@ func (s *Sandbox) authenticate(h http.Header, uri string, body []byte, now time.
 	if len(h.Values(rebell.HeaderSignature)) > 1 {
 		return answerFor(rebell.CodeInvalidSignature, "The Signature header appears more than once."), false
 	}
-	if _, err := rebell.VerifyMessage(s.merchantKey, h, rebell.HeaderRequestTime, http.MethodPost, uri, body); err != nil {
+	sh, err := rebell.VerifyMessage(s.merchantKey, h, rebell.HeaderRequestTime, http.MethodPost, uri, body)
+	if err == nil && s.keyVersion >= 0 && sh.KeyVersion != "" {
+		if v, _ := strconv.Atoi(sh.KeyVersion); v != s.keyVersion {
+			return answerFor(rebell.CodeInvalidSignature, "No key is registered under this keyVersion for the Client-Id."), false
+		}
+	}
+	if err != nil {
 		msg := "The signature does not verify."
 		var se *rebell.SignatureError
 		if errors.As(err, &se) {

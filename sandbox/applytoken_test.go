@@ -432,3 +432,36 @@ func TestApplyTokenDuplicateHeaders(t *testing.T) {
 		})
 	}
 }
+
+func TestApplyTokenMerchantKeyVersion(t *testing.T) {
+	one := 1
+	e := newEnv(t, func(c *Config) { c.MerchantKeyVersion = &one })
+	v2, err := rebell.NewSigner(testClientID, merchantKey, 2, rebell.AlgorithmRSA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The right key under a keyVersion Rebell does not hold for it.
+	r := e.apply(t, call{signer: v2, body: acBody("X")})
+	r.expect(t, http.StatusUnauthorized, rebell.StatusFail, rebell.CodeInvalidSignature)
+	if !strings.Contains(r.body.Result.ResultMessage, "keyVersion") {
+		t.Errorf("resultMessage %q does not name the keyVersion", r.body.Result.ResultMessage)
+	}
+	// The registered version, written with a leading zero, and no version
+	// at all (the latest) are accepted.
+	e.apply(t, call{body: acBody("X")}).expect(t, 200, rebell.StatusFail, rebell.CodeInvalidCode)
+	e.apply(t, call{body: acBody("X"), header: func(h http.Header) {
+		h.Set(rebell.HeaderSignature, strings.Replace(h.Get(rebell.HeaderSignature), "keyVersion=1", "keyVersion=01", 1))
+	}}).expect(t, 200, rebell.StatusFail, rebell.CodeInvalidCode)
+	e.apply(t, call{body: acBody("X"), header: func(h http.Header) {
+		h.Set(rebell.HeaderSignature, strings.Replace(h.Get(rebell.HeaderSignature), "keyVersion=1, ", "", 1))
+	}}).expect(t, 200, rebell.StatusFail, rebell.CodeInvalidCode)
+
+	// Without MerchantKeyVersion any version goes, as before.
+	any := newEnv(t)
+	any.apply(t, call{signer: v2, body: acBody("X")}).expect(t, 200, rebell.StatusFail, rebell.CodeInvalidCode)
+
+	neg := -1
+	if _, err := New(Config{MerchantKeyVersion: &neg}); err == nil {
+		t.Error("a negative key version is accepted")
+	}
+}

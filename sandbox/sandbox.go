@@ -55,6 +55,13 @@ type Config struct {
 	// are not checked (New logs a warning); Client-Id and Request-Time
 	// still are.
 	MerchantPublicKey *rsa.PublicKey
+	// MerchantKeyVersion, when not nil, is the keyVersion under which
+	// MerchantPublicKey is registered: a request whose Signature header
+	// names another keyVersion gets INVALID_SIGNATURE, as Rebell answers for
+	// a key it does not hold. A header without keyVersion is checked against
+	// the key (Rebell then uses the latest version). nil accepts any
+	// keyVersion.
+	MerchantKeyVersion *int
 	// PrivateKey signs responses. When nil, New generates an ephemeral
 	// 2048-bit key; PublicKey and GET /sandbox/public-key give its public half.
 	PrivateKey *rsa.PrivateKey
@@ -77,6 +84,7 @@ type Config struct {
 type Sandbox struct {
 	clientID     string
 	merchantKey  *rsa.PublicKey
+	keyVersion   int // the registered keyVersion; -1 accepts any
 	signer       *rebell.Signer
 	publicKey    *rsa.PublicKey
 	publicKeyPEM []byte
@@ -151,6 +159,13 @@ func New(cfg Config) (*Sandbox, error) {
 		log:          log,
 		store:        newStore(codeTTL, accessTTL, refreshTTL),
 		counters:     newCounters(),
+		keyVersion:   -1,
+	}
+	if v := cfg.MerchantKeyVersion; v != nil {
+		if *v < 0 {
+			return nil, fmt.Errorf("sandbox: merchant key version %d is negative", *v)
+		}
+		s.keyVersion = *v
 	}
 	if s.merchantKey == nil {
 		log.Warn("rebell sandbox: no merchant public key configured; request signatures are NOT checked",
