@@ -27,10 +27,12 @@ const (
 type Config struct {
 	// Exchanger calls Rebell's applyToken. Required.
 	Exchanger rebell.TokenExchanger
-	// MaxSessions is how many sessions the memory tier holds (ristretto's
-	// MaxCost at cost 1 per session). When it is full, ristretto's admission
-	// policy may refuse a new session (Login fails with ErrStoreUnavailable)
-	// or evict a little-used one. 0 means 1,000,000.
+	// MaxSessions is how many sessions the memory tier holds. A login never
+	// fails because it is full: room is made before Rebell is called, by
+	// ending the session a request used least recently (approximately: the
+	// one idle longest among a few sampled), or, with a shared store, by
+	// dropping its copy from memory. Memory grows with the sessions held,
+	// not with MaxSessions. 0 means 1,000,000.
 	MaxSessions int64
 	// RefreshAhead is how long before the access token expires a background
 	// refresh starts (SPEC §5). 0 means 5m; negative is an error.
@@ -76,6 +78,12 @@ type Config struct {
 	// "deduplicated" do not occur). Refreshes cut short by Close are not
 	// reported.
 	OnRefresh func(result string)
+	// OnSessionEnded, if set, is called once for each session this cache
+	// ends, with the reason: "logout", "customer", "idle", "expired",
+	// "evicted" (memory full), "refresh_token_dead", "record_corrupt" or
+	// "ended_elsewhere" (another instance ended it). Sessions dropped by
+	// Close are not reported.
+	OnSessionEnded func(reason string)
 	// OnSessionsChanged, if set, is called with the number of sessions in
 	// memory after it changes. It is called with an internal lock held: it
 	// must be quick and must not call the Cache other than Len.
@@ -95,10 +103,12 @@ type Cache struct {
 	log            *zap.Logger
 	onLogin        func(string)
 	onRefresh      func(string)
+	onEnded        func(string)
 
 	mem    *memoryTier
-	index  *customerIndex
 	logins loginMemo
+	// roomWarn limits the WARN of a full memory tier to one a minute.
+	roomWarn rateLimited
 
 	// With a shared store (SPEC §7) only:
 	shared   Store
@@ -162,7 +172,7 @@ func New(cfg Config) (*Cache, error) {
 		log:            cfg.Logger,
 		onLogin:        cfg.OnLogin,
 		onRefresh:      cfg.OnRefresh,
-		index:          newCustomerIndex(cfg.OnSessionsChanged),
+		onEnded:        cfg.OnSessionEnded,
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -172,8 +182,9 @@ func New(cfg Config) (*Cache, error) {
 	}
 	c.logins.m = make(map[[32]byte]*loginCall)
 	mem, err := newMemoryTier(orDefault(cfg.MaxSessions, defaultMaxSessions), memoryHooks{
-		evicted:  c.evicted,
-		rejected: c.rejected,
+		evicted: c.evictedForRoom,
+		expired: c.expired,
+		changed: cfg.OnSessionsChanged,
 	})
 	if err != nil {
 		return nil, err
@@ -194,6 +205,28 @@ func New(cfg Config) (*Cache, error) {
 		c.shared.Listen(c.onEvent)
 	}
 	return c, nil
+}
+
+// rateLimited lets an event through at most once a minute, counting those
+// it held back.
+type rateLimited struct {
+	mu   sync.Mutex
+	last time.Time
+	n    int
+}
+
+// allow counts an event at now and reports whether to log it, with the
+// number of events since the last one logged (this one included).
+func (r *rateLimited) allow(now time.Time) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.n++
+	if !r.last.IsZero() && now.Sub(r.last) < time.Minute {
+		return 0, false
+	}
+	n := r.n
+	r.last, r.n = now, 0
+	return n, true
 }
 
 func orDefault[T comparable](v, def T) T {
@@ -306,7 +339,7 @@ func (c *Cache) Logout(ctx context.Context, k Key) error {
 func (c *Cache) EndCustomer(ctx context.Context, customerID string) (int, error) {
 	n := 0
 	ended := make(map[Key]bool)
-	for _, e := range c.index.sessions(customerID) {
+	for _, e := range c.mem.idx.sessionsOf(customerID) {
 		if c.end(e, "customer", zapcore.InfoLevel) {
 			ended[e.key] = true
 			n++
@@ -346,7 +379,7 @@ func (c *Cache) endCustomerShared(ctx context.Context, customerID string, ended 
 }
 
 // Len returns the number of sessions held in memory.
-func (c *Cache) Len() int { return c.index.len() }
+func (c *Cache) Len() int { return c.mem.len() }
 
 // Close cancels the cache's background refreshes and exchanges, waits for
 // them, and closes the memory tier, dropping every session. Requests still
@@ -399,57 +432,51 @@ func (c *Cache) end(e *entry, reason string, level zapcore.Level) bool {
 	return true
 }
 
-// dropEnded removes an entry just marked ended from memory and the index.
+// dropEnded removes an entry just marked ended from memory.
 func (c *Cache) dropEnded(e *entry, reason string, level zapcore.Level) {
 	c.mem.remove(e)
-	c.index.remove(e.state.Load().grant.CustomerID, e)
 	c.logEnd(e, reason, level)
 }
 
-// evicted is ristretto's report that it dropped a session on its own: for
-// room, because its record lifetime (R + grace) passed, or because Close
-// emptied the tier. Neither Close nor, with a shared store, a drop for room
-// ends the session: a request or refresh in flight with the entry completes
-// as if it had stayed, and with a shared store the next request reads the
-// record back.
-func (c *Cache) evicted(e *entry, expired bool) {
-	if c.mem.closed() {
-		c.index.remove(e.state.Load().grant.CustomerID, e)
-		return
-	}
-	if c.shared != nil && !expired {
-		if c.index.remove(e.state.Load().grant.CustomerID, e) {
-			c.log.Debug("rebell session dropped from memory for room; kept in the store", zap.String("session", e.key.Tag()))
+// evictedForRoom is the memory tier's report that it removed e to make room
+// for another session. Without a shared store that ends the session; with
+// one, only the copy in memory goes: the next request reads it back.
+func (c *Cache) evictedForRoom(e *entry) {
+	if c.shared != nil {
+		c.log.Debug("rebell session dropped from memory for room; kept in the store", zap.String("session", e.key.Tag()))
+		if n, ok := c.roomWarn.allow(c.now()); ok {
+			c.log.Warn("rebell memory tier full (max_sessions): copies of sessions dropped from memory; they are read from the store when next used",
+				zap.Int("sessions", n))
 		}
 		return
 	}
 	if !e.ended.CompareAndSwap(false, true) {
 		return
 	}
-	c.index.remove(e.state.Load().grant.CustomerID, e)
-	if expired {
-		c.logEnd(e, "expired", zapcore.DebugLevel)
-	} else {
-		c.logEnd(e, "evicted", zapcore.InfoLevel)
+	c.logEnd(e, "evicted", zapcore.InfoLevel)
+	if n, ok := c.roomWarn.allow(c.now()); ok {
+		c.log.Warn("rebell memory tier full (max_sessions): sessions used least recently ended to make room",
+			zap.Int("sessions", n))
 	}
 }
 
-// rejected is ristretto's report that it did not admit a new session; the
-// Login or read that wrote it handles the failure. With a shared store the
-// session lives on in its record.
-func (c *Cache) rejected(e *entry) {
-	if c.shared != nil {
-		c.index.remove(e.state.Load().grant.CustomerID, e)
-		return
+// expired is ristretto's report that e's record lifetime (R + grace) passed.
+// It ends the session if the memory tier still holds it.
+func (c *Cache) expired(e *entry) {
+	if c.mem.closed() || !c.mem.idx.remove(e) {
+		return // Close empties the tier; that ends no session
 	}
 	if e.ended.CompareAndSwap(false, true) {
-		c.index.remove(e.state.Load().grant.CustomerID, e)
+		c.logEnd(e, "expired", zapcore.DebugLevel)
 	}
 }
 
 func (c *Cache) logEnd(e *entry, reason string, level zapcore.Level) {
 	if c.closing() {
 		return // Close drops every session; that is not news per session
+	}
+	if c.onEnded != nil {
+		c.onEnded(reason)
 	}
 	if ce := c.log.Check(level, "rebell session ended"); ce != nil {
 		age := c.now().Sub(time.Unix(0, e.created)).Round(time.Second)

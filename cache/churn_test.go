@@ -86,9 +86,9 @@ func TestConcurrentChurn(t *testing.T) {
 			held[e] = true
 		}
 	}
-	h.index.mu.Lock()
+	h.mem.idx.custMu.Lock()
 	indexed := 0
-	for _, es := range h.index.m {
+	for _, es := range h.mem.idx.customers {
 		for _, e := range es {
 			indexed++
 			if !held[e] {
@@ -96,7 +96,7 @@ func TestConcurrentChurn(t *testing.T) {
 			}
 		}
 	}
-	h.index.mu.Unlock()
+	h.mem.idx.custMu.Unlock()
 	if indexed != len(held) || h.Len() != indexed {
 		t.Fatalf("memory holds %d live sessions, index %d, Len %d", len(held), indexed, h.Len())
 	}

@@ -23,10 +23,13 @@ type entry struct {
 	lastUsed atomic.Int64
 	// created is when the session was created (Unix ns).
 	created int64
+	// until is when the memory tier stops holding the session (Unix ns on
+	// the wall clock): its record lifetime, R + grace.
+	until atomic.Int64
 	// ended is set once, when the session ends (logout, customer ended, idle,
-	// expired, dead refresh token, evicted without a shared store). Holders
-	// of the pointer see it. With a shared store an entry ristretto drops for
-	// room is not ended: the session lives on in its record.
+	// expired, dead refresh token, evicted for room without a shared store).
+	// Holders of the pointer see it. With a shared store a copy the memory
+	// tier drops for room is not ended: the session lives on in its record.
 	ended atomic.Bool
 
 	// mu serialises starting and finishing refreshes. flight and failure are

@@ -9,6 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
@@ -309,3 +313,18 @@ func (f *fakeExchanger) awaitEntered(t testing.TB, kind string) {
 		}
 	}
 }
+
+// observedLogs is a logger whose lines a test can count.
+type observedLogs struct {
+	logger *zap.Logger
+	logs   *observer.ObservedLogs
+}
+
+func observe(t testing.TB) *observedLogs {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	return &observedLogs{logger: zap.New(core), logs: logs}
+}
+
+// count is the number of lines with message msg.
+func (o *observedLogs) count(msg string) int { return o.logs.FilterMessage(msg).Len() }

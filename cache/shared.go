@@ -459,7 +459,7 @@ func (c *Cache) restore(ctx context.Context, e *entry) error {
 // for a request here.
 func (c *Cache) restoreAll(ctx context.Context) {
 	n := 0
-	for _, e := range c.index.all() {
+	for _, e := range c.mem.idx.all() {
 		if ctx.Err() != nil {
 			return
 		}

@@ -95,21 +95,14 @@ func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
 		c.endShared(ctx, k, st.grant.CustomerID)
 		return nil, ErrSessionInvalid
 	}
-	if e := c.mem.get(&k); e != nil {
-		return e, nil // a login or another path stored it meanwhile
-	}
 	e := newEntry(k, st, rec.Created)
 	e.lastUsed.Store(ns) // the request that missed uses it now
 	e.checked.Store(ns)
-	c.index.add(st.grant.CustomerID, e)
-	if err := c.mem.insert(e, c.pol.lifetime(st, now)); err != nil {
-		c.index.remove(st.grant.CustomerID, e)
-		if errors.Is(err, errClosed) {
-			return nil, storeError(err)
+	if err := c.mem.insert(e, c.pol.lifetime(st, now), nil); err != nil {
+		if held := c.mem.get(&k); held != nil {
+			return held, nil // another path stored it meanwhile
 		}
-		// Memory is full and did not admit it: serve this request from the
-		// record all the same; the next one reads the store again.
-		return e, nil
+		return nil, storeError(err)
 	}
 	if e.ended.Load() {
 		c.mem.remove(e)

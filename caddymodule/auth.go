@@ -247,6 +247,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			Logger:           a.logger,
 			OnLogin:          func(result string) { metrics.logins.WithLabelValues(result).Inc() },
 			OnRefresh:        func(result string) { metrics.refreshes.WithLabelValues(result).Inc() },
+			OnSessionEnded:   func(reason string) { metrics.ended.WithLabelValues(reason).Inc() },
 		})
 		if err != nil {
 			if store != nil {
