@@ -36,12 +36,12 @@ func TestNewValidatesConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if c.pol.refreshAhead != defaultRefreshAhead || c.pol.minRemaining != 10*time.Second || c.pol.grace != time.Hour ||
+	if c.pol.refreshAhead != defaultRefreshAhead || c.pol.grace != time.Hour ||
 		c.refreshTimeout != defaultRefreshTimeout || c.retryCooldown != defaultRetryCooldown || c.dedupWindow != 0 {
 		t.Errorf("defaults not applied: %+v", c.pol)
 	}
-	if p := newPolicy(8*time.Second, 10*time.Minute); p.minRemaining != 4*time.Second || p.grace != 10*time.Minute {
-		t.Errorf("policy(8s, 10m) = %+v, want m=4s, grace=10m", p)
+	if p := newPolicy(8*time.Second, 10*time.Minute); p.grace != 10*time.Minute {
+		t.Errorf("policy(8s, 10m) = %+v, want grace=10m", p)
 	}
 }
 

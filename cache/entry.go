@@ -26,6 +26,9 @@ type entry struct {
 	// until is when the memory tier stops holding the session (Unix ns on
 	// the wall clock): its record lifetime, R + grace.
 	until atomic.Int64
+	// shortened is set once the INFO that the refresh-ahead window of the
+	// session's tokens is shorter than configured was logged.
+	shortened atomic.Bool
 	// ended is set once, when the session ends (logout, customer ended, idle,
 	// expired, dead refresh token, evicted for room without a shared store).
 	// Holders of the pointer see it. With a shared store a copy the memory
@@ -68,6 +71,10 @@ type tokenState struct {
 	// version is the store record's version this state is (SPEC §7); 0
 	// without a shared store.
 	version uint64
+	// lifetime is the access token's lifetime: its expiry minus when it was
+	// obtained (for a state read from the store, when it was read, which
+	// never makes it longer). It sizes the refresh-ahead window.
+	lifetime time.Duration
 }
 
 // refreshFailure remembers a failed refresh for the cooldown.
@@ -131,6 +138,7 @@ func loginState(tok *rebell.Token, now time.Time) (*tokenState, error) {
 			SessionExpiry:     tok.RefreshTokenExpiry,
 		},
 		refreshToken: tok.RefreshToken,
+		lifetime:     tok.AccessTokenExpiry.Sub(now),
 	}, nil
 }
 
@@ -169,5 +177,6 @@ func refreshedState(old *tokenState, tok *rebell.Token, now time.Time) (*tokenSt
 			SessionExpiry:     rexp,
 		},
 		refreshToken: rt,
+		lifetime:     tok.AccessTokenExpiry.Sub(now),
 	}, nil
 }

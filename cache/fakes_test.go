@@ -51,6 +51,8 @@ type fakeExchanger struct {
 
 	exchanges atomic.Int64
 	refreshes atomic.Int64
+	// accessTTL, if set, is the lifetime of the access tokens issued (ns).
+	accessTTL atomic.Int64
 
 	mu              sync.Mutex
 	exchangeScript  []result
@@ -109,10 +111,14 @@ func (f *fakeExchanger) token(customer string) *rebell.Token {
 	n := f.seq
 	f.mu.Unlock()
 	now := f.clock.Now()
+	ttl := accessTTL
+	if d := f.accessTTL.Load(); d != 0 {
+		ttl = time.Duration(d)
+	}
 	return &rebell.Token{
 		CustomerID:         customer,
 		AccessToken:        rebell.NewSecret(fmt.Sprintf("access-%d", n)),
-		AccessTokenExpiry:  now.Add(accessTTL),
+		AccessTokenExpiry:  now.Add(ttl),
 		RefreshToken:       rebell.NewSecret(fmt.Sprintf("refresh-%d", n)),
 		RefreshTokenExpiry: now.Add(refreshTTL),
 	}

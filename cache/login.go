@@ -170,6 +170,7 @@ func (c *Cache) exchange(ctx context.Context, authCode rebell.Secret) (string, *
 		return "", nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 	}
 	c.reportLogin(resultSuccess)
+	c.noteWindow(e, st)
 	session := zap.String("session", e.key.Tag())
 	c.log.Info("rebell session created", session,
 		zap.Time("access_token_expiry", st.grant.AccessTokenExpiry),

@@ -56,9 +56,9 @@ func recordOf(st *tokenState, created, lastUsed time.Time) *Record {
 	}
 }
 
-// stateOf is the token state of a store record, or an error if the record
-// cannot make a session.
-func stateOf(rec *Record) (*tokenState, error) {
+// stateOf is the token state of a store record read at now, or an error if
+// the record cannot make a session.
+func stateOf(rec *Record, now time.Time) (*tokenState, error) {
 	if rec.Version == 0 || rec.CustomerID == "" || rec.AccessToken.IsZero() || rec.RefreshToken.IsZero() {
 		return nil, fmt.Errorf("%w: incomplete record", ErrRecordCorrupt)
 	}
@@ -71,6 +71,7 @@ func stateOf(rec *Record) (*tokenState, error) {
 		},
 		refreshToken: rec.RefreshToken,
 		version:      rec.Version,
+		lifetime:     rec.AccessTokenExpiry.Sub(now),
 	}, nil
 }
 
@@ -134,7 +135,8 @@ func (c *Cache) adopt(e *entry, st *tokenState) *tokenState {
 	e.mu.Lock()
 	cur := e.state.Load()
 	moved := false
-	if st.version > cur.version {
+	adopted := st.version > cur.version
+	if adopted {
 		moved = !st.grant.SessionExpiry.Equal(cur.grant.SessionExpiry)
 		e.state.Store(st)
 		e.failure.Store(nil)
@@ -145,6 +147,9 @@ func (c *Cache) adopt(e *entry, st *tokenState) *tokenState {
 		e.wake = nil
 	}
 	e.mu.Unlock()
+	if adopted {
+		c.noteWindow(e, st)
+	}
 	if moved {
 		// Another instance's refresh moved R: so does the copy's lifetime.
 		c.relife(e, cur, c.now())
@@ -204,7 +209,7 @@ func (c *Cache) reload(ctx context.Context, e *entry) (*tokenState, error) {
 		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
 		return nil, errEndedElsewhere
 	}
-	st, err := stateOf(rec)
+	st, err := stateOf(rec, c.now())
 	if err != nil {
 		c.logCorrupt(e.key, err)
 		c.end(e, "record_corrupt", zapcore.InfoLevel)
@@ -250,7 +255,7 @@ func (c *Cache) sharedRefresh(ctx context.Context, e *entry, old *tokenState) (s
 			case rec == nil:
 				return nil, false, errEndedElsewhere
 			case rec.Version > old.version:
-				st, err := stateOf(rec)
+				st, err := stateOf(rec, c.now())
 				if err != nil {
 					return nil, false, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
 				}
@@ -394,7 +399,7 @@ func (c *Cache) swap(ctx context.Context, e *entry, lease string, old uint64, re
 func (c *Cache) deadRefreshToken(ctx context.Context, e *entry, old *tokenState, rerr error) (*tokenState, bool, error) {
 	rec, err := c.readRecord(ctx, e, time.Time{}, 0)
 	if err == nil && rec != nil && rec.Version > old.version {
-		if st, err := stateOf(rec); err == nil {
+		if st, err := stateOf(rec, c.now()); err == nil {
 			c.log.Info("rebell refresh token already rotated by another instance; using its tokens",
 				zap.String("session", e.key.Tag()))
 			return c.adopt(e, st), true, nil
@@ -445,7 +450,7 @@ func (c *Cache) restore(ctx context.Context, e *entry) error {
 			return err
 		}
 	case rec.Version > cur.version:
-		if st, err := stateOf(rec); err == nil {
+		if st, err := stateOf(rec, c.now()); err == nil {
 			c.adopt(e, st)
 		}
 	}

@@ -82,7 +82,7 @@ func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
 	if rec == nil {
 		return nil, ErrSessionInvalid
 	}
-	st, err := stateOf(rec)
+	st, err := stateOf(rec, c.now())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
 	}
@@ -108,6 +108,7 @@ func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
 		c.mem.remove(e)
 		return nil, ErrSessionInvalid
 	}
+	c.noteWindow(e, st)
 	return e, nil
 }
 
@@ -167,7 +168,7 @@ func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
 		return nil
 	}
 	if rec.Version > cur.version {
-		if st, err := stateOf(rec); err == nil {
+		if st, err := stateOf(rec, c.now()); err == nil {
 			c.adopt(e, st)
 		}
 	}

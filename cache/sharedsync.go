@@ -146,7 +146,7 @@ func (c *Cache) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry bo
 		_, err := c.writeBack(sctx, e, w.st, cur.Version)
 		return err != nil && !errors.Is(err, ErrSessionInvalid)
 	case cur.Version > w.st.version:
-		if st, err := stateOf(cur); err == nil {
+		if st, err := stateOf(cur, c.now()); err == nil {
 			c.adopt(e, st)
 			c.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
 		}
