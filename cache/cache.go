@@ -266,9 +266,7 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 	now := c.now()
 	ns := now.UnixNano()
 	if c.shared != nil && c.needsRecheck(e, ns) {
-		if err := c.recheck(ctx, e, ns); err != nil {
-			return nil, err
-		}
+		c.recheckInBackground(e, ns)
 	}
 	if c.idleTimeout > 0 && ns-e.lastUsed.Load() >= c.idleTimeout {
 		if c.shared == nil {

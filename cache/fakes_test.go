@@ -290,9 +290,32 @@ func (h *harness) settle(t testing.TB, k Key) {
 // at sets the clock relative to the access token expiry A of g.
 func (h *harness) atAccessExpiry(g *Grant, d time.Duration) { h.clock.Set(g.AccessTokenExpiry.Add(d)) }
 
+// get calls Get and waits for the comparison with the store it may have
+// started in the background.
 func (h *harness) get(t testing.TB, k Key) (*Grant, error) {
 	t.Helper()
-	return h.Get(context.Background(), k)
+	e := h.mem.get(&k)
+	g, err := h.Get(context.Background(), k)
+	if e == nil {
+		e = h.mem.get(&k)
+	}
+	if e != nil {
+		awaitCheck(t, e)
+	}
+	return g, err
+}
+
+// awaitCheck waits for the background comparison of e with the store, if
+// one runs.
+func awaitCheck(t testing.TB, e *entry) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.checking.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the comparison with the store did not finish in 10s")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
 }
 
 func mustGet(t testing.TB, h *harness, k Key) *Grant {

@@ -208,7 +208,11 @@ func (m *memoryTier) insert(e *entry, ttl time.Duration, r *room) error {
 	if !added {
 		return errOccupied
 	}
+	// ristretto applies a new key's write asynchronously: wait for it, so
+	// the session's first requests find it in the hot lookup (a write it
+	// dropped is found in the index all the same).
 	m.hot(e)
+	m.rc.Wait()
 	return nil
 }
 

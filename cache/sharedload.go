@@ -120,17 +120,28 @@ func (c *Cache) needsRecheck(e *entry, ns int64) bool {
 	return ns-checked >= c.recheckEvery || checked < c.resyncAt.Load()
 }
 
-// recheck compares e with its record, reporting this instance's last use.
-// One request does it while the others go on with the copy. It returns an
-// error only when the session is over; when the store cannot be read the
-// copy keeps being used while its token is valid (SPEC §7) and the store is
-// asked again after the retry cooldown.
-func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
+// recheckInBackground starts comparing e with its record, unless a
+// comparison of e runs already: the request that noticed goes on with the
+// copy at once, whatever the store is doing (docs/sessions.md).
+func (c *Cache) recheckInBackground(e *entry, ns int64) {
 	if !e.checking.CompareAndSwap(false, true) {
-		return nil
+		return
 	}
-	defer e.checking.Store(false)
-	ctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
+	if !c.spawn(func(ctx context.Context) {
+		defer e.checking.Store(false)
+		_ = c.recheck(ctx, e, ns)
+	}) {
+		e.checking.Store(false)
+	}
+}
+
+// recheck compares e with its record, reporting this instance's last use,
+// and adopts, writes back or ends as the record says. It returns an error
+// only when the session is over; when the store cannot be read the copy
+// keeps being used while its token is valid (SPEC §7) and the store is
+// asked again after the retry cooldown. The caller holds e.checking.
+func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
+	ctx, cancel := c.storeCtx(ctx)
 	defer cancel()
 	var ttl time.Duration // raise the record's lifetime only with an idle timeout
 	if c.idleTimeout > 0 {
