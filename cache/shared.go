@@ -82,23 +82,49 @@ func (c *Cache) logCorrupt(k Key, err error) {
 		zap.String("session", k.Tag()), zap.Error(err))
 }
 
+// corrupt ends session k, whose record cannot be read as a session (a key
+// of another type, a seal that does not open, fields that make no
+// session): its copy e (nil if none) here, and its record in the store,
+// which announces the end to every instance. It returns the
+// ErrSessionInvalid to answer with. A corrupt record is never reported as
+// the store being unavailable: the store answered.
+func (c *Cache) corrupt(ctx context.Context, k Key, e *entry, err error) error {
+	c.logCorrupt(k, err)
+	customer := ""
+	if e != nil {
+		customer = e.state.Load().grant.CustomerID
+		c.end(e, "record_corrupt", zapcore.InfoLevel)
+	}
+	ctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
+	c.endShared(ctx, k, customer)
+	cancel()
+	return fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+}
+
+// storeFailure is what a failed store call about e means: the session's end
+// if its record is corrupt, else ErrStoreUnavailable.
+func (c *Cache) storeFailure(ctx context.Context, e *entry, err error) error {
+	if errors.Is(err, ErrRecordCorrupt) {
+		return c.corrupt(ctx, e.key, e, err)
+	}
+	return storeError(err)
+}
+
 // readRecord reads e's record, reporting this instance's last use (with
 // ttl, raising the record's lifetime) when used is not zero. A record that
 // is gone is (nil, nil): what that means is the caller's to decide. A
-// corrupt record ends e and is an ErrSessionInvalid; any other failure an
+// corrupt record, or one that cannot make a session, ends the session
+// everywhere and is an ErrSessionInvalid; any other failure an
 // ErrStoreUnavailable.
 func (c *Cache) readRecord(ctx context.Context, e *entry, used time.Time, ttl time.Duration) (*Record, error) {
 	rec, err := c.shared.Load(ctx, e.key, used, ttl)
-	switch {
-	case err == nil:
-		return rec, nil
-	case errors.Is(err, ErrRecordCorrupt):
-		c.logCorrupt(e.key, err)
-		c.end(e, "record_corrupt", zapcore.InfoLevel)
-		return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
-	default:
-		return nil, storeError(err)
+	if err == nil && rec != nil {
+		_, err = stateOf(rec, c.now())
 	}
+	if err != nil {
+		return nil, c.storeFailure(ctx, e, err)
+	}
+	return rec, nil
 }
 
 // recordTTL is the lifetime of a store record with st written at now: until
@@ -211,9 +237,7 @@ func (c *Cache) reload(ctx context.Context, e *entry) (*tokenState, error) {
 	}
 	st, err := stateOf(rec, c.now())
 	if err != nil {
-		c.logCorrupt(e.key, err)
-		c.end(e, "record_corrupt", zapcore.InfoLevel)
-		return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+		return nil, c.corrupt(ctx, e.key, e, err)
 	}
 	if st.version >= e.state.Load().version {
 		// A record behind the copy (lost by the store) is not a check: the
@@ -233,7 +257,7 @@ func (c *Cache) sharedRefresh(ctx context.Context, e *entry, old *tokenState) (s
 	for wroteBack := false; ; {
 		lease, res, err := c.shared.Acquire(ctx, e.key, old.version, c.leaseTTL)
 		if err != nil {
-			return nil, false, storeError(err)
+			return nil, false, c.storeFailure(ctx, e, err)
 		}
 		switch res {
 		case LeaseAcquired:
@@ -336,6 +360,8 @@ func (c *Cache) refreshWithLease(ctx context.Context, e *entry, old *tokenState,
 	e.storing.Store(st.version) // refreshes of e run one at a time
 	ok, err := c.swap(ctx, e, lease, old.version, rec, c.recordTTL(st, now))
 	switch {
+	case err != nil && errors.Is(err, ErrRecordCorrupt):
+		return nil, true, c.corrupt(ctx, e.key, e, err)
 	case err != nil:
 		// Rebell has spent the old refresh token; these tokens are the only
 		// ones left. Keep them here and write them back when the store
@@ -492,7 +518,7 @@ func (c *Cache) writeBack(ctx context.Context, e *entry, cur *tokenState, stored
 	rec := recordOf(cur, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
 	ok, err := c.shared.Swap(sctx, e.key, "", stored, rec, c.recordTTL(cur, c.now()))
 	if err != nil {
-		return nil, storeError(err)
+		return nil, c.storeFailure(sctx, e, err)
 	}
 	if !ok {
 		return c.reload(sctx, e)

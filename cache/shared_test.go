@@ -858,3 +858,45 @@ func TestSharedUnstoredRefreshWrittenBackWhenStoreReturns(t *testing.T) {
 		})
 	}
 }
+
+// TestSharedCorruptRecordEndsSession: a record that cannot be read as a
+// session ends it on every instance (session_invalid), whichever path finds
+// it: a memory miss, the comparison of a copy, a refresh. It is deleted
+// from the store, logged once as corrupt, and never reported as the store
+// being unavailable.
+func TestSharedCorruptRecordEndsSession(t *testing.T) {
+	for _, via := range []string{"miss", "recheck", "refresh"} {
+		t.Run(via, func(t *testing.T) {
+			logs := observe(t)
+			cl := newCluster(t, 3, func(c *Config) { c.Logger = logs.logger })
+			_, k, g := cl.loginOn(t, 0, "code-1")
+			mustGet(t, cl.nodes[1], k)
+			cl.srv.garble(k)
+			switch via {
+			case "miss":
+				_, err := cl.nodes[2].Get(context.Background(), k)
+				if !errors.Is(err, ErrSessionInvalid) || errors.Is(err, ErrStoreUnavailable) {
+					t.Fatalf("memory miss: %v, want ErrSessionInvalid", err)
+				}
+			case "recheck":
+				cl.clock.Advance(recheckInterval)
+				cl.wantInvalid(t, 1, k, "compared")
+			case "refresh":
+				cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
+				_, err := cl.nodes[1].Get(context.Background(), k)
+				if !errors.Is(err, ErrSessionInvalid) || errors.Is(err, ErrStoreUnavailable) {
+					t.Fatalf("refresh: %v, want ErrSessionInvalid", err)
+				}
+			}
+			for i := range 3 {
+				cl.wantInvalid(t, i, k, "after the corrupt record")
+			}
+			if n := logs.count("rebell session record unreadable: altered, or written with another encryption_key, endpoint or client_id"); n != 1 {
+				t.Fatalf("corrupt record logged %d times", n)
+			}
+			if n := cl.fake.refreshes.Load(); n != 0 {
+				t.Fatalf("%d refreshes of a corrupt session", n)
+			}
+		})
+	}
+}

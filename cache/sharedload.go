@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -74,8 +73,7 @@ func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
 	rec, err := c.shared.Load(ctx, k, time.Time{}, 0)
 	if err != nil {
 		if errors.Is(err, ErrRecordCorrupt) {
-			c.logCorrupt(k, err)
-			return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+			return nil, c.corrupt(ctx, k, nil, err)
 		}
 		return nil, storeError(err)
 	}
@@ -84,7 +82,7 @@ func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
 	}
 	st, err := stateOf(rec, c.now())
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+		return nil, c.corrupt(ctx, k, nil, err)
 	}
 	now := c.now()
 	ns := now.UnixNano()
