@@ -55,6 +55,12 @@ type Config struct {
 	// meantime get the cached token while it is valid, else the failure.
 	// 0 means 5s.
 	RetryCooldown time.Duration
+	// SessionKeys are the keys session ids are tagged with (see
+	// SessionIDs): the first tags new ids, every one verifies. With a
+	// shared store they must be the same on every instance (the gateway
+	// derives them from the store's encryption key with DeriveSessionKey).
+	// Empty means one random key, kept as long as the Cache.
+	SessionKeys [][]byte
 	// Store, if set, is the record of truth shared with other instances
 	// (SPEC §7): logins are confirmed in it, memory misses read it, refreshes
 	// take its lease, and its announcements end or update the copies held in
@@ -105,6 +111,7 @@ type Cache struct {
 	onRefresh      func(string)
 	onEnded        func(string)
 
+	ids    *SessionIDs
 	mem    *memoryTier
 	logins loginMemo
 	// roomWarn limits the WARN of a full memory tier to one a minute.
@@ -123,6 +130,8 @@ type Cache struct {
 	recheckEvery int64
 	loads        missLoads
 	pending      pendingWrites
+	// unknown remembers sessions the store has no record of.
+	unknown unknownIDs
 	// resyncAt (Unix ns) is when the store's subscription was last
 	// re-established: copies compared with the store before then are
 	// compared again before use.
@@ -176,6 +185,15 @@ func New(cfg Config) (*Cache, error) {
 	}
 	if c.now == nil {
 		c.now = time.Now
+	}
+	if len(cfg.SessionKeys) == 0 {
+		c.ids = RandomSessionIDs()
+	} else {
+		ids, err := NewSessionIDs(cfg.SessionKeys...)
+		if err != nil {
+			return nil, err
+		}
+		c.ids = ids
 	}
 	if c.log == nil {
 		c.log = zap.NewNop()
@@ -237,6 +255,11 @@ func orDefault[T comparable](v, def T) T {
 	return v
 }
 
+// ParseSessionID checks that id is a session id this cache made (its tag
+// verifies under one of the session keys) and returns its key; see
+// SessionIDs.Parse. A made-up id costs no lookup.
+func (c *Cache) ParseSessionID(id string) (Key, bool) { return c.ids.Parse(id) }
+
 // Get returns the Grant a request for session k acts with, refreshing the
 // session's tokens as SPEC §5 says. A request whose session is fresh costs no
 // allocation, no lock shared with other sessions, and no log line.
@@ -255,8 +278,14 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 		if c.shared == nil {
 			return nil, ErrSessionInvalid
 		}
+		if c.unknown.has(&k, c.now().UnixNano()) {
+			return nil, ErrSessionInvalid
+		}
 		var err error
 		if e, err = c.loadMiss(k); err != nil {
+			if errors.Is(err, ErrSessionInvalid) {
+				c.rememberUnknown(k)
+			}
 			return nil, err
 		}
 	}
@@ -305,13 +334,18 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 // instance's memory is dropped either way.
 func (c *Cache) Logout(ctx context.Context, k Key) error {
 	customer := ""
-	if e := c.mem.get(&k); e != nil {
+	e := c.mem.get(&k)
+	if e != nil {
 		customer = e.state.Load().grant.CustomerID
 		c.end(e, "logout", zapcore.InfoLevel)
 	}
 	if c.shared == nil {
 		return nil
 	}
+	if e == nil && c.unknown.has(&k, c.now().UnixNano()) {
+		return nil // ended already, or never stored
+	}
+	defer c.rememberUnknown(k)
 	ctx, cancel := c.storeCtx(ctx)
 	defer cancel()
 	if customer == "" {
@@ -433,7 +467,21 @@ func (c *Cache) end(e *entry, reason string, level zapcore.Level) bool {
 // dropEnded removes an entry just marked ended from memory.
 func (c *Cache) dropEnded(e *entry, reason string, level zapcore.Level) {
 	c.mem.remove(e)
+	if c.shared != nil {
+		c.rememberUnknown(e.key)
+	}
 	c.logEnd(e, reason, level)
+}
+
+// rememberUnknown remembers session k, which the shared store has no
+// record of (any longer), as unknown for a while: its id replayed costs no
+// store command. Not while the store may be getting back sessions it lost.
+func (c *Cache) rememberUnknown(k Key) {
+	now := c.now().UnixNano()
+	if lost := c.lostAt.Load(); lost != 0 && now-lost < int64(unknownFor) {
+		return
+	}
+	c.unknown.add(&k, now)
 }
 
 // evictedForRoom is the memory tier's report that it removed e to make room

@@ -68,7 +68,7 @@ func TestGetUnknownSession(t *testing.T) {
 	h := newHarness(t)
 	k, _ := h.login(t, "code-1")
 
-	_, other := NewSessionID()
+	_, other := RandomSessionIDs().New()
 	if _, err := h.get(t, other); err != ErrSessionInvalid {
 		t.Fatalf("unknown session: %v", err)
 	}
@@ -234,7 +234,7 @@ func TestLogoutIsIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, unknown := NewSessionID()
+	_, unknown := RandomSessionIDs().New()
 	if err := h.Logout(ctx, unknown); err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ func TestConcurrentChurn(t *testing.T) {
 				case n < 10:
 					id, _, err := h.Login(ctx, rebell.NewSecret(fmt.Sprintf("code-%d", r.IntN(4))))
 					if err == nil {
-						k, _ := ParseSessionID(id)
+						k, _ := h.ParseSessionID(id)
 						mu.Lock()
 						keys = append(keys, k)
 						mu.Unlock()

@@ -260,7 +260,7 @@ func (h *harness) login(t testing.TB, code string) (Key, *Grant) {
 	if err != nil {
 		t.Fatalf("Login(%q): %v", code, err)
 	}
-	k, ok := ParseSessionID(id)
+	k, ok := h.ParseSessionID(id)
 	if !ok {
 		t.Fatalf("Login returned a malformed session id")
 	}

@@ -419,9 +419,12 @@ func newCluster(t testing.TB, n int, mutate ...func(*Config)) *cluster {
 	t.Helper()
 	clock := newFakeClock()
 	cl := &cluster{clock: clock, srv: newFakeServer(clock), fake: newFakeExchanger(clock)}
+	// Instances sharing a store share the session key.
+	sessionKey := []byte("a session key shared by the instances")
 	for i := 0; i < n; i++ {
 		st := cl.srv.store()
 		h := newHarness(t, append([]func(*Config){func(c *Config) {
+			c.SessionKeys = [][]byte{sessionKey}
 			c.Now = clock.Now
 			c.Exchanger = cl.fake
 			c.Store = st

@@ -105,7 +105,7 @@ func (c *Cache) sharedLogin(ctx context.Context, authCode rebell.Secret) (string
 			return id, e, err
 		}
 		if sid != "" {
-			k, ok := ParseSessionID(sid)
+			k, ok := c.ids.Parse(sid)
 			if !ok {
 				return "", nil, storeError(fmt.Errorf("%w: login memo", ErrRecordCorrupt))
 			}
@@ -183,7 +183,7 @@ func (c *Cache) exchange(ctx context.Context, authCode rebell.Secret) (string, *
 // in the shared store first when there is one (the record of truth; SPEC
 // §7), then in memory.
 func (c *Cache) keep(ctx context.Context, st *tokenState, now time.Time, r *room) (string, *entry, error) {
-	id, k := NewSessionID()
+	id, k := c.ids.New()
 	if c.shared != nil {
 		st.version = 1
 		sctx, cancel := c.storeCtx(ctx)

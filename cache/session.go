@@ -9,11 +9,14 @@
 package cache
 
 import (
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -21,9 +24,16 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
-// SessionIDLen is the length of a session id: 32 random bytes in unpadded
+// SessionIDLen is the length of a session id: 32 bytes in unpadded
 // base64url.
 const SessionIDLen = 43
+
+// Layout of a session id's 32 bytes (docs/sessions.md): 16 random bytes,
+// then the first 16 bytes of HMAC-SHA256 over them under a session key.
+const (
+	idRandomLen = 16
+	idTagLen    = 16
+)
 
 // Key identifies a session: the SHA-256 of its session id. The id itself is
 // never stored or compared.
@@ -36,18 +46,100 @@ func (k Key) Tag() string { return hex.EncodeToString(k[:4]) }
 // String returns Tag, so a Key never prints in full.
 func (k Key) String() string { return k.Tag() }
 
-// NewSessionID returns a new session id (32 bytes from crypto/rand, base64url)
-// and its key.
-func NewSessionID() (string, Key) {
-	var b [32]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand docs)
-	id := base64.RawURLEncoding.EncodeToString(b[:])
+// SessionIDs makes and checks session ids. An id proves itself: it carries
+// a tag that only the holder of a session key can make, so a made-up id is
+// refused by Parse without any lookup. The first key signs new ids; every
+// key verifies, so a key can be rotated without ending the sessions made
+// under the previous one.
+type SessionIDs struct {
+	keys []idKey
+}
+
+// idKey is a session key prepared for HMAC-SHA256: its block XORed with the
+// inner and outer pads.
+type idKey struct {
+	ipad, opad [sha256.BlockSize]byte
+}
+
+// MinSessionKeyLen is the shortest session key NewSessionIDs accepts.
+const MinSessionKeyLen = 16
+
+// NewSessionIDs returns the SessionIDs of keys: the first signs new ids,
+// all of them verify. Each key must be at least MinSessionKeyLen bytes.
+func NewSessionIDs(keys ...[]byte) (*SessionIDs, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("cache: no session key")
+	}
+	x := &SessionIDs{keys: make([]idKey, len(keys))}
+	for i, k := range keys {
+		if len(k) < MinSessionKeyLen {
+			return nil, fmt.Errorf("cache: session key %d is %d bytes, want at least %d", i, len(k), MinSessionKeyLen)
+		}
+		if len(k) > sha256.BlockSize {
+			h := sha256.Sum256(k)
+			k = h[:]
+		}
+		for j := range sha256.BlockSize {
+			var b byte
+			if j < len(k) {
+				b = k[j]
+			}
+			x.keys[i].ipad[j] = b ^ 0x36
+			x.keys[i].opad[j] = b ^ 0x5c
+		}
+	}
+	return x, nil
+}
+
+// RandomSessionIDs returns SessionIDs under a new random key: ids that only
+// this value (and its copies) accepts.
+func RandomSessionIDs() *SessionIDs {
+	k := make([]byte, 32)
+	_, _ = rand.Read(k) // never fails (crypto/rand docs)
+	x, _ := NewSessionIDs(k)
+	return x
+}
+
+// sessionKeyInfo labels the HKDF derivation of a session key, so that it is
+// independent of every other use of the same secret.
+const sessionKeyInfo = "caddy-rebell session id key v1"
+
+// DeriveSessionKey derives a session key from secret (the shared store's
+// encryption key) with HKDF-SHA256 under its own label and realm (whose
+// sessions these are), so that every instance sharing the secret and realm
+// agrees on it and ids of another realm do not verify.
+func DeriveSessionKey(secret []byte, realm string) ([]byte, error) {
+	return hkdf.Key(sha256.New, secret, nil, sessionKeyInfo+"\x00"+realm, 32)
+}
+
+// tag computes the HMAC-SHA256 of msg under k. It does not allocate.
+func (k *idKey) tag(msg *[idRandomLen]byte) [sha256.Size]byte {
+	var in [sha256.BlockSize + idRandomLen]byte
+	copy(in[:], k.ipad[:])
+	copy(in[sha256.BlockSize:], msg[:])
+	inner := sha256.Sum256(in[:])
+	var out [sha256.BlockSize + sha256.Size]byte
+	copy(out[:], k.opad[:])
+	copy(out[sha256.BlockSize:], inner[:])
+	return sha256.Sum256(out[:])
+}
+
+// New returns a new session id, tagged with the first key, and its Key.
+func (x *SessionIDs) New() (string, Key) {
+	var raw [idRandomLen + idTagLen]byte
+	var r [idRandomLen]byte
+	_, _ = rand.Read(r[:]) // never fails (crypto/rand docs)
+	mac := x.keys[0].tag(&r)
+	copy(raw[:], r[:])
+	copy(raw[idRandomLen:], mac[:idTagLen])
+	id := base64.RawURLEncoding.EncodeToString(raw[:])
 	return id, sha256.Sum256([]byte(id))
 }
 
-// ParseSessionID checks that id is SessionIDLen base64url characters and
-// returns its key. It does not allocate.
-func ParseSessionID(id string) (Key, bool) {
+// Parse checks that id is SessionIDLen canonical base64url characters
+// whose tag one of the keys made (compared in constant time), and returns
+// its key. It does not allocate.
+func (x *SessionIDs) Parse(id string) (Key, bool) {
 	if len(id) != SessionIDLen {
 		return Key{}, false
 	}
@@ -62,9 +154,23 @@ func ParseSessionID(id string) (Key, bool) {
 	if base64URLValue(id[SessionIDLen-1])&0x3 != 0 {
 		return Key{}, false
 	}
-	// Hash the string's bytes in place: a []byte(id) conversion of 43 bytes
-	// would allocate on every request. Sum256 only reads its argument.
-	return sha256.Sum256(unsafe.Slice(unsafe.StringData(id), len(id))), true
+	// Read the string's bytes in place: a []byte(id) conversion of 43 bytes
+	// would allocate on every request. Decode and Sum256 only read it.
+	b := unsafe.Slice(unsafe.StringData(id), len(id))
+	var raw [idRandomLen + idTagLen]byte
+	if n, err := base64.RawURLEncoding.Decode(raw[:], b); err != nil || n != len(raw) {
+		return Key{}, false
+	}
+	r := (*[idRandomLen]byte)(raw[:idRandomLen])
+	ok := 0
+	for i := range x.keys {
+		mac := x.keys[i].tag(r)
+		ok |= subtle.ConstantTimeCompare(mac[:idTagLen], raw[idRandomLen:])
+	}
+	if ok != 1 {
+		return Key{}, false
+	}
+	return sha256.Sum256(b), true
 }
 
 func base64URLValue(c byte) byte {

@@ -1,29 +1,89 @@
 package cache
 
 import (
+	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"strings"
 	"testing"
 )
 
-func TestNewSessionID(t *testing.T) {
+func TestSessionIDs(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	ids, err := NewSessionIDs(key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	seen := map[string]bool{}
 	for range 100 {
-		id, k := NewSessionID()
+		id, k := ids.New()
 		if len(id) != SessionIDLen || seen[id] {
 			t.Fatalf("bad or repeated id %q", id)
 		}
 		seen[id] = true
-		got, ok := ParseSessionID(id)
+		got, ok := ids.Parse(id)
 		if !ok || got != k || k != Key(sha256.Sum256([]byte(id))) {
-			t.Fatalf("ParseSessionID(NewSessionID()) = %v, %v", got, ok)
+			t.Fatalf("Parse(New()) = %v, %v", got, ok)
+		}
+		// The definition: 16 random bytes, then the first 16 bytes of
+		// HMAC-SHA256 over them.
+		raw, err := base64.RawURLEncoding.DecodeString(id)
+		if err != nil || len(raw) != 32 {
+			t.Fatalf("id %q: %v", id, err)
+		}
+		m := hmac.New(sha256.New, key)
+		m.Write(raw[:16])
+		if !bytes.Equal(m.Sum(nil)[:16], raw[16:]) {
+			t.Fatalf("id %q: tag is not HMAC-SHA256(key, random)[:16]", id)
 		}
 	}
 }
 
+func TestSessionIDsRotation(t *testing.T) {
+	oldKey, newKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	before, _ := NewSessionIDs(oldKey)
+	after, _ := NewSessionIDs(newKey, oldKey)
+	other, _ := NewSessionIDs(bytes.Repeat([]byte{3}, 32))
+	oldID, k := before.New()
+	if got, ok := after.Parse(oldID); !ok || got != k {
+		t.Fatal("an id of the previous key does not verify")
+	}
+	newID, _ := after.New()
+	if _, ok := before.Parse(newID); ok {
+		t.Fatal("the new key signed with the previous one")
+	}
+	if _, ok := other.Parse(oldID); ok {
+		t.Fatal("an id verifies under another key")
+	}
+	if _, err := NewSessionIDs(); err == nil {
+		t.Fatal("no key accepted")
+	}
+	if _, err := NewSessionIDs(make([]byte, 15)); err == nil {
+		t.Fatal("a 15-byte key accepted")
+	}
+}
+
+func TestDeriveSessionKey(t *testing.T) {
+	secret := bytes.Repeat([]byte{7}, 32)
+	a, err := DeriveSessionKey(secret, "realm-a")
+	if err != nil || len(a) != 32 {
+		t.Fatalf("%x %v", a, err)
+	}
+	a2, _ := DeriveSessionKey(secret, "realm-a")
+	b, _ := DeriveSessionKey(secret, "realm-b")
+	if !bytes.Equal(a, a2) || bytes.Equal(a, b) || bytes.Equal(a, secret) {
+		t.Fatal("derivation is not a function of secret and realm alone")
+	}
+}
+
 func TestParseSessionIDRejects(t *testing.T) {
-	id, _ := NewSessionID()
+	ids := RandomSessionIDs()
+	id, _ := ids.New()
+	flipped := []byte(id)
+	flipped[40] ^= 1 // in the tag
+	random := []byte(id)
+	random[3] ^= 1 // in the random part
 	for name, s := range map[string]string{
 		"empty":         "",
 		"short":         id[:42],
@@ -31,19 +91,31 @@ func TestParseSessionIDRejects(t *testing.T) {
 		"padded":        id[:42] + "=",
 		"std alphabet":  id[:42] + "+",
 		"space":         " " + id[1:],
-		"non-canonical": id[:42] + "B", // 'B' = 1: a padding bit set
+		"non-canonical": id[:42] + string(id[42]^1), // a padding bit set
 		"non-ascii":     id[:41] + "é",
+		"zero":          strings.Repeat("A", 43),
+		"tag altered":   string(flipped),
+		"random part":   string(random),
 	} {
-		if _, ok := ParseSessionID(s); ok {
-			t.Errorf("%s: ParseSessionID(%q) accepted", name, s)
+		if _, ok := ids.Parse(s); ok {
+			t.Errorf("%s: Parse(%q) accepted", name, s)
 		}
 	}
 }
 
 func TestParseSessionIDDoesNotAllocate(t *testing.T) {
-	id, _ := NewSessionID()
-	if n := testing.AllocsPerRun(100, func() { ParseSessionID(id) }); n != 0 {
+	ids := RandomSessionIDs()
+	id, _ := ids.New()
+	if n := testing.AllocsPerRun(100, func() { ids.Parse(id) }); n != 0 {
 		t.Fatalf("%v allocations", n)
+	}
+}
+
+func BenchmarkParseSessionID(b *testing.B) {
+	ids := RandomSessionIDs()
+	id, _ := ids.New()
+	for b.Loop() {
+		ids.Parse(id)
 	}
 }
 
@@ -55,10 +127,13 @@ func TestKeyTag(t *testing.T) {
 	}
 }
 
-// FuzzParseSessionID checks ParseSessionID against the definition: exactly
-// the canonical unpadded base64url encodings of 32 bytes, keyed by SHA-256.
+// FuzzParseSessionID checks Parse against the definition: exactly the
+// canonical unpadded base64url encodings of 32 bytes whose last 16 are the
+// HMAC-SHA256 tag of the first 16, keyed by SHA-256.
 func FuzzParseSessionID(f *testing.F) {
-	id, _ := NewSessionID()
+	key := bytes.Repeat([]byte{9}, 32)
+	ids, _ := NewSessionIDs(key)
+	id, _ := ids.New()
 	for _, s := range []string{
 		id, id[:42], id + "A", id[:42] + "B", id[:42] + "=", strings.Repeat("A", 43),
 		strings.Repeat("_", 42) + "w", strings.Repeat("-", 43), "", "Bearer " + id,
@@ -68,11 +143,16 @@ func FuzzParseSessionID(f *testing.F) {
 	}
 	strict := base64.RawURLEncoding.Strict()
 	f.Fuzz(func(t *testing.T, s string) {
-		k, ok := ParseSessionID(s)
+		k, ok := ids.Parse(s)
 		b, err := strict.DecodeString(s)
 		want := err == nil && len(b) == 32 && !strings.ContainsAny(s, "\r\n")
+		if want {
+			m := hmac.New(sha256.New, key)
+			m.Write(b[:16])
+			want = bytes.Equal(m.Sum(nil)[:16], b[16:])
+		}
 		if ok != want {
-			t.Fatalf("ParseSessionID(%q) ok = %v, want %v", s, ok, want)
+			t.Fatalf("Parse(%q) ok = %v, want %v", s, ok, want)
 		}
 		if ok {
 			if k != Key(sha256.Sum256([]byte(s))) {

@@ -194,10 +194,12 @@ func (c *Cache) onEvent(ev Event) {
 		c.kickSyncer() // tokens refreshed while the store failed go first
 		if ev.Lost {
 			c.lostAt.Store(now)
+			c.unknown.clear() // sessions may come back
 			c.spawn(c.restoreAll)
 		}
 	case EventEnded:
 		c.endedWhileLoading(ev.Key)
+		c.rememberUnknown(ev.Key)
 		if e := c.mem.get(&ev.Key); e != nil {
 			c.end(e, "ended_elsewhere", zapcore.DebugLevel)
 			if e.restored.Load() {

@@ -17,7 +17,10 @@ func (cl *cluster) loginOn(t *testing.T, i int, code string) (string, Key, *Gran
 	if err != nil {
 		t.Fatalf("Login on %d: %v", i, err)
 	}
-	k, _ := ParseSessionID(id)
+	k, ok := cl.nodes[i].ParseSessionID(id)
+	if !ok {
+		t.Fatalf("Login on %d returned an id that does not verify", i)
+	}
 	return id, k, g
 }
 
@@ -77,7 +80,7 @@ func TestSharedSessionWorksOnEveryInstance(t *testing.T) {
 		t.Fatalf("cached requests made %d store calls", d)
 	}
 	// An unknown session is invalid everywhere.
-	_, unknown := NewSessionID()
+	_, unknown := RandomSessionIDs().New()
 	cl.wantInvalid(t, 1, unknown, "unknown session")
 }
 
@@ -173,7 +176,7 @@ func TestSharedStoreDown(t *testing.T) {
 	cl.clock.Advance(2 * recheckInterval)
 	mustGet(t, cl.nodes[1], k)
 	// Not in memory: store_unavailable.
-	_, unknown := NewSessionID()
+	_, unknown := RandomSessionIDs().New()
 	if _, err := cl.nodes[1].Get(context.Background(), unknown); !errors.Is(err, ErrStoreUnavailable) {
 		t.Fatalf("miss with the store down: %v", err)
 	}
@@ -898,5 +901,70 @@ func TestSharedCorruptRecordEndsSession(t *testing.T) {
 				t.Fatalf("%d refreshes of a corrupt session", n)
 			}
 		})
+	}
+}
+
+// TestSharedUnknownSessionsRemembered: a well-tagged id the store has no
+// session for costs one read, then none for a minute; a logged-out id
+// replayed costs none; an id of another key never verifies.
+func TestSharedUnknownSessionsRemembered(t *testing.T) {
+	cl := newCluster(t, 2)
+	node := cl.nodes[0]
+	unknownID, _ := node.ids.New()
+	k, ok := node.ParseSessionID(unknownID)
+	if !ok {
+		t.Fatal("an id of the cluster's key does not verify")
+	}
+	calls := func(f func()) int64 {
+		before := cl.srv.calls.Load()
+		f()
+		return cl.srv.calls.Load() - before
+	}
+	if n := calls(func() { cl.wantInvalid(t, 0, k, "unknown") }); n != 1 {
+		t.Fatalf("first request for an unknown session: %d store calls, want 1", n)
+	}
+	if n := calls(func() {
+		for range 100 {
+			cl.wantInvalid(t, 0, k, "unknown again")
+		}
+	}); n != 0 {
+		t.Fatalf("100 requests for a session known to be unknown: %d store calls", n)
+	}
+	cl.clock.Advance(unknownFor)
+	if n := calls(func() { cl.wantInvalid(t, 0, k, "unknown after a minute") }); n != 1 {
+		t.Fatalf("after a minute: %d store calls, want 1", n)
+	}
+
+	// A logged-out id, replayed on both instances (one heard the end).
+	_, k2, _ := cl.loginOn(t, 0, "code-1")
+	mustGet(t, cl.nodes[1], k2)
+	if err := cl.nodes[0].Logout(context.Background(), k2); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls(func() {
+		for range 50 {
+			cl.wantInvalid(t, 0, k2, "logged out")
+			cl.wantInvalid(t, 1, k2, "logged out, other instance")
+			_ = cl.nodes[0].Logout(context.Background(), k2)
+		}
+	}); n != 0 {
+		t.Fatalf("a logged-out id replayed 150 times: %d store calls", n)
+	}
+
+	// Memory stays bounded whatever is remembered.
+	for range 3 * unknownSets * unknownWays {
+		_, k := node.ids.New()
+		node.unknown.add(&k, cl.clock.Now().UnixNano())
+	}
+	if n := len(node.unknown.slots); n != unknownSets*unknownWays {
+		t.Fatalf("%d slots", n)
+	}
+	if node.unknown.has(&k2, cl.clock.Now().Add(unknownFor).UnixNano()) {
+		t.Fatal("remembered for longer than a minute")
+	}
+	// Another cache's ids do not verify here.
+	foreign, _ := RandomSessionIDs().New()
+	if _, ok := node.ParseSessionID(foreign); ok {
+		t.Fatal("an id of another key verifies")
 	}
 }

@@ -237,8 +237,13 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			}
 			store = st
 		}
+		sessionKeys, err := sessionKeys(a.storeCfg)
+		if err != nil {
+			return nil, err
+		}
 		c, err := cache.New(cache.Config{
 			Store:            store,
+			SessionKeys:      sessionKeys,
 			Exchanger:        ex,
 			MaxSessions:      a.MaxSessions,
 			RefreshAhead:     time.Duration(a.RefreshAhead),

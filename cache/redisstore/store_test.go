@@ -170,7 +170,7 @@ func TestLogin(t *testing.T) {
 	if claimed, _, _ = s.ClaimLogin(ctx, code, time.Minute); !claimed {
 		t.Fatal("not claimable after FinishLogin(\"\")")
 	}
-	id, _ := cache.NewSessionID()
+	id, _ := cache.RandomSessionIDs().New()
 	if err := s.FinishLogin(ctx, code, id, time.Minute); err != nil {
 		t.Fatal(err)
 	}
