@@ -10,6 +10,7 @@ package cache
 
 import (
 	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -17,6 +18,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -55,10 +59,17 @@ type SessionIDs struct {
 	keys []idKey
 }
 
-// idKey is a session key prepared for HMAC-SHA256: its block XORed with the
-// inner and outer pads.
+// idKey is a session key with a pool of HMAC-SHA256 states keyed with it:
+// crypto/hmac keeps the hash states after the key's pads, so a tag costs two
+// SHA-256 blocks, and pooling them makes it cost no allocation.
 type idKey struct {
-	ipad, opad [sha256.BlockSize]byte
+	pool sync.Pool // of *idMAC
+}
+
+type idMAC struct {
+	h   hash.Hash
+	msg [idRandomLen]byte
+	sum [sha256.Size]byte
 }
 
 // MinSessionKeyLen is the shortest session key NewSessionIDs accepts.
@@ -75,18 +86,8 @@ func NewSessionIDs(keys ...[]byte) (*SessionIDs, error) {
 		if len(k) < MinSessionKeyLen {
 			return nil, fmt.Errorf("cache: session key %d is %d bytes, want at least %d", i, len(k), MinSessionKeyLen)
 		}
-		if len(k) > sha256.BlockSize {
-			h := sha256.Sum256(k)
-			k = h[:]
-		}
-		for j := range sha256.BlockSize {
-			var b byte
-			if j < len(k) {
-				b = k[j]
-			}
-			x.keys[i].ipad[j] = b ^ 0x36
-			x.keys[i].opad[j] = b ^ 0x5c
-		}
+		k = slices.Clone(k)
+		x.keys[i].pool.New = func() any { return &idMAC{h: hmac.New(sha256.New, k)} }
 	}
 	return x, nil
 }
@@ -112,16 +113,17 @@ func DeriveSessionKey(secret []byte, realm string) ([]byte, error) {
 	return hkdf.Key(sha256.New, secret, nil, sessionKeyInfo+"\x00"+realm, 32)
 }
 
-// tag computes the HMAC-SHA256 of msg under k. It does not allocate.
+// tag computes the HMAC-SHA256 of msg under k. It does not allocate once
+// the pool is warm.
 func (k *idKey) tag(msg *[idRandomLen]byte) [sha256.Size]byte {
-	var in [sha256.BlockSize + idRandomLen]byte
-	copy(in[:], k.ipad[:])
-	copy(in[sha256.BlockSize:], msg[:])
-	inner := sha256.Sum256(in[:])
-	var out [sha256.BlockSize + sha256.Size]byte
-	copy(out[:], k.opad[:])
-	copy(out[sha256.BlockSize:], inner[:])
-	return sha256.Sum256(out[:])
+	m := k.pool.Get().(*idMAC)
+	m.h.Reset()
+	m.msg = *msg
+	m.h.Write(m.msg[:])
+	m.h.Sum(m.sum[:0])
+	sum := m.sum
+	k.pool.Put(m)
+	return sum
 }
 
 // New returns a new session id, tagged with the first key, and its Key.
