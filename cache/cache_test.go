@@ -480,3 +480,25 @@ func TestLargeMaxSessionsPreallocatesLittle(t *testing.T) {
 		t.Fatalf("an empty cache for 10M sessions holds %d KiB", grown>>10)
 	}
 }
+
+// TestConcurrentLoginsIntoAFullTier: more logins at once than the tier
+// holds all succeed: a session is not ended for room while its login hands
+// it out.
+func TestConcurrentLoginsIntoAFullTier(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxSessions = 2; c.LoginDedupWindow = 0 })
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			for j := range 20 {
+				if _, _, err := h.Login(context.Background(), rebell.NewSecret(fmt.Sprintf("code-%d-%d", i, j))); err != nil {
+					t.Errorf("Login into a full tier: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := h.Len(); n > 2+16 {
+		t.Fatalf("tier holds %d sessions", n)
+	}
+}

@@ -26,6 +26,9 @@ type entry struct {
 	// until is when the memory tier stops holding the session (Unix ns on
 	// the wall clock): its record lifetime, R + grace.
 	until atomic.Int64
+	// pinned is set while the login that creates the session has not handed
+	// its id out: the memory tier does not end it for room meanwhile.
+	pinned atomic.Bool
 	// shortened is set once the INFO that the refresh-ahead window of the
 	// session's tokens is shorter than configured was logged.
 	shortened atomic.Bool

@@ -159,8 +159,8 @@ func (x *sessionIndex) count(delta int64) {
 const victimSamples = 8
 
 // victim picks the session to end for room: among a few sessions sampled
-// at random, the one a request used least recently. It returns nil when the
-// index is empty.
+// at random, the one a request used least recently, never one whose login
+// is handing it out. It returns nil when there is none.
 func (x *sessionIndex) victim() *entry {
 	var (
 		best     *entry
@@ -168,6 +168,9 @@ func (x *sessionIndex) victim() *entry {
 		sampled  int
 	)
 	consider := func(e *entry) {
+		if e.pinned.Load() {
+			return // its login is handing it out
+		}
 		if used := e.lastUsed.Load(); best == nil || used < bestUsed {
 			best, bestUsed = e, used
 		}
@@ -183,7 +186,7 @@ func (x *sessionIndex) victim() *entry {
 		taken := 0
 		for _, e := range sh.m {
 			consider(e)
-			if taken++; taken == 2 || sampled == victimSamples {
+			if taken++; taken == 4 || sampled == victimSamples {
 				break
 			}
 		}

@@ -164,6 +164,9 @@ func (c *Cache) exchange(ctx context.Context, authCode rebell.Secret) (string, *
 		return "", nil, loginError(err)
 	}
 	id, e, err := c.keep(ctx, st, now, r)
+	if e != nil {
+		defer e.pinned.Store(false)
+	}
 	if err != nil {
 		c.reportLogin(resultStoreError)
 		c.log.Error("rebell session could not be stored", zap.Error(err))
@@ -198,6 +201,7 @@ func (c *Cache) keep(ctx context.Context, st *tokenState, now time.Time, r *room
 	}
 	e := newEntry(k, st, now)
 	e.checked.Store(now.UnixNano())
+	e.pinned.Store(true) // until exchange hands it out
 	if err := c.mem.insert(e, c.pol.lifetime(st, now), r); err != nil {
 		e.ended.Store(true)
 		return "", nil, err
