@@ -89,11 +89,18 @@ func (c *Cache) logCorrupt(k Key, err error) {
 // ErrSessionInvalid to answer with. A corrupt record is never reported as
 // the store being unavailable: the store answered.
 func (c *Cache) corrupt(ctx context.Context, k Key, e *entry, err error) error {
-	c.logCorrupt(k, err)
 	customer := ""
 	if e != nil {
+		if !e.ended.CompareAndSwap(false, true) {
+			// Ended already: by another path that found the record
+			// unreadable (and logged it), or otherwise.
+			return fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+		}
+		c.logCorrupt(k, err)
 		customer = e.state.Load().grant.CustomerID
-		c.end(e, "record_corrupt", zapcore.InfoLevel)
+		c.dropEnded(e, "record_corrupt", zapcore.InfoLevel)
+	} else {
+		c.logCorrupt(k, err)
 	}
 	ctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
 	c.endShared(ctx, k, customer)
