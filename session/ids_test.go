@@ -1,4 +1,4 @@
-package cache
+package session
 
 import (
 	"bytes"
@@ -11,14 +11,14 @@ import (
 
 func TestSessionIDs(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
-	ids, err := NewSessionIDs(key)
+	ids, err := NewIDs(key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string]bool{}
 	for range 100 {
 		id, k := ids.New()
-		if len(id) != SessionIDLen || seen[id] {
+		if len(id) != IDLen || seen[id] {
 			t.Fatalf("bad or repeated id %q", id)
 		}
 		seen[id] = true
@@ -42,9 +42,9 @@ func TestSessionIDs(t *testing.T) {
 
 func TestSessionIDsRotation(t *testing.T) {
 	oldKey, newKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
-	before, _ := NewSessionIDs(oldKey)
-	after, _ := NewSessionIDs(newKey, oldKey)
-	other, _ := NewSessionIDs(bytes.Repeat([]byte{3}, 32))
+	before, _ := NewIDs(oldKey)
+	after, _ := NewIDs(newKey, oldKey)
+	other, _ := NewIDs(bytes.Repeat([]byte{3}, 32))
 	oldID, k := before.New()
 	if got, ok := after.Parse(oldID); !ok || got != k {
 		t.Fatal("an id of the previous key does not verify")
@@ -56,29 +56,29 @@ func TestSessionIDsRotation(t *testing.T) {
 	if _, ok := other.Parse(oldID); ok {
 		t.Fatal("an id verifies under another key")
 	}
-	if _, err := NewSessionIDs(); err == nil {
+	if _, err := NewIDs(); err == nil {
 		t.Fatal("no key accepted")
 	}
-	if _, err := NewSessionIDs(make([]byte, 15)); err == nil {
+	if _, err := NewIDs(make([]byte, 15)); err == nil {
 		t.Fatal("a 15-byte key accepted")
 	}
 }
 
-func TestDeriveSessionKey(t *testing.T) {
+func TestDeriveKey(t *testing.T) {
 	secret := bytes.Repeat([]byte{7}, 32)
-	a, err := DeriveSessionKey(secret, "realm-a")
+	a, err := DeriveKey(secret, "realm-a")
 	if err != nil || len(a) != 32 {
 		t.Fatalf("%x %v", a, err)
 	}
-	a2, _ := DeriveSessionKey(secret, "realm-a")
-	b, _ := DeriveSessionKey(secret, "realm-b")
+	a2, _ := DeriveKey(secret, "realm-a")
+	b, _ := DeriveKey(secret, "realm-b")
 	if !bytes.Equal(a, a2) || bytes.Equal(a, b) || bytes.Equal(a, secret) {
 		t.Fatal("derivation is not a function of secret and realm alone")
 	}
 }
 
 func TestParseSessionIDRejects(t *testing.T) {
-	ids := RandomSessionIDs()
+	ids := RandomIDs()
 	id, _ := ids.New()
 	flipped := []byte(id)
 	flipped[40] ^= 1 // in the tag
@@ -107,7 +107,7 @@ func TestParseSessionIDDoesNotAllocate(t *testing.T) {
 	if raceEnabled {
 		t.Skip("sync.Pool drops items on purpose under the race detector")
 	}
-	ids := RandomSessionIDs()
+	ids := RandomIDs()
 	id, _ := ids.New()
 	if n := testing.AllocsPerRun(100, func() { ids.Parse(id) }); n != 0 {
 		t.Fatalf("%v allocations", n)
@@ -115,7 +115,7 @@ func TestParseSessionIDDoesNotAllocate(t *testing.T) {
 }
 
 func BenchmarkParseSessionID(b *testing.B) {
-	ids := RandomSessionIDs()
+	ids := RandomIDs()
 	id, _ := ids.New()
 	for b.Loop() {
 		ids.Parse(id)
@@ -135,7 +135,7 @@ func TestKeyTag(t *testing.T) {
 // HMAC-SHA256 tag of the first 16, keyed by SHA-256.
 func FuzzParseSessionID(f *testing.F) {
 	key := bytes.Repeat([]byte{9}, 32)
-	ids, _ := NewSessionIDs(key)
+	ids, _ := NewIDs(key)
 	id, _ := ids.New()
 	for _, s := range []string{
 		id, id[:42], id + "A", id[:42] + "B", id[:42] + "=", strings.Repeat("A", 43),

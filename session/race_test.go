@@ -1,6 +1,6 @@
 //go:build race
 
-package cache
+package session
 
 // raceEnabled is true under the race detector, which changes allocation
 // counts (and makes sync.Pool drop items on purpose).
