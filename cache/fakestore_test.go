@@ -378,7 +378,10 @@ func (f *fakeStore) FinishLogin(ctx context.Context, code rebell.Secret, sid str
 	}
 	defer s.mu.Unlock()
 	if sid == "" {
-		delete(s.logins, code.Reveal())
+		// Only a claim is forgotten, as the Redis store does.
+		if m, ok := s.logins[code.Reveal()]; ok && m.sid == "" {
+			delete(s.logins, code.Reveal())
+		}
 		return nil
 	}
 	s.logins[code.Reveal()] = fakeMemo{sid: sid, expires: s.clock.Now().Add(ttl)}

@@ -118,14 +118,10 @@ func (c *Cache) sharedLogin(ctx context.Context, authCode rebell.Secret) (string
 				c.reportLogin(resultDeduplicated)
 				return sid, e, nil
 			case err == nil || errors.Is(err, ErrSessionInvalid):
-				// The remembered session has ended: exchange afresh.
-				fctx, cancel := c.storeCtx(ctx)
-				err = c.shared.FinishLogin(fctx, authCode, "", 0)
-				cancel()
-				if err != nil {
-					return "", nil, storeError(err)
-				}
-				continue
+				// The remembered session has ended: exchange the code
+				// afresh, past the memo (which only a claim's holder
+				// may forget; it lapses with the dedup window).
+				return c.exchange(ctx, authCode)
 			default:
 				return "", nil, err
 			}

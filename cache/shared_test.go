@@ -968,3 +968,25 @@ func TestSharedUnknownSessionsRemembered(t *testing.T) {
 		t.Fatal("an id of another key verifies")
 	}
 }
+
+// TestSharedLoginAfterRememberedSessionEnded: a code posted again after the
+// session it made ended is exchanged afresh (once), on any instance.
+func TestSharedLoginAfterRememberedSessionEnded(t *testing.T) {
+	cl := newCluster(t, 2)
+	_, k, _ := cl.loginOn(t, 0, "code-1")
+	if err := cl.nodes[0].Logout(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	id, _, err := cl.nodes[1].Login(ctx, rebell.NewSecret("code-1"))
+	if err != nil {
+		t.Fatalf("login again with the code of an ended session: %v", err)
+	}
+	if k2, _ := cl.nodes[1].ParseSessionID(id); k2 == k {
+		t.Fatal("the ended session was handed out again")
+	}
+	if n := cl.fake.exchanges.Load(); n != 2 {
+		t.Fatalf("%d exchanges, want 2", n)
+	}
+}
