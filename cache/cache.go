@@ -35,7 +35,7 @@ type Config struct {
 	// not with MaxSessions. 0 means 1,000,000.
 	MaxSessions int64
 	// RefreshAhead is how long before the access token expires a background
-	// refresh starts (SPEC §5). 0 means 5m; negative is an error.
+	// refresh starts (docs/freshness.md). 0 means 5m; negative is an error.
 	RefreshAhead time.Duration
 	// IdleTimeout ends a session that no request used for this long
 	// (measured to within a second). 0 means none.
@@ -43,7 +43,7 @@ type Config struct {
 	// LoginDedupWindow is how long after a successful login the same auth
 	// code returns the same session; while a code's exchange is in flight,
 	// the same code joins it. 0 turns deduplication off entirely (each Login
-	// calls Rebell). The gateway's default is 60s (SPEC §2).
+	// calls Rebell). The gateway's default is 60s (docs/contract.md).
 	LoginDedupWindow time.Duration
 	// RefreshTimeout bounds one applyToken exchange, its retries included,
 	// run on behalf of the cache: a refresh, or a deduplicated login's
@@ -62,7 +62,7 @@ type Config struct {
 	// Empty means one random key, kept as long as the Cache.
 	SessionKeys [][]byte
 	// Store, if set, is the record of truth shared with other instances
-	// (SPEC §7): logins are confirmed in it, memory misses read it, refreshes
+	// (docs/sessions.md): logins are confirmed in it, memory misses read it, refreshes
 	// take its lease, and its announcements end or update the copies held in
 	// memory. The Cache owns it: Close closes it. nil means memory only.
 	Store Store
@@ -96,8 +96,9 @@ type Config struct {
 	OnSessionsChanged func(n int)
 }
 
-// Cache holds the gateway's sessions and keeps their tokens fresh (SPEC §3,
-// §5). All methods are safe for concurrent use.
+// Cache holds the gateway's sessions and keeps their tokens fresh
+// (docs/contract.md, docs/freshness.md). All methods are safe for concurrent
+// use.
 type Cache struct {
 	exch           rebell.TokenExchanger
 	pol            policy
@@ -117,7 +118,7 @@ type Cache struct {
 	// roomWarn limits the WARN of a full memory tier to one a minute.
 	roomWarn rateLimited
 
-	// With a shared store (SPEC §7) only:
+	// With a shared store (docs/sessions.md) only:
 	shared   Store
 	leaseTTL time.Duration
 	// leaseTicker ticks the renewals of a lease held while applyToken runs
@@ -126,7 +127,7 @@ type Cache struct {
 	// recheckEvery (ns) is how long a copy is used without comparing it
 	// with the store: recheckInterval, or a quarter of a shorter idle
 	// timeout, since an instance reports its uses to the others only when
-	// it compares (SPEC §7 with §2's idle_timeout).
+	// it compares (docs/sessions.md, with idle_timeout).
 	recheckEvery int64
 	loads        missLoads
 	pending      pendingWrites
@@ -261,7 +262,7 @@ func orDefault[T comparable](v, def T) T {
 func (c *Cache) ParseSessionID(id string) (Key, bool) { return c.ids.Parse(id) }
 
 // Get returns the Grant a request for session k acts with, refreshing the
-// session's tokens as SPEC §5 says. A request whose session is fresh costs no
+// session's tokens as docs/freshness.md says. A request whose session is fresh costs no
 // allocation, no lock shared with other sessions, and no log line.
 //
 // Errors: ErrSessionInvalid (unknown, ended, idle-expired), ErrReauthRequired

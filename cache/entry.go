@@ -71,7 +71,7 @@ type tokenState struct {
 	// grant is handed to requests by pointer; it must not be modified.
 	grant        Grant
 	refreshToken rebell.Secret
-	// version is the store record's version this state is (SPEC §7); 0
+	// version is the store record's version this state is (docs/sessions.md); 0
 	// without a shared store.
 	version uint64
 	// lifetime is the access token's lifetime: its expiry minus when it was

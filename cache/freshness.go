@@ -2,7 +2,7 @@ package cache
 
 import "time"
 
-// freshness is what SPEC §5 says to do with a session's tokens at a moment.
+// freshness is what docs/freshness.md says to do with a session's tokens at a moment.
 type freshness uint8
 
 const (
@@ -40,7 +40,7 @@ func newPolicy(refreshAhead, idleTimeout time.Duration) policy {
 	return p
 }
 
-// classify applies the table of SPEC §5 to st at now.
+// classify applies the table of docs/freshness.md to st at now.
 func (p *policy) classify(st *tokenState, now time.Time) freshness {
 	if r := st.grant.SessionExpiry; !now.Before(r) {
 		if !now.Before(r.Add(p.grace)) {

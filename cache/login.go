@@ -19,7 +19,7 @@ import (
 //
 // With LoginDedupWindow > 0, the same code arriving while its exchange is in
 // flight, or within the window after it succeeded, gets the same session id
-// (and that session's current Grant) from one applyToken call (SPEC §3). The
+// (and that session's current Grant) from one applyToken call (docs/contract.md). The
 // exchange then runs under the cache's context and RefreshTimeout, so the
 // first caller giving up does not spoil its retry. Failures are not
 // remembered. A remembered session that has ended since is forgotten and the
@@ -179,8 +179,8 @@ func (c *Cache) exchange(ctx context.Context, authCode rebell.Secret) (string, *
 }
 
 // keep stores a new session with st in the room r and confirms it is held:
-// in the shared store first when there is one (the record of truth; SPEC
-// §7), then in memory.
+// in the shared store first when there is one (the record of truth;
+// docs/sessions.md), then in memory.
 func (c *Cache) keep(ctx context.Context, st *tokenState, now time.Time, r *room) (string, *entry, error) {
 	id, k := c.ids.New()
 	if c.shared != nil {

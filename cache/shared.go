@@ -12,7 +12,7 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
-// Timings of the shared store (SPEC §7).
+// Timings of the shared store (docs/sessions.md).
 const (
 	// recheckInterval is how long a copy held in memory is used without
 	// comparing it with the store, when no announcement reached it; shorter
@@ -136,7 +136,7 @@ func (c *Cache) readRecord(ctx context.Context, e *entry, used time.Time, ttl ti
 
 // recordTTL is the lifetime of a store record with st written at now: until
 // R + grace, or, with an idle timeout, at most idleTTL (the record then lives
-// on while instances report uses; SPEC §7).
+// on while instances report uses; docs/sessions.md).
 func (c *Cache) recordTTL(st *tokenState, now time.Time) time.Duration {
 	ttl := c.pol.lifetime(st, now)
 	if idle := c.idleTTL(); idle > 0 {
@@ -256,7 +256,7 @@ func (c *Cache) reload(ctx context.Context, e *entry) (*tokenState, error) {
 	return c.adopt(e, st), nil
 }
 
-// sharedRefresh refreshes e from old with the cluster-wide lease (SPEC §7):
+// sharedRefresh refreshes e from old with the cluster-wide lease (docs/sessions.md):
 // exactly one instance calls Rebell; the others wait for its new version. It
 // reports whether this call asked Rebell, and Rebell's error if it did.
 func (c *Cache) sharedRefresh(ctx context.Context, e *entry, old *tokenState) (st *tokenState, called bool, err error) {
@@ -429,7 +429,7 @@ func (c *Cache) swap(ctx context.Context, e *entry, lease string, old uint64, re
 }
 
 // deadRefreshToken handles Rebell's answer that old's refresh token is dead:
-// another instance may have rotated it (SPEC §5), so the record is read
+// another instance may have rotated it (docs/freshness.md), so the record is read
 // again; only if nothing newer exists does the session end everywhere.
 func (c *Cache) deadRefreshToken(ctx context.Context, e *entry, old *tokenState, rerr error) (*tokenState, bool, error) {
 	rec, err := c.readRecord(ctx, e, time.Time{}, 0)

@@ -28,7 +28,7 @@ type missLoads struct {
 }
 
 // loadMiss finds session k in the store after a memory miss, and holds it in
-// memory (SPEC §7: a session created on one instance works on every other at
+// memory (docs/sessions.md: a session created on one instance works on every other at
 // once). Concurrent misses of one session share one read.
 func (c *Cache) loadMiss(k Key) (*entry, error) {
 	c.loads.mu.Lock()
@@ -136,7 +136,7 @@ func (c *Cache) recheckInBackground(e *entry, ns int64) {
 // recheck compares e with its record, reporting this instance's last use,
 // and adopts, writes back or ends as the record says. It returns an error
 // only when the session is over; when the store cannot be read the copy
-// keeps being used while its token is valid (SPEC §7) and the store is
+// keeps being used while its token is valid (docs/sessions.md) and the store is
 // asked again after the retry cooldown. The caller holds e.checking.
 func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
 	ctx, cancel := c.storeCtx(ctx)
