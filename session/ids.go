@@ -12,12 +12,14 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -50,6 +52,67 @@ func (k Key) String() string { return k.Tag() }
 // under the previous one.
 type IDs struct {
 	keys []idKey
+	// verified remembers ids that verified lately (nil until the first).
+	verified atomic.Pointer[[verifiedSlots]verifiedSlot]
+}
+
+// verifiedSlots is how many verified ids IDs remembers (about 1.1 MiB,
+// allocated on the first): an id found there is not verified again, so the
+// ids of the sessions in use cost Parse no hashing. An id is remembered in
+// the slot its first 8 (random) bytes pick, replacing the one there.
+const verifiedSlots = 1 << 14
+
+// verifiedSlot is one remembered id and its key, written under a sequence
+// lock (odd while a write is in progress; 0 while empty) so that a reader
+// needs no lock and no allocation.
+type verifiedSlot struct {
+	seq atomic.Uint64
+	raw [4]atomic.Uint64 // the id's 32 bytes
+	key [4]atomic.Uint64
+}
+
+// recall returns the key of raw if it is the id remembered in its slot,
+// compared in constant time.
+func (x *IDs) recall(raw *[idRandomLen + idTagLen]byte) (Key, bool) {
+	t := x.verified.Load()
+	if t == nil {
+		return Key{}, false
+	}
+	s := &t[binary.LittleEndian.Uint64(raw[:8])%verifiedSlots]
+	seq := s.seq.Load()
+	if seq == 0 || seq&1 == 1 {
+		return Key{}, false // empty, or being written
+	}
+	var got [idRandomLen + idTagLen]byte
+	var k Key
+	for i := range 4 {
+		binary.LittleEndian.PutUint64(got[8*i:], s.raw[i].Load())
+		binary.LittleEndian.PutUint64(k[8*i:], s.key[i].Load())
+	}
+	if s.seq.Load() != seq || subtle.ConstantTimeCompare(got[:], raw[:]) != 1 {
+		return Key{}, false
+	}
+	return k, true
+}
+
+// remember stores raw, an id that verified, with its key k. A write that
+// finds the slot being written gives up.
+func (x *IDs) remember(raw *[idRandomLen + idTagLen]byte, k *Key) {
+	t := x.verified.Load()
+	if t == nil {
+		x.verified.CompareAndSwap(nil, new([verifiedSlots]verifiedSlot))
+		t = x.verified.Load()
+	}
+	s := &t[binary.LittleEndian.Uint64(raw[:8])%verifiedSlots]
+	seq := s.seq.Load()
+	if seq&1 == 1 || !s.seq.CompareAndSwap(seq, seq+1) {
+		return
+	}
+	for i := range 4 {
+		s.raw[i].Store(binary.LittleEndian.Uint64(raw[8*i:]))
+		s.key[i].Store(binary.LittleEndian.Uint64(k[8*i:]))
+	}
+	s.seq.Store(seq + 2)
 }
 
 // idKey is a session key with a pool of HMAC-SHA256 states keyed with it:
@@ -133,7 +196,9 @@ func (x *IDs) New() (string, Key) {
 
 // Parse checks that id is IDLen canonical base64url characters
 // whose tag one of the keys made (compared in constant time), and returns
-// its key. It does not allocate.
+// its key. An id that verified lately is recognised by a constant-time
+// comparison with the remembered one instead. It does not allocate (but
+// for the memory of verified ids, once).
 func (x *IDs) Parse(id string) (Key, bool) {
 	if len(id) != IDLen {
 		return Key{}, false
@@ -156,6 +221,9 @@ func (x *IDs) Parse(id string) (Key, bool) {
 	if n, err := base64.RawURLEncoding.Decode(raw[:], b); err != nil || n != len(raw) {
 		return Key{}, false
 	}
+	if k, ok := x.recall(&raw); ok {
+		return k, true
+	}
 	r := (*[idRandomLen]byte)(raw[:idRandomLen])
 	ok := 0
 	for i := range x.keys {
@@ -165,7 +233,9 @@ func (x *IDs) Parse(id string) (Key, bool) {
 	if ok != 1 {
 		return Key{}, false
 	}
-	return sha256.Sum256(b), true
+	k := Key(sha256.Sum256(b))
+	x.remember(&raw, &k)
+	return k, true
 }
 
 func base64URLValue(c byte) byte {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -168,4 +169,66 @@ func FuzzParseSessionID(f *testing.F) {
 			t.Fatalf("rejected %q with a non-zero key", s)
 		}
 	})
+}
+
+// TestVerifiedIDsRemembered: an id that verified is recognised again (with
+// its key) without verifying; a made-up id, the empty slot's zero bytes, or
+// an id differing in one byte from a remembered one is not.
+func TestVerifiedIDsRemembered(t *testing.T) {
+	ids := RandomIDs()
+	if k, ok := ids.Parse(strings.Repeat("A", 43)); ok || k != (Key{}) {
+		t.Fatal("the all-zero id parsed before any was remembered")
+	}
+	id, k := ids.New()
+	if got, ok := ids.Parse(id); !ok || got != k {
+		t.Fatal("Parse")
+	}
+	raw, _ := base64.RawURLEncoding.DecodeString(id)
+	if got, ok := ids.recall((*[32]byte)(raw)); !ok || got != k {
+		t.Fatal("a verified id is not remembered")
+	}
+	if got, ok := ids.Parse(id); !ok || got != k {
+		t.Fatal("Parse of a remembered id")
+	}
+	// Same slot (first 8 bytes), another tag: not this id.
+	forged := bytes.Clone(raw)
+	forged[31] ^= 1
+	if _, ok := ids.Parse(base64.RawURLEncoding.EncodeToString(forged)); ok {
+		t.Fatal("an id differing from a remembered one in its tag parsed")
+	}
+	if _, ok := ids.Parse(strings.Repeat("A", 43)); ok {
+		t.Fatal("the all-zero id parsed")
+	}
+	// A remembered id of one IDs is nothing to another.
+	if _, ok := RandomIDs().Parse(id); ok {
+		t.Fatal("an id of another key parsed")
+	}
+}
+
+// TestVerifiedIDsConcurrent reads and replaces remembered ids from many
+// goroutines (run under -race): every answer is right.
+func TestVerifiedIDsConcurrent(t *testing.T) {
+	x := RandomIDs()
+	type pair struct {
+		id string
+		k  Key
+	}
+	var all []pair
+	for range 64 {
+		id, k := x.New()
+		all = append(all, pair{id, k})
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 2000 {
+				p := all[(g*7+i)%len(all)]
+				if k, ok := x.Parse(p.id); !ok || k != p.k {
+					t.Errorf("Parse of a valid id = %v, %v", k, ok)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
