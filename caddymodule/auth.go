@@ -229,6 +229,10 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		ex.client.Store(client)
 		// The store is made here, so a pooled cache has exactly one; the
 		// cache owns it from now on and closes it.
+		sessionKeys, err := sessionKeys(a.storeCfg)
+		if err != nil {
+			return nil, err
+		}
 		var store cache.Store
 		if a.storeCfg != nil {
 			st, err := newStore(a.storeCfg, a.logger.Named("store"))
@@ -236,10 +240,6 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 				return nil, err
 			}
 			store = st
-		}
-		sessionKeys, err := sessionKeys(a.storeCfg)
-		if err != nil {
-			return nil, err
 		}
 		c, err := cache.New(cache.Config{
 			Store:            store,
