@@ -73,15 +73,21 @@ func BenchmarkGetShared(b *testing.B) {
 	b.ReportMetric(float64(cl.srv.calls.Load()-before)/float64(b.N), "store-calls/op")
 }
 
-// BenchmarkMemoryPerSession stores 100k sessions with realistically sized
-// tokens and reports the heap they take per session. The ristretto sketch
-// (about 3 bytes per counter, 10 counters per MaxSessions) is allocated by
-// New and is not included; see the report's note.
+// BenchmarkMemoryPerSession stores sessions with realistically sized tokens
+// into a tier sized for them and reports the heap they take per session
+// (entry, token state, strings, ristretto and the session index), at 100k
+// and at 1M sessions. What New allocates before any session is excluded
+// (TestLargeMaxSessionsPreallocatesLittle bounds it).
 func BenchmarkMemoryPerSession(b *testing.B) {
-	const n = 100_000
+	for _, n := range []int{100_000, 1_000_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) { benchmarkMemoryPerSession(b, n) })
+	}
+}
+
+func benchmarkMemoryPerSession(b *testing.B, n int) {
 	for b.Loop() {
 		b.StopTimer()
-		h := newHarness(b, func(c *Config) { c.MaxSessions = 2 * n; c.LoginDedupWindow = 0 })
+		h := newHarness(b, func(c *Config) { c.MaxSessions = int64(n); c.LoginDedupWindow = 0 })
 		now := h.clock.Now()
 		runtime.GC()
 		var before, after runtime.MemStats
@@ -101,7 +107,7 @@ func BenchmarkMemoryPerSession(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, _, err := h.keep(context.Background(), st, now); err != nil {
+			if _, _, err := h.keep(context.Background(), st, now, nil); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -111,7 +117,7 @@ func BenchmarkMemoryPerSession(b *testing.B) {
 		if h.Len() != n {
 			b.Fatalf("Len = %d, want %d", h.Len(), n)
 		}
-		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/session")
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(n), "bytes/session")
 		h.Close()
 		b.StartTimer()
 	}

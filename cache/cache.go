@@ -27,13 +27,15 @@ const (
 type Config struct {
 	// Exchanger calls Rebell's applyToken. Required.
 	Exchanger rebell.TokenExchanger
-	// MaxSessions is how many sessions the memory tier holds (ristretto's
-	// MaxCost at cost 1 per session). When it is full, ristretto's admission
-	// policy may refuse a new session (Login fails with ErrStoreUnavailable)
-	// or evict a little-used one. 0 means 1,000,000.
+	// MaxSessions is how many sessions the memory tier holds. A login never
+	// fails because it is full: room is made before Rebell is called, by
+	// ending the session a request used least recently (approximately: the
+	// one idle longest among a few sampled), or, with a shared store, by
+	// dropping its copy from memory. Memory grows with the sessions held,
+	// not with MaxSessions. 0 means 1,000,000.
 	MaxSessions int64
 	// RefreshAhead is how long before the access token expires a background
-	// refresh starts (SPEC §5). 0 means 5m; negative is an error.
+	// refresh starts (docs/freshness.md). 0 means 5m; negative is an error.
 	RefreshAhead time.Duration
 	// IdleTimeout ends a session that no request used for this long
 	// (measured to within a second). 0 means none.
@@ -41,7 +43,7 @@ type Config struct {
 	// LoginDedupWindow is how long after a successful login the same auth
 	// code returns the same session; while a code's exchange is in flight,
 	// the same code joins it. 0 turns deduplication off entirely (each Login
-	// calls Rebell). The gateway's default is 60s (SPEC §2).
+	// calls Rebell). The gateway's default is 60s (docs/contract.md).
 	LoginDedupWindow time.Duration
 	// RefreshTimeout bounds one applyToken exchange, its retries included,
 	// run on behalf of the cache: a refresh, or a deduplicated login's
@@ -53,8 +55,14 @@ type Config struct {
 	// meantime get the cached token while it is valid, else the failure.
 	// 0 means 5s.
 	RetryCooldown time.Duration
+	// SessionKeys are the keys session ids are tagged with (see
+	// SessionIDs): the first tags new ids, every one verifies. With a
+	// shared store they must be the same on every instance (the gateway
+	// derives them from the store's encryption key with DeriveSessionKey).
+	// Empty means one random key, kept as long as the Cache.
+	SessionKeys [][]byte
 	// Store, if set, is the record of truth shared with other instances
-	// (SPEC §7): logins are confirmed in it, memory misses read it, refreshes
+	// (docs/sessions.md): logins are confirmed in it, memory misses read it, refreshes
 	// take its lease, and its announcements end or update the copies held in
 	// memory. The Cache owns it: Close closes it. nil means memory only.
 	Store Store
@@ -76,14 +84,21 @@ type Config struct {
 	// "deduplicated" do not occur). Refreshes cut short by Close are not
 	// reported.
 	OnRefresh func(result string)
+	// OnSessionEnded, if set, is called once for each session this cache
+	// ends, with the reason: "logout", "customer", "idle", "expired",
+	// "evicted" (memory full), "refresh_token_dead", "record_corrupt" or
+	// "ended_elsewhere" (another instance ended it). Sessions dropped by
+	// Close are not reported.
+	OnSessionEnded func(reason string)
 	// OnSessionsChanged, if set, is called with the number of sessions in
 	// memory after it changes. It is called with an internal lock held: it
 	// must be quick and must not call the Cache other than Len.
 	OnSessionsChanged func(n int)
 }
 
-// Cache holds the gateway's sessions and keeps their tokens fresh (SPEC §3,
-// §5). All methods are safe for concurrent use.
+// Cache holds the gateway's sessions and keeps their tokens fresh
+// (docs/contract.md, docs/freshness.md). All methods are safe for concurrent
+// use.
 type Cache struct {
 	exch           rebell.TokenExchanger
 	pol            policy
@@ -95,12 +110,15 @@ type Cache struct {
 	log            *zap.Logger
 	onLogin        func(string)
 	onRefresh      func(string)
+	onEnded        func(string)
 
+	ids    *SessionIDs
 	mem    *memoryTier
-	index  *customerIndex
 	logins loginMemo
+	// roomWarn limits the WARN of a full memory tier to one a minute.
+	roomWarn rateLimited
 
-	// With a shared store (SPEC §7) only:
+	// With a shared store (docs/sessions.md) only:
 	shared   Store
 	leaseTTL time.Duration
 	// leaseTicker ticks the renewals of a lease held while applyToken runs
@@ -109,10 +127,12 @@ type Cache struct {
 	// recheckEvery (ns) is how long a copy is used without comparing it
 	// with the store: recheckInterval, or a quarter of a shorter idle
 	// timeout, since an instance reports its uses to the others only when
-	// it compares (SPEC §7 with §2's idle_timeout).
+	// it compares (docs/sessions.md, with idle_timeout).
 	recheckEvery int64
 	loads        missLoads
 	pending      pendingWrites
+	// unknown remembers sessions the store has no record of.
+	unknown unknownIDs
 	// resyncAt (Unix ns) is when the store's subscription was last
 	// re-established: copies compared with the store before then are
 	// compared again before use.
@@ -162,18 +182,28 @@ func New(cfg Config) (*Cache, error) {
 		log:            cfg.Logger,
 		onLogin:        cfg.OnLogin,
 		onRefresh:      cfg.OnRefresh,
-		index:          newCustomerIndex(cfg.OnSessionsChanged),
+		onEnded:        cfg.OnSessionEnded,
 	}
 	if c.now == nil {
 		c.now = time.Now
+	}
+	if len(cfg.SessionKeys) == 0 {
+		c.ids = RandomSessionIDs()
+	} else {
+		ids, err := NewSessionIDs(cfg.SessionKeys...)
+		if err != nil {
+			return nil, err
+		}
+		c.ids = ids
 	}
 	if c.log == nil {
 		c.log = zap.NewNop()
 	}
 	c.logins.m = make(map[[32]byte]*loginCall)
 	mem, err := newMemoryTier(orDefault(cfg.MaxSessions, defaultMaxSessions), memoryHooks{
-		evicted:  c.evicted,
-		rejected: c.rejected,
+		evicted: c.evictedForRoom,
+		expired: c.expired,
+		changed: cfg.OnSessionsChanged,
 	})
 	if err != nil {
 		return nil, err
@@ -196,6 +226,28 @@ func New(cfg Config) (*Cache, error) {
 	return c, nil
 }
 
+// rateLimited lets an event through at most once a minute, counting those
+// it held back.
+type rateLimited struct {
+	mu   sync.Mutex
+	last time.Time
+	n    int
+}
+
+// allow counts an event at now and reports whether to log it, with the
+// number of events since the last one logged (this one included).
+func (r *rateLimited) allow(now time.Time) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.n++
+	if !r.last.IsZero() && now.Sub(r.last) < time.Minute {
+		return 0, false
+	}
+	n := r.n
+	r.last, r.n = now, 0
+	return n, true
+}
+
 func orDefault[T comparable](v, def T) T {
 	var zero T
 	if v == zero {
@@ -204,8 +256,13 @@ func orDefault[T comparable](v, def T) T {
 	return v
 }
 
+// ParseSessionID checks that id is a session id this cache made (its tag
+// verifies under one of the session keys) and returns its key; see
+// SessionIDs.Parse. A made-up id costs no lookup.
+func (c *Cache) ParseSessionID(id string) (Key, bool) { return c.ids.Parse(id) }
+
 // Get returns the Grant a request for session k acts with, refreshing the
-// session's tokens as SPEC §5 says. A request whose session is fresh costs no
+// session's tokens as docs/freshness.md says. A request whose session is fresh costs no
 // allocation, no lock shared with other sessions, and no log line.
 //
 // Errors: ErrSessionInvalid (unknown, ended, idle-expired), ErrReauthRequired
@@ -222,8 +279,14 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 		if c.shared == nil {
 			return nil, ErrSessionInvalid
 		}
+		if c.unknown.has(&k, c.now().UnixNano()) {
+			return nil, ErrSessionInvalid
+		}
 		var err error
 		if e, err = c.loadMiss(k); err != nil {
+			if errors.Is(err, ErrSessionInvalid) {
+				c.rememberUnknown(k)
+			}
 			return nil, err
 		}
 	}
@@ -233,9 +296,7 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 	now := c.now()
 	ns := now.UnixNano()
 	if c.shared != nil && c.needsRecheck(e, ns) {
-		if err := c.recheck(ctx, e, ns); err != nil {
-			return nil, err
-		}
+		c.recheckInBackground(e, ns)
 	}
 	if c.idleTimeout > 0 && ns-e.lastUsed.Load() >= c.idleTimeout {
 		if c.shared == nil {
@@ -274,13 +335,18 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 // instance's memory is dropped either way.
 func (c *Cache) Logout(ctx context.Context, k Key) error {
 	customer := ""
-	if e := c.mem.get(&k); e != nil {
+	e := c.mem.get(&k)
+	if e != nil {
 		customer = e.state.Load().grant.CustomerID
 		c.end(e, "logout", zapcore.InfoLevel)
 	}
 	if c.shared == nil {
 		return nil
 	}
+	if e == nil && c.unknown.has(&k, c.now().UnixNano()) {
+		return nil // ended already, or never stored
+	}
+	defer c.rememberUnknown(k)
 	ctx, cancel := c.storeCtx(ctx)
 	defer cancel()
 	if customer == "" {
@@ -306,7 +372,7 @@ func (c *Cache) Logout(ctx context.Context, k Key) error {
 func (c *Cache) EndCustomer(ctx context.Context, customerID string) (int, error) {
 	n := 0
 	ended := make(map[Key]bool)
-	for _, e := range c.index.sessions(customerID) {
+	for _, e := range c.mem.idx.sessionsOf(customerID) {
 		if c.end(e, "customer", zapcore.InfoLevel) {
 			ended[e.key] = true
 			n++
@@ -346,7 +412,7 @@ func (c *Cache) endCustomerShared(ctx context.Context, customerID string, ended 
 }
 
 // Len returns the number of sessions held in memory.
-func (c *Cache) Len() int { return c.index.len() }
+func (c *Cache) Len() int { return c.mem.len() }
 
 // Close cancels the cache's background refreshes and exchanges, waits for
 // them, and closes the memory tier, dropping every session. Requests still
@@ -399,57 +465,65 @@ func (c *Cache) end(e *entry, reason string, level zapcore.Level) bool {
 	return true
 }
 
-// dropEnded removes an entry just marked ended from memory and the index.
+// dropEnded removes an entry just marked ended from memory.
 func (c *Cache) dropEnded(e *entry, reason string, level zapcore.Level) {
 	c.mem.remove(e)
-	c.index.remove(e.state.Load().grant.CustomerID, e)
+	if c.shared != nil {
+		c.rememberUnknown(e.key)
+	}
 	c.logEnd(e, reason, level)
 }
 
-// evicted is ristretto's report that it dropped a session on its own: for
-// room, because its record lifetime (R + grace) passed, or because Close
-// emptied the tier. Neither Close nor, with a shared store, a drop for room
-// ends the session: a request or refresh in flight with the entry completes
-// as if it had stayed, and with a shared store the next request reads the
-// record back.
-func (c *Cache) evicted(e *entry, expired bool) {
-	if c.mem.closed() {
-		c.index.remove(e.state.Load().grant.CustomerID, e)
+// rememberUnknown remembers session k, which the shared store has no
+// record of (any longer), as unknown for a while: its id replayed costs no
+// store command. Not while the store may be getting back sessions it lost.
+func (c *Cache) rememberUnknown(k Key) {
+	now := c.now().UnixNano()
+	if lost := c.lostAt.Load(); lost != 0 && now-lost < int64(unknownFor) {
 		return
 	}
-	if c.shared != nil && !expired {
-		if c.index.remove(e.state.Load().grant.CustomerID, e) {
-			c.log.Debug("rebell session dropped from memory for room; kept in the store", zap.String("session", e.key.Tag()))
+	c.unknown.add(&k, now)
+}
+
+// evictedForRoom is the memory tier's report that it removed e to make room
+// for another session. Without a shared store that ends the session; with
+// one, only the copy in memory goes: the next request reads it back.
+func (c *Cache) evictedForRoom(e *entry) {
+	if c.shared != nil {
+		c.log.Debug("rebell session dropped from memory for room; kept in the store", zap.String("session", e.key.Tag()))
+		if n, ok := c.roomWarn.allow(c.now()); ok {
+			c.log.Warn("rebell memory tier full (max_sessions): copies of sessions dropped from memory; they are read from the store when next used",
+				zap.Int("sessions", n))
 		}
 		return
 	}
 	if !e.ended.CompareAndSwap(false, true) {
 		return
 	}
-	c.index.remove(e.state.Load().grant.CustomerID, e)
-	if expired {
-		c.logEnd(e, "expired", zapcore.DebugLevel)
-	} else {
-		c.logEnd(e, "evicted", zapcore.InfoLevel)
+	c.logEnd(e, "evicted", zapcore.InfoLevel)
+	if n, ok := c.roomWarn.allow(c.now()); ok {
+		c.log.Warn("rebell memory tier full (max_sessions): sessions used least recently ended to make room",
+			zap.Int("sessions", n))
 	}
 }
 
-// rejected is ristretto's report that it did not admit a new session; the
-// Login or read that wrote it handles the failure. With a shared store the
-// session lives on in its record.
-func (c *Cache) rejected(e *entry) {
-	if c.shared != nil {
-		c.index.remove(e.state.Load().grant.CustomerID, e)
-		return
+// expired is ristretto's report that e's record lifetime (R + grace) passed.
+// It ends the session if the memory tier still holds it.
+func (c *Cache) expired(e *entry) {
+	if c.mem.closed() || !c.mem.idx.remove(e) {
+		return // Close empties the tier; that ends no session
 	}
 	if e.ended.CompareAndSwap(false, true) {
-		c.index.remove(e.state.Load().grant.CustomerID, e)
+		c.logEnd(e, "expired", zapcore.DebugLevel)
 	}
 }
 
 func (c *Cache) logEnd(e *entry, reason string, level zapcore.Level) {
 	if c.closing() {
 		return // Close drops every session; that is not news per session
+	}
+	if c.onEnded != nil {
+		c.onEnded(reason)
 	}
 	if ce := c.log.Check(level, "rebell session ended"); ce != nil {
 		age := c.now().Sub(time.Unix(0, e.created)).Round(time.Second)

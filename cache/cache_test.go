@@ -3,6 +3,9 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -33,12 +36,12 @@ func TestNewValidatesConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if c.pol.refreshAhead != defaultRefreshAhead || c.pol.minRemaining != 10*time.Second || c.pol.grace != time.Hour ||
+	if c.pol.refreshAhead != defaultRefreshAhead || c.pol.grace != time.Hour ||
 		c.refreshTimeout != defaultRefreshTimeout || c.retryCooldown != defaultRetryCooldown || c.dedupWindow != 0 {
 		t.Errorf("defaults not applied: %+v", c.pol)
 	}
-	if p := newPolicy(8*time.Second, 10*time.Minute); p.minRemaining != 4*time.Second || p.grace != 10*time.Minute {
-		t.Errorf("policy(8s, 10m) = %+v, want m=4s, grace=10m", p)
+	if p := newPolicy(8*time.Second, 10*time.Minute); p.grace != 10*time.Minute {
+		t.Errorf("policy(8s, 10m) = %+v, want grace=10m", p)
 	}
 }
 
@@ -65,7 +68,7 @@ func TestGetUnknownSession(t *testing.T) {
 	h := newHarness(t)
 	k, _ := h.login(t, "code-1")
 
-	_, other := NewSessionID()
+	_, other := RandomSessionIDs().New()
 	if _, err := h.get(t, other); err != ErrSessionInvalid {
 		t.Fatalf("unknown session: %v", err)
 	}
@@ -124,6 +127,7 @@ func TestRecordLifetime(t *testing.T) {
 	}{{0, time.Hour}, {10 * time.Minute, 10 * time.Minute}, {2 * time.Hour, time.Hour}} {
 		h := newHarness(t, func(c *Config) { c.IdleTimeout = tc.idle })
 		k, g := h.login(t, "code-1")
+		h.mem.rc.Wait()
 		// ristretto's TTL runs on the wall clock from the write.
 		ttl, ok := h.mem.rc.GetTTL(hashKey(&k))
 		want := g.SessionExpiry.Add(tc.grace).Sub(t0)
@@ -230,7 +234,7 @@ func TestLogoutIsIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, unknown := NewSessionID()
+	_, unknown := RandomSessionIDs().New()
 	if err := h.Logout(ctx, unknown); err != nil {
 		t.Fatal(err)
 	}
@@ -303,65 +307,104 @@ func TestEndCustomer(t *testing.T) {
 			t.Fatalf("OnSessionsChanged got %v, want %v", counts, want)
 		}
 	}
-	if len(h.index.m) != 1 {
-		t.Fatalf("customer index holds %d customers, want 1", len(h.index.m))
+	if n := len(h.mem.idx.customers); n != 1 {
+		t.Fatalf("customer index holds %d customers, want 1", n)
 	}
 }
 
-func TestIndexFollowsEviction(t *testing.T) {
+// TestFullTierEndsLeastRecentlyUsed: logins into a full memory tier all
+// succeed, each spends its auth code once, the tier never holds more than
+// MaxSessions, and the sessions ended for room are those used least
+// recently, never one just created.
+func TestFullTierEndsLeastRecentlyUsed(t *testing.T) {
 	const max = 20
-	h := newHarness(t, func(c *Config) { c.MaxSessions = max; c.LoginDedupWindow = 0 })
-	var keys []Key
-	stored := 0
-	for range 200 {
-		id, _, err := h.Login(context.Background(), rebell.NewSecret("code"))
-		switch {
-		case err == nil:
-			k, _ := ParseSessionID(id)
-			keys = append(keys, k)
-			stored++
-		case errors.Is(err, ErrStoreUnavailable):
-		default:
-			t.Fatal(err)
+	var ends []string
+	var mu sync.Mutex
+	logs := observe(t)
+	h := newHarness(t, func(c *Config) {
+		c.MaxSessions = max
+		c.LoginDedupWindow = 0
+		c.Logger = logs.logger
+		c.OnSessionEnded = func(reason string) {
+			mu.Lock()
+			ends = append(ends, reason)
+			mu.Unlock()
 		}
+	})
+	// A working set used on every round, and a stream of one-off logins.
+	var hot []Key
+	for i := range max / 2 {
+		k, _ := h.login(t, fmt.Sprintf("hot-%d", i))
+		hot = append(hot, k)
+	}
+	var last Key
+	for i := range 200 {
+		h.clock.Advance(time.Second)
+		for _, k := range hot {
+			_, _ = h.get(t, k)
+		}
+		k, _ := h.login(t, fmt.Sprintf("code-%d", i))
+		mustGet(t, h, k) // never the session just created
+		last = k
+		if n := h.Len(); n > max {
+			t.Fatalf("tier holds %d sessions, max %d", n, max)
+		}
+	}
+	if n := h.fake.exchanges.Load(); n != max/2+200 {
+		t.Fatalf("%d exchanges for %d logins", n, max/2+200)
+	}
+	if got := h.loginResults(); slices.ContainsFunc(got, func(r string) bool { return r != "SUCCESS" }) {
+		t.Fatalf("login results %v", got)
+	}
+	// Sampling approximates LRU: nearly all of the working set survives.
+	lost := 0
+	for _, k := range hot {
+		if _, err := h.get(t, k); err != nil {
+			lost++
+		}
+	}
+	if lost > 2 {
+		t.Fatalf("%d of %d sessions in constant use were ended for room", lost, len(hot))
+	}
+	mustGet(t, h, last)
+	mu.Lock()
+	evicted := len(ends)
+	for _, r := range ends {
+		if r != "evicted" {
+			t.Fatalf("end reasons %v", ends)
+		}
+	}
+	mu.Unlock()
+	if evicted != max/2+200-h.Len() {
+		t.Fatalf("%d ends reported, %d sessions logged in, %d held", evicted, max/2+200, h.Len())
+	}
+	// INFO per session, one WARN for the minute (the clock moved 200 s: 4).
+	if n := logs.count("rebell session ended"); n != evicted {
+		t.Fatalf("%d INFO lines for %d evictions", n, evicted)
+	}
+	if n := logs.count("rebell memory tier full (max_sessions): sessions used least recently ended to make room"); n < 3 || n > 5 {
+		t.Fatalf("%d WARN lines over 200 s of evictions", n)
+	}
+}
+
+// TestRistrettoDropsEndNothing: whatever ristretto drops (a refused or
+// dropped write, an eviction of its own), the session stays held and is
+// served.
+func TestRistrettoDropsEndNothing(t *testing.T) {
+	h := newHarness(t)
+	k, g := h.login(t, "code-1")
+	e := h.entryOf(t, k)
+	h.mem.rc.Del(hashKey(&k)) // as if ristretto had dropped or evicted it
+	h.mem.rc.Wait()
+	if got := mustGet(t, h, k); got != g {
+		t.Fatal("session not served after ristretto dropped it")
+	}
+	if e.ended.Load() || h.Len() != 1 {
+		t.Fatalf("ended %v, Len %d", e.ended.Load(), h.Len())
 	}
 	h.mem.rc.Wait()
-	held := 0
-	for _, k := range keys {
-		if h.mem.get(&k) != nil {
-			held++
-		}
-	}
-	if held > max || h.Len() != held {
-		t.Fatalf("stored %d, held %d, Len %d (max %d)", stored, held, h.Len(), max)
-	}
-	h.index.mu.Lock()
-	indexed := len(h.index.m["customer-1"])
-	h.index.mu.Unlock()
-	if indexed != held {
-		t.Fatalf("index holds %d sessions, memory %d", indexed, held)
-	}
-}
-
-func TestLoginStoreUnavailableWhenWriteIsRejected(t *testing.T) {
-	h := newHarness(t)
-	h.mem.cost = 1001 // more than MaxSessions: ristretto's policy refuses it
-	id, g, err := h.Login(context.Background(), rebell.NewSecret("code-1"))
-	if !errors.Is(err, ErrStoreUnavailable) || id != "" || g != nil {
-		t.Fatalf("Login = %q, %v, %v; want ErrStoreUnavailable and no session", id, g, err)
-	}
-	if h.Len() != 0 || len(h.index.m) != 0 {
-		t.Fatalf("Len = %d, index %v after a refused write", h.Len(), h.index.m)
-	}
-	if got := h.loginResults(); len(got) != 1 || got[0] != "store_error" {
-		t.Fatalf("OnLogin got %v", got)
-	}
-	// Not memoised: the next try exchanges again (and succeeds once the tier
-	// takes writes).
-	h.mem.cost = 1
-	h.login(t, "code-1")
-	if n := h.fake.exchanges.Load(); n != 2 {
-		t.Fatalf("%d exchanges, want 2", n)
+	if got, ok := h.mem.rc.Get(hashKey(&k)); !ok || got != e {
+		t.Fatal("session not put back into ristretto")
 	}
 }
 
@@ -403,24 +446,59 @@ func TestCloseIsIdempotentAndSafeWithGet(t *testing.T) {
 	}
 }
 
-func TestEvictionHooks(t *testing.T) {
+func TestExpiredHook(t *testing.T) {
 	h := newHarness(t)
 	k1, _ := h.login(t, "code-1")
-	k2, _ := h.login(t, "code-2")
-	e1, e2 := h.entryOf(t, k1), h.entryOf(t, k2)
-
-	h.evicted(e1, true) // the TTL sweep
-	h.rejected(e2)      // admission
-	h.evicted(e1, false)
-	for _, e := range []*entry{e1, e2} {
-		if !e.ended.Load() {
-			t.Fatal("hook did not mark the entry ended")
-		}
+	e1 := h.entryOf(t, k1)
+	h.expired(e1) // the TTL sweep
+	h.expired(e1)
+	if !e1.ended.Load() {
+		t.Fatal("hook did not mark the entry ended")
 	}
-	if h.Len() != 0 || len(h.index.m) != 0 {
-		t.Fatalf("Len %d, index %v after the hooks", h.Len(), h.index.m)
+	if h.Len() != 0 || len(h.mem.idx.customers) != 0 {
+		t.Fatalf("Len %d, index %v after the hook", h.Len(), h.mem.idx.customers)
 	}
 	if _, err := h.get(t, k1); err != ErrSessionInvalid {
-		t.Fatalf("evicted session: %v", err)
+		t.Fatalf("expired session: %v", err)
+	}
+}
+
+// TestLargeMaxSessionsPreallocatesLittle: the memory tier grows with the
+// sessions it holds, not with MaxSessions.
+func TestLargeMaxSessionsPreallocatesLittle(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	c, err := New(Config{Exchanger: newFakeExchanger(newFakeClock()), MaxSessions: 10_000_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > 4<<20 {
+		t.Fatalf("an empty cache for 10M sessions holds %d KiB", grown>>10)
+	}
+}
+
+// TestConcurrentLoginsIntoAFullTier: more logins at once than the tier
+// holds all succeed: a session is not ended for room while its login hands
+// it out.
+func TestConcurrentLoginsIntoAFullTier(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxSessions = 2; c.LoginDedupWindow = 0 })
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			for j := range 20 {
+				if _, _, err := h.Login(context.Background(), rebell.NewSecret(fmt.Sprintf("code-%d-%d", i, j))); err != nil {
+					t.Errorf("Login into a full tier: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := h.Len(); n > 2+16 {
+		t.Fatalf("tier holds %d sessions", n)
 	}
 }

@@ -36,7 +36,7 @@ func TestConcurrentChurn(t *testing.T) {
 				case n < 10:
 					id, _, err := h.Login(ctx, rebell.NewSecret(fmt.Sprintf("code-%d", r.IntN(4))))
 					if err == nil {
-						k, _ := ParseSessionID(id)
+						k, _ := h.ParseSessionID(id)
 						mu.Lock()
 						keys = append(keys, k)
 						mu.Unlock()
@@ -86,9 +86,9 @@ func TestConcurrentChurn(t *testing.T) {
 			held[e] = true
 		}
 	}
-	h.index.mu.Lock()
+	h.mem.idx.custMu.Lock()
 	indexed := 0
-	for _, es := range h.index.m {
+	for _, es := range h.mem.idx.customers {
 		for _, e := range es {
 			indexed++
 			if !held[e] {
@@ -96,7 +96,7 @@ func TestConcurrentChurn(t *testing.T) {
 			}
 		}
 	}
-	h.index.mu.Unlock()
+	h.mem.idx.custMu.Unlock()
 	if indexed != len(held) || h.Len() != indexed {
 		t.Fatalf("memory holds %d live sessions, index %d, Len %d", len(held), indexed, h.Len())
 	}

@@ -23,10 +23,19 @@ type entry struct {
 	lastUsed atomic.Int64
 	// created is when the session was created (Unix ns).
 	created int64
+	// until is when the memory tier stops holding the session (Unix ns on
+	// the wall clock): its record lifetime, R + grace.
+	until atomic.Int64
+	// pinned is set while the login that creates the session has not handed
+	// its id out: the memory tier does not end it for room meanwhile.
+	pinned atomic.Bool
+	// shortened is set once the INFO that the refresh-ahead window of the
+	// session's tokens is shorter than configured was logged.
+	shortened atomic.Bool
 	// ended is set once, when the session ends (logout, customer ended, idle,
-	// expired, dead refresh token, evicted without a shared store). Holders
-	// of the pointer see it. With a shared store an entry ristretto drops for
-	// room is not ended: the session lives on in its record.
+	// expired, dead refresh token, evicted for room without a shared store).
+	// Holders of the pointer see it. With a shared store a copy the memory
+	// tier drops for room is not ended: the session lives on in its record.
 	ended atomic.Bool
 
 	// mu serialises starting and finishing refreshes. flight and failure are
@@ -62,9 +71,13 @@ type tokenState struct {
 	// grant is handed to requests by pointer; it must not be modified.
 	grant        Grant
 	refreshToken rebell.Secret
-	// version is the store record's version this state is (SPEC §7); 0
+	// version is the store record's version this state is (docs/sessions.md); 0
 	// without a shared store.
 	version uint64
+	// lifetime is the access token's lifetime: its expiry minus when it was
+	// obtained (for a state read from the store, when it was read, which
+	// never makes it longer). It sizes the refresh-ahead window.
+	lifetime time.Duration
 }
 
 // refreshFailure remembers a failed refresh for the cooldown.
@@ -128,6 +141,7 @@ func loginState(tok *rebell.Token, now time.Time) (*tokenState, error) {
 			SessionExpiry:     tok.RefreshTokenExpiry,
 		},
 		refreshToken: tok.RefreshToken,
+		lifetime:     tok.AccessTokenExpiry.Sub(now),
 	}, nil
 }
 
@@ -166,5 +180,6 @@ func refreshedState(old *tokenState, tok *rebell.Token, now time.Time) (*tokenSt
 			SessionExpiry:     rexp,
 		},
 		refreshToken: rt,
+		lifetime:     tok.AccessTokenExpiry.Sub(now),
 	}, nil
 }

@@ -9,6 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
@@ -47,6 +51,8 @@ type fakeExchanger struct {
 
 	exchanges atomic.Int64
 	refreshes atomic.Int64
+	// accessTTL, if set, is the lifetime of the access tokens issued (ns).
+	accessTTL atomic.Int64
 
 	mu              sync.Mutex
 	exchangeScript  []result
@@ -105,10 +111,14 @@ func (f *fakeExchanger) token(customer string) *rebell.Token {
 	n := f.seq
 	f.mu.Unlock()
 	now := f.clock.Now()
+	ttl := accessTTL
+	if d := f.accessTTL.Load(); d != 0 {
+		ttl = time.Duration(d)
+	}
 	return &rebell.Token{
 		CustomerID:         customer,
 		AccessToken:        rebell.NewSecret(fmt.Sprintf("access-%d", n)),
-		AccessTokenExpiry:  now.Add(accessTTL),
+		AccessTokenExpiry:  now.Add(ttl),
 		RefreshToken:       rebell.NewSecret(fmt.Sprintf("refresh-%d", n)),
 		RefreshTokenExpiry: now.Add(refreshTTL),
 	}
@@ -250,7 +260,7 @@ func (h *harness) login(t testing.TB, code string) (Key, *Grant) {
 	if err != nil {
 		t.Fatalf("Login(%q): %v", code, err)
 	}
-	k, ok := ParseSessionID(id)
+	k, ok := h.ParseSessionID(id)
 	if !ok {
 		t.Fatalf("Login returned a malformed session id")
 	}
@@ -280,9 +290,32 @@ func (h *harness) settle(t testing.TB, k Key) {
 // at sets the clock relative to the access token expiry A of g.
 func (h *harness) atAccessExpiry(g *Grant, d time.Duration) { h.clock.Set(g.AccessTokenExpiry.Add(d)) }
 
+// get calls Get and waits for the comparison with the store it may have
+// started in the background.
 func (h *harness) get(t testing.TB, k Key) (*Grant, error) {
 	t.Helper()
-	return h.Get(context.Background(), k)
+	e := h.mem.get(&k)
+	g, err := h.Get(context.Background(), k)
+	if e == nil {
+		e = h.mem.get(&k)
+	}
+	if e != nil {
+		awaitCheck(t, e)
+	}
+	return g, err
+}
+
+// awaitCheck waits for the background comparison of e with the store, if
+// one runs.
+func awaitCheck(t testing.TB, e *entry) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.checking.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the comparison with the store did not finish in 10s")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
 }
 
 func mustGet(t testing.TB, h *harness, k Key) *Grant {
@@ -309,3 +342,18 @@ func (f *fakeExchanger) awaitEntered(t testing.TB, kind string) {
 		}
 	}
 }
+
+// observedLogs is a logger whose lines a test can count.
+type observedLogs struct {
+	logger *zap.Logger
+	logs   *observer.ObservedLogs
+}
+
+func observe(t testing.TB) *observedLogs {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	return &observedLogs{logger: zap.New(core), logs: logs}
+}
+
+// count is the number of lines with message msg.
+func (o *observedLogs) count(msg string) int { return o.logs.FilterMessage(msg).Len() }

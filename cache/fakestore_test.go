@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,6 +28,10 @@ type fakeServer struct {
 	logins    map[string]fakeMemo
 	endMarks  map[Key]time.Time // expiry
 	listeners []*fakeStore
+	// garbled are the keys overwritten with something that is no record
+	// (as Redis's WRONGTYPE): reading them fails with ErrRecordCorrupt
+	// until End deletes them.
+	garbled map[Key]bool
 
 	// afterLoad, if set, runs after a Load read a record, before it
 	// returns: what happens elsewhere while the answer travels.
@@ -63,8 +68,18 @@ func newFakeServer(clock *fakeClock) *fakeServer {
 		customers: map[string]map[Key]bool{},
 		logins:    map[string]fakeMemo{},
 		endMarks:  map[Key]time.Time{},
+		garbled:   map[Key]bool{},
 	}
 }
+
+// garble overwrites k's record with something that is no record.
+func (s *fakeServer) garble(k Key) {
+	s.mu.Lock()
+	s.garbled[k] = true
+	s.mu.Unlock()
+}
+
+var errGarbled = fmt.Errorf("fake store: %w: a key holds another type", ErrRecordCorrupt)
 
 // store returns a new instance's view of the server.
 func (s *fakeServer) store() *fakeStore { return &fakeStore{s: s} }
@@ -208,6 +223,10 @@ func (f *fakeStore) Load(ctx context.Context, k Key, used time.Time, ttl time.Du
 	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
+	if s.garbled[k] {
+		s.mu.Unlock()
+		return nil, errGarbled
+	}
 	r, ok := s.record(k)
 	if !ok {
 		s.mu.Unlock()
@@ -235,6 +254,9 @@ func (f *fakeStore) Acquire(ctx context.Context, k Key, version uint64, ttl time
 		return "", 0, err
 	}
 	defer s.mu.Unlock()
+	if s.garbled[k] {
+		return "", 0, errGarbled
+	}
 	r, ok := s.record(k)
 	switch {
 	case !ok:
@@ -282,6 +304,10 @@ func (f *fakeStore) Swap(ctx context.Context, k Key, lease string, old uint64, r
 	if err := s.enter(ctx); err != nil {
 		return false, err
 	}
+	if s.garbled[k] {
+		s.mu.Unlock()
+		return false, errGarbled
+	}
 	r, ok := s.record(k)
 	if !ok || r.rec.Version != old {
 		s.mu.Unlock()
@@ -305,6 +331,8 @@ func (f *fakeStore) End(ctx context.Context, k Key, customerID string) (bool, er
 		return false, err
 	}
 	_, ok := s.record(k)
+	ok = ok || s.garbled[k]
+	delete(s.garbled, k)
 	delete(s.recs, k)
 	delete(s.leases, k)
 	s.endMarks[k] = s.clock.Now().Add(EndMarkLifetime)
@@ -350,7 +378,10 @@ func (f *fakeStore) FinishLogin(ctx context.Context, code rebell.Secret, sid str
 	}
 	defer s.mu.Unlock()
 	if sid == "" {
-		delete(s.logins, code.Reveal())
+		// Only a claim is forgotten, as the Redis store does.
+		if m, ok := s.logins[code.Reveal()]; ok && m.sid == "" {
+			delete(s.logins, code.Reveal())
+		}
 		return nil
 	}
 	s.logins[code.Reveal()] = fakeMemo{sid: sid, expires: s.clock.Now().Add(ttl)}
@@ -391,9 +422,12 @@ func newCluster(t testing.TB, n int, mutate ...func(*Config)) *cluster {
 	t.Helper()
 	clock := newFakeClock()
 	cl := &cluster{clock: clock, srv: newFakeServer(clock), fake: newFakeExchanger(clock)}
+	// Instances sharing a store share the session key.
+	sessionKey := []byte("a session key shared by the instances")
 	for i := 0; i < n; i++ {
 		st := cl.srv.store()
 		h := newHarness(t, append([]func(*Config){func(c *Config) {
+			c.SessionKeys = [][]byte{sessionKey}
 			c.Now = clock.Now
 			c.Exchanger = cl.fake
 			c.Store = st

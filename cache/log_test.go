@@ -29,7 +29,7 @@ func TestLogsNameSessionsByTagAndLeakNoSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, _ := ParseSessionID(id)
+	k, _ := h.ParseSessionID(id)
 	h.atAccessExpiry(g, 0)
 	mustGet(t, h, k) // refresh
 	h.fake.scriptRefresh(result{err: errConfig}, result{err: errUsedRefresh})
@@ -42,7 +42,7 @@ func TestLogsNameSessionsByTagAndLeakNoSecret(t *testing.T) {
 		t.Fatal("dead refresh token served")
 	}
 	id2, _, _ := h.Login(ctx, rebell.NewSecret("other-code"))
-	k2, _ := ParseSessionID(id2)
+	k2, _ := h.ParseSessionID(id2)
 	_ = h.Logout(ctx, k2)
 	_, _ = h.EndCustomer(ctx, "customer-1")
 

@@ -19,7 +19,7 @@ import (
 //
 // With LoginDedupWindow > 0, the same code arriving while its exchange is in
 // flight, or within the window after it succeeded, gets the same session id
-// (and that session's current Grant) from one applyToken call (SPEC §3). The
+// (and that session's current Grant) from one applyToken call (docs/contract.md). The
 // exchange then runs under the cache's context and RefreshTimeout, so the
 // first caller giving up does not spoil its retry. Failures are not
 // remembered. A remembered session that has ended since is forgotten and the
@@ -105,7 +105,7 @@ func (c *Cache) sharedLogin(ctx context.Context, authCode rebell.Secret) (string
 			return id, e, err
 		}
 		if sid != "" {
-			k, ok := ParseSessionID(sid)
+			k, ok := c.ids.Parse(sid)
 			if !ok {
 				return "", nil, storeError(fmt.Errorf("%w: login memo", ErrRecordCorrupt))
 			}
@@ -118,14 +118,10 @@ func (c *Cache) sharedLogin(ctx context.Context, authCode rebell.Secret) (string
 				c.reportLogin(resultDeduplicated)
 				return sid, e, nil
 			case err == nil || errors.Is(err, ErrSessionInvalid):
-				// The remembered session has ended: exchange afresh.
-				fctx, cancel := c.storeCtx(ctx)
-				err = c.shared.FinishLogin(fctx, authCode, "", 0)
-				cancel()
-				if err != nil {
-					return "", nil, storeError(err)
-				}
-				continue
+				// The remembered session has ended: exchange the code
+				// afresh, past the memo (which only a claim's holder
+				// may forget; it lapses with the dedup window).
+				return c.exchange(ctx, authCode)
 			default:
 				return "", nil, err
 			}
@@ -142,8 +138,15 @@ func (c *Cache) sharedLogin(ctx context.Context, authCode rebell.Secret) (string
 	}
 }
 
-// exchange calls applyToken for authCode and stores the new session.
+// exchange calls applyToken for authCode and stores the new session. Room
+// in memory is secured first, so that Rebell never spends an auth code on a
+// session that is not kept.
 func (c *Cache) exchange(ctx context.Context, authCode rebell.Secret) (string, *entry, error) {
+	r, err := c.mem.reserve()
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	}
+	defer r.release()
 	tok, err := c.exch.ExchangeAuthCode(ctx, authCode)
 	now := c.now()
 	var st *tokenState
@@ -156,13 +159,17 @@ func (c *Cache) exchange(ctx context.Context, authCode rebell.Secret) (string, *
 		}
 		return "", nil, loginError(err)
 	}
-	id, e, err := c.keep(ctx, st, now)
+	id, e, err := c.keep(ctx, st, now, r)
+	if e != nil {
+		defer e.pinned.Store(false)
+	}
 	if err != nil {
 		c.reportLogin(resultStoreError)
 		c.log.Error("rebell session could not be stored", zap.Error(err))
 		return "", nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 	}
 	c.reportLogin(resultSuccess)
+	c.noteWindow(e, st)
 	session := zap.String("session", e.key.Tag())
 	c.log.Info("rebell session created", session,
 		zap.Time("access_token_expiry", st.grant.AccessTokenExpiry),
@@ -171,19 +178,11 @@ func (c *Cache) exchange(ctx context.Context, authCode rebell.Secret) (string, *
 	return id, e, nil
 }
 
-// keep stores a new session with st and confirms it is held: in the shared
-// store first when there is one (the record of truth; SPEC §7), then in
-// memory.
-func (c *Cache) keep(ctx context.Context, st *tokenState, now time.Time) (string, *entry, error) {
-	id, k := NewSessionID()
-	// The memory tier keys sessions by 64 of the Key's 256 bits. A collision
-	// with a held session (chance ~n/2^64) would overwrite it: draw again.
-	for i := 0; c.mem.occupied(&k); i++ {
-		if i == 3 {
-			return "", nil, errDropped
-		}
-		id, k = NewSessionID()
-	}
+// keep stores a new session with st in the room r and confirms it is held:
+// in the shared store first when there is one (the record of truth;
+// docs/sessions.md), then in memory.
+func (c *Cache) keep(ctx context.Context, st *tokenState, now time.Time, r *room) (string, *entry, error) {
+	id, k := c.ids.New()
 	if c.shared != nil {
 		st.version = 1
 		sctx, cancel := c.storeCtx(ctx)
@@ -198,18 +197,9 @@ func (c *Cache) keep(ctx context.Context, st *tokenState, now time.Time) (string
 	}
 	e := newEntry(k, st, now)
 	e.checked.Store(now.UnixNano())
-	// Index first: if ristretto rejects or evicts the entry, its callback
-	// finds it there and removes it.
-	c.index.add(st.grant.CustomerID, e)
-	if err := c.mem.insert(e, c.pol.lifetime(st, now)); err != nil {
-		if c.shared != nil && !errors.Is(err, errClosed) {
-			// Stored where it counts: the next request reads it back.
-			c.index.remove(st.grant.CustomerID, e)
-			return id, e, nil
-		}
-		if e.ended.CompareAndSwap(false, true) {
-			c.index.remove(st.grant.CustomerID, e)
-		}
+	e.pinned.Store(true) // until exchange hands it out
+	if err := c.mem.insert(e, c.pol.lifetime(st, now), r); err != nil {
+		e.ended.Store(true)
 		return "", nil, err
 	}
 	if e.ended.Load() {

@@ -143,7 +143,7 @@ func TestLoginDedupReturnsCurrentGrant(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
 	id1, g1, _ := h.Login(ctx, rebell.NewSecret("code-1"))
-	k, _ := ParseSessionID(id1)
+	k, _ := h.ParseSessionID(id1)
 	h.atAccessExpiry(g1, 0)
 	refreshed := mustGet(t, h, k)
 	h.clock.Set(t0.Add(30 * time.Second))
@@ -157,7 +157,7 @@ func TestLoginDedupForgetsEndedSession(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
 	id1, _, _ := h.Login(ctx, rebell.NewSecret("code-1"))
-	k, _ := ParseSessionID(id1)
+	k, _ := h.ParseSessionID(id1)
 	if err := h.Logout(ctx, k); err != nil {
 		t.Fatal(err)
 	}

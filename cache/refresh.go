@@ -179,6 +179,9 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 	e.flight.Store(nil)
 	e.mu.Unlock()
 
+	if err == nil && st != nil {
+		c.noteWindow(e, st)
+	}
 	switch {
 	case ended && kind == rebell.KindRefreshTokenDead:
 		c.dropEnded(e, "refresh_token_dead", zapcore.InfoLevel)
@@ -201,6 +204,20 @@ func (c *Cache) relife(e *entry, st *tokenState, now time.Time) {
 	if c.mem.update(e, c.pol.lifetime(st, now)) && e.ended.Load() {
 		c.mem.remove(e)
 	}
+}
+
+// noteWindow logs, once per session, that the refresh-ahead window of st's
+// access token is shorter than the configured refresh_ahead (it lives less
+// than twice as long).
+func (c *Cache) noteWindow(e *entry, st *tokenState) {
+	w := c.pol.window(st)
+	if w >= c.pol.refreshAhead || e.shortened.Load() || !e.shortened.CompareAndSwap(false, true) {
+		return
+	}
+	c.log.Info("rebell refresh_ahead shortened to half the access token's lifetime",
+		zap.String("session", e.key.Tag()),
+		zap.Duration("refresh_ahead", c.pol.refreshAhead), zap.Duration("used", w),
+		zap.Duration("access_token_lifetime", st.lifetime.Round(time.Second)))
 }
 
 func (c *Cache) reportRefresh(e *entry, st *tokenState, err error, kind rebell.Kind) {

@@ -421,3 +421,62 @@ func TestNoRefreshStartsOnceClosing(t *testing.T) {
 		t.Fatalf("%d refreshes started while closing", n)
 	}
 }
+
+// TestRefreshWindowOfShortTokens: the refresh-ahead window of a token is
+// min(refresh_ahead, lifetime/2), and m = min(10s, window/2).
+func TestRefreshWindowOfShortTokens(t *testing.T) {
+	p := newPolicy(5*time.Minute, 0)
+	for _, tc := range []struct {
+		lifetime, window time.Duration
+	}{
+		{time.Hour, 5 * time.Minute},
+		{10 * time.Minute, 5 * time.Minute},
+		{4 * time.Minute, 2 * time.Minute},
+		{10 * time.Second, 5 * time.Second},
+	} {
+		st := &tokenState{grant: Grant{AccessTokenExpiry: t0.Add(tc.lifetime), SessionExpiry: t0.Add(refreshTTL)}, lifetime: tc.lifetime}
+		if got := p.window(st); got != tc.window {
+			t.Errorf("lifetime %v: window %v, want %v", tc.lifetime, got, tc.window)
+		}
+		m := min(10*time.Second, tc.window/2)
+		a := st.grant.AccessTokenExpiry
+		for _, c := range []struct {
+			at   time.Time
+			want freshness
+		}{
+			{t0, fresh},
+			{a.Add(-tc.window - time.Nanosecond), fresh},
+			{a.Add(-tc.window), refreshAhead},
+			{a.Add(-m - time.Nanosecond), refreshAhead},
+			{a.Add(-m), mustRefresh},
+		} {
+			if got := p.classify(st, c.at); got != c.want {
+				t.Errorf("lifetime %v at A%v: %v, want %v", tc.lifetime, c.at.Sub(a), got, c.want)
+			}
+		}
+	}
+}
+
+// TestShortTokenRefreshedOnce: an access token living less than
+// refresh_ahead is refreshed once, half-way through its life, however many
+// requests use it; the shortened window is logged once per session.
+func TestShortTokenRefreshedOnce(t *testing.T) {
+	logs := observe(t)
+	h := newHarness(t, func(c *Config) { c.RefreshAhead = 5 * time.Minute; c.Logger = logs.logger })
+	h.fake.accessTTL.Store(int64(4 * time.Minute))
+	k, _ := h.login(t, "code-1")
+	for range 12 * 60 {
+		h.clock.Advance(time.Second)
+		for range 5 {
+			mustGet(t, h, k)
+		}
+		h.settle(t, k)
+	}
+	// 12 minutes of 4-minute tokens, each refreshed 2 minutes in.
+	if n := h.fake.refreshes.Load(); n != 6 {
+		t.Fatalf("%d refreshes in 12 minutes of 4-minute tokens, want 6", n)
+	}
+	if n := logs.count("rebell refresh_ahead shortened to half the access token's lifetime"); n != 1 {
+		t.Fatalf("shortened window logged %d times, want once", n)
+	}
+}

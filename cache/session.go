@@ -1,85 +1,45 @@
 // Package cache keeps the gateway's sessions: who each opaque session id acts
 // for and the Rebell tokens it acts with. It applies the freshness rules of
-// SPEC §5 (refresh-ahead, blocking refresh, one refresh in flight per
-// session, idle timeout, ending a session whose refresh token is dead) with an
-// injected clock, deduplicates logins, and holds sessions in a ristretto
-// in-memory tier.
+// docs/freshness.md (refresh-ahead, blocking refresh, one refresh in flight
+// per session, idle timeout, ending a session whose refresh token is dead)
+// with an injected clock, deduplicates logins, and holds sessions in a
+// memory tier with a store's semantics (docs/sessions.md), optionally
+// behind a shared store (package session's Store).
 //
 // It imports nothing from Caddy.
 package cache
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
-// SessionIDLen is the length of a session id: 32 random bytes in unpadded
-// base64url.
-const SessionIDLen = 43
+// SessionIDLen is the length of a session id (see session.IDLen).
+const SessionIDLen = session.IDLen
 
-// Key identifies a session: the SHA-256 of its session id. The id itself is
-// never stored or compared.
-type Key [sha256.Size]byte
+// Key identifies a session: the SHA-256 of its session id (see
+// session.Key).
+type Key = session.Key
 
-// Tag returns the first 8 hex characters of the key, which name the session
-// in logs.
-func (k Key) Tag() string { return hex.EncodeToString(k[:4]) }
+// SessionIDs makes and checks session ids (see session.IDs).
+type SessionIDs = session.IDs
 
-// String returns Tag, so a Key never prints in full.
-func (k Key) String() string { return k.Tag() }
+// NewSessionIDs returns the SessionIDs of keys: the first signs new ids,
+// all of them verify (see session.NewIDs).
+func NewSessionIDs(keys ...[]byte) (*SessionIDs, error) { return session.NewIDs(keys...) }
 
-// NewSessionID returns a new session id (32 bytes from crypto/rand, base64url)
-// and its key.
-func NewSessionID() (string, Key) {
-	var b [32]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand docs)
-	id := base64.RawURLEncoding.EncodeToString(b[:])
-	return id, sha256.Sum256([]byte(id))
-}
+// RandomSessionIDs returns SessionIDs under a new random key (see
+// session.RandomIDs).
+func RandomSessionIDs() *SessionIDs { return session.RandomIDs() }
 
-// ParseSessionID checks that id is SessionIDLen base64url characters and
-// returns its key. It does not allocate.
-func ParseSessionID(id string) (Key, bool) {
-	if len(id) != SessionIDLen {
-		return Key{}, false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return Key{}, false
-		}
-	}
-	// The last character carries 4 padding bits that must be zero for the id
-	// to be canonical (32 bytes encode to 43 characters).
-	if base64URLValue(id[SessionIDLen-1])&0x3 != 0 {
-		return Key{}, false
-	}
-	// Hash the string's bytes in place: a []byte(id) conversion of 43 bytes
-	// would allocate on every request. Sum256 only reads its argument.
-	return sha256.Sum256(unsafe.Slice(unsafe.StringData(id), len(id))), true
-}
-
-func base64URLValue(c byte) byte {
-	switch {
-	case 'A' <= c && c <= 'Z':
-		return c - 'A'
-	case 'a' <= c && c <= 'z':
-		return c - 'a' + 26
-	case '0' <= c && c <= '9':
-		return c - '0' + 52
-	case c == '-':
-		return 62
-	default:
-		return 63
-	}
+// DeriveSessionKey derives a session key from the shared store's secret and
+// realm (see session.DeriveKey).
+func DeriveSessionKey(secret []byte, realm string) ([]byte, error) {
+	return session.DeriveKey(secret, realm)
 }
 
 // Grant is what a request may act with: an immutable snapshot of a session's

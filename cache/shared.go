@@ -12,7 +12,7 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
-// Timings of the shared store (SPEC §7).
+// Timings of the shared store (docs/sessions.md).
 const (
 	// recheckInterval is how long a copy held in memory is used without
 	// comparing it with the store, when no announcement reached it; shorter
@@ -56,9 +56,9 @@ func recordOf(st *tokenState, created, lastUsed time.Time) *Record {
 	}
 }
 
-// stateOf is the token state of a store record, or an error if the record
-// cannot make a session.
-func stateOf(rec *Record) (*tokenState, error) {
+// stateOf is the token state of a store record read at now, or an error if
+// the record cannot make a session.
+func stateOf(rec *Record, now time.Time) (*tokenState, error) {
 	if rec.Version == 0 || rec.CustomerID == "" || rec.AccessToken.IsZero() || rec.RefreshToken.IsZero() {
 		return nil, fmt.Errorf("%w: incomplete record", ErrRecordCorrupt)
 	}
@@ -71,6 +71,7 @@ func stateOf(rec *Record) (*tokenState, error) {
 		},
 		refreshToken: rec.RefreshToken,
 		version:      rec.Version,
+		lifetime:     rec.AccessTokenExpiry.Sub(now),
 	}, nil
 }
 
@@ -81,28 +82,61 @@ func (c *Cache) logCorrupt(k Key, err error) {
 		zap.String("session", k.Tag()), zap.Error(err))
 }
 
+// corrupt ends session k, whose record cannot be read as a session (a key
+// of another type, a seal that does not open, fields that make no
+// session): its copy e (nil if none) here, and its record in the store,
+// which announces the end to every instance. It returns the
+// ErrSessionInvalid to answer with. A corrupt record is never reported as
+// the store being unavailable: the store answered.
+func (c *Cache) corrupt(ctx context.Context, k Key, e *entry, err error) error {
+	customer := ""
+	if e != nil {
+		if !e.ended.CompareAndSwap(false, true) {
+			// Ended already: by another path that found the record
+			// unreadable (and logged it), or otherwise.
+			return fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+		}
+		c.logCorrupt(k, err)
+		customer = e.state.Load().grant.CustomerID
+		c.dropEnded(e, "record_corrupt", zapcore.InfoLevel)
+	} else {
+		c.logCorrupt(k, err)
+	}
+	ctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
+	c.endShared(ctx, k, customer)
+	cancel()
+	return fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+}
+
+// storeFailure is what a failed store call about e means: the session's end
+// if its record is corrupt, else ErrStoreUnavailable.
+func (c *Cache) storeFailure(ctx context.Context, e *entry, err error) error {
+	if errors.Is(err, ErrRecordCorrupt) {
+		return c.corrupt(ctx, e.key, e, err)
+	}
+	return storeError(err)
+}
+
 // readRecord reads e's record, reporting this instance's last use (with
 // ttl, raising the record's lifetime) when used is not zero. A record that
 // is gone is (nil, nil): what that means is the caller's to decide. A
-// corrupt record ends e and is an ErrSessionInvalid; any other failure an
+// corrupt record, or one that cannot make a session, ends the session
+// everywhere and is an ErrSessionInvalid; any other failure an
 // ErrStoreUnavailable.
 func (c *Cache) readRecord(ctx context.Context, e *entry, used time.Time, ttl time.Duration) (*Record, error) {
 	rec, err := c.shared.Load(ctx, e.key, used, ttl)
-	switch {
-	case err == nil:
-		return rec, nil
-	case errors.Is(err, ErrRecordCorrupt):
-		c.logCorrupt(e.key, err)
-		c.end(e, "record_corrupt", zapcore.InfoLevel)
-		return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
-	default:
-		return nil, storeError(err)
+	if err == nil && rec != nil {
+		_, err = stateOf(rec, c.now())
 	}
+	if err != nil {
+		return nil, c.storeFailure(ctx, e, err)
+	}
+	return rec, nil
 }
 
 // recordTTL is the lifetime of a store record with st written at now: until
 // R + grace, or, with an idle timeout, at most idleTTL (the record then lives
-// on while instances report uses; SPEC §7).
+// on while instances report uses; docs/sessions.md).
 func (c *Cache) recordTTL(st *tokenState, now time.Time) time.Duration {
 	ttl := c.pol.lifetime(st, now)
 	if idle := c.idleTTL(); idle > 0 {
@@ -134,7 +168,8 @@ func (c *Cache) adopt(e *entry, st *tokenState) *tokenState {
 	e.mu.Lock()
 	cur := e.state.Load()
 	moved := false
-	if st.version > cur.version {
+	adopted := st.version > cur.version
+	if adopted {
 		moved = !st.grant.SessionExpiry.Equal(cur.grant.SessionExpiry)
 		e.state.Store(st)
 		e.failure.Store(nil)
@@ -145,6 +180,9 @@ func (c *Cache) adopt(e *entry, st *tokenState) *tokenState {
 		e.wake = nil
 	}
 	e.mu.Unlock()
+	if adopted {
+		c.noteWindow(e, st)
+	}
 	if moved {
 		// Another instance's refresh moved R: so does the copy's lifetime.
 		c.relife(e, cur, c.now())
@@ -163,10 +201,12 @@ func (c *Cache) onEvent(ev Event) {
 		c.kickSyncer() // tokens refreshed while the store failed go first
 		if ev.Lost {
 			c.lostAt.Store(now)
+			c.unknown.clear() // sessions may come back
 			c.spawn(c.restoreAll)
 		}
 	case EventEnded:
 		c.endedWhileLoading(ev.Key)
+		c.rememberUnknown(ev.Key)
 		if e := c.mem.get(&ev.Key); e != nil {
 			c.end(e, "ended_elsewhere", zapcore.DebugLevel)
 			if e.restored.Load() {
@@ -204,11 +244,9 @@ func (c *Cache) reload(ctx context.Context, e *entry) (*tokenState, error) {
 		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
 		return nil, errEndedElsewhere
 	}
-	st, err := stateOf(rec)
+	st, err := stateOf(rec, c.now())
 	if err != nil {
-		c.logCorrupt(e.key, err)
-		c.end(e, "record_corrupt", zapcore.InfoLevel)
-		return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+		return nil, c.corrupt(ctx, e.key, e, err)
 	}
 	if st.version >= e.state.Load().version {
 		// A record behind the copy (lost by the store) is not a check: the
@@ -218,7 +256,7 @@ func (c *Cache) reload(ctx context.Context, e *entry) (*tokenState, error) {
 	return c.adopt(e, st), nil
 }
 
-// sharedRefresh refreshes e from old with the cluster-wide lease (SPEC §7):
+// sharedRefresh refreshes e from old with the cluster-wide lease (docs/sessions.md):
 // exactly one instance calls Rebell; the others wait for its new version. It
 // reports whether this call asked Rebell, and Rebell's error if it did.
 func (c *Cache) sharedRefresh(ctx context.Context, e *entry, old *tokenState) (st *tokenState, called bool, err error) {
@@ -228,7 +266,7 @@ func (c *Cache) sharedRefresh(ctx context.Context, e *entry, old *tokenState) (s
 	for wroteBack := false; ; {
 		lease, res, err := c.shared.Acquire(ctx, e.key, old.version, c.leaseTTL)
 		if err != nil {
-			return nil, false, storeError(err)
+			return nil, false, c.storeFailure(ctx, e, err)
 		}
 		switch res {
 		case LeaseAcquired:
@@ -250,7 +288,7 @@ func (c *Cache) sharedRefresh(ctx context.Context, e *entry, old *tokenState) (s
 			case rec == nil:
 				return nil, false, errEndedElsewhere
 			case rec.Version > old.version:
-				st, err := stateOf(rec)
+				st, err := stateOf(rec, c.now())
 				if err != nil {
 					return nil, false, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
 				}
@@ -331,6 +369,8 @@ func (c *Cache) refreshWithLease(ctx context.Context, e *entry, old *tokenState,
 	e.storing.Store(st.version) // refreshes of e run one at a time
 	ok, err := c.swap(ctx, e, lease, old.version, rec, c.recordTTL(st, now))
 	switch {
+	case err != nil && errors.Is(err, ErrRecordCorrupt):
+		return nil, true, c.corrupt(ctx, e.key, e, err)
 	case err != nil:
 		// Rebell has spent the old refresh token; these tokens are the only
 		// ones left. Keep them here and write them back when the store
@@ -389,12 +429,12 @@ func (c *Cache) swap(ctx context.Context, e *entry, lease string, old uint64, re
 }
 
 // deadRefreshToken handles Rebell's answer that old's refresh token is dead:
-// another instance may have rotated it (SPEC §5), so the record is read
+// another instance may have rotated it (docs/freshness.md), so the record is read
 // again; only if nothing newer exists does the session end everywhere.
 func (c *Cache) deadRefreshToken(ctx context.Context, e *entry, old *tokenState, rerr error) (*tokenState, bool, error) {
 	rec, err := c.readRecord(ctx, e, time.Time{}, 0)
 	if err == nil && rec != nil && rec.Version > old.version {
-		if st, err := stateOf(rec); err == nil {
+		if st, err := stateOf(rec, c.now()); err == nil {
 			c.log.Info("rebell refresh token already rotated by another instance; using its tokens",
 				zap.String("session", e.key.Tag()))
 			return c.adopt(e, st), true, nil
@@ -445,7 +485,7 @@ func (c *Cache) restore(ctx context.Context, e *entry) error {
 			return err
 		}
 	case rec.Version > cur.version:
-		if st, err := stateOf(rec); err == nil {
+		if st, err := stateOf(rec, c.now()); err == nil {
 			c.adopt(e, st)
 		}
 	}
@@ -459,7 +499,7 @@ func (c *Cache) restore(ctx context.Context, e *entry) error {
 // for a request here.
 func (c *Cache) restoreAll(ctx context.Context) {
 	n := 0
-	for _, e := range c.index.all() {
+	for _, e := range c.mem.idx.all() {
 		if ctx.Err() != nil {
 			return
 		}
@@ -487,7 +527,7 @@ func (c *Cache) writeBack(ctx context.Context, e *entry, cur *tokenState, stored
 	rec := recordOf(cur, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
 	ok, err := c.shared.Swap(sctx, e.key, "", stored, rec, c.recordTTL(cur, c.now()))
 	if err != nil {
-		return nil, storeError(err)
+		return nil, c.storeFailure(sctx, e, err)
 	}
 	if !ok {
 		return c.reload(sctx, e)

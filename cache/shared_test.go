@@ -17,7 +17,10 @@ func (cl *cluster) loginOn(t *testing.T, i int, code string) (string, Key, *Gran
 	if err != nil {
 		t.Fatalf("Login on %d: %v", i, err)
 	}
-	k, _ := ParseSessionID(id)
+	k, ok := cl.nodes[i].ParseSessionID(id)
+	if !ok {
+		t.Fatalf("Login on %d returned an id that does not verify", i)
+	}
 	return id, k, g
 }
 
@@ -38,6 +41,11 @@ func (cl *cluster) getDuringRefresh(t *testing.T, i int, k Key, g *Grant) (finis
 		done <- answer{g, err}
 	}()
 	cl.fake.awaitEntered(t, "refresh")
+	// The request may also have started a comparison with the store: let it
+	// finish before the test changes the store.
+	if e := cl.nodes[i].mem.get(&k); e != nil {
+		awaitCheck(t, e)
+	}
 	return func() (*Grant, error) {
 		release()
 		a := <-done
@@ -72,7 +80,7 @@ func TestSharedSessionWorksOnEveryInstance(t *testing.T) {
 		t.Fatalf("cached requests made %d store calls", d)
 	}
 	// An unknown session is invalid everywhere.
-	_, unknown := NewSessionID()
+	_, unknown := RandomSessionIDs().New()
 	cl.wantInvalid(t, 1, unknown, "unknown session")
 }
 
@@ -168,7 +176,7 @@ func TestSharedStoreDown(t *testing.T) {
 	cl.clock.Advance(2 * recheckInterval)
 	mustGet(t, cl.nodes[1], k)
 	// Not in memory: store_unavailable.
-	_, unknown := NewSessionID()
+	_, unknown := RandomSessionIDs().New()
 	if _, err := cl.nodes[1].Get(context.Background(), unknown); !errors.Is(err, ErrStoreUnavailable) {
 		t.Fatalf("miss with the store down: %v", err)
 	}
@@ -441,25 +449,26 @@ func TestSharedStoreLosesLatestVersion(t *testing.T) {
 	}
 }
 
-// TestSharedMemoryFull: with a shared store, a session memory does not
-// admit is still created (it is in the store) and served, from the store.
+// TestSharedMemoryFull: with a shared store, a full memory tier drops the
+// copy used least recently (the session lives on in the store, and is read
+// back when used), and every login succeeds.
 func TestSharedMemoryFull(t *testing.T) {
-	cl := newCluster(t, 2)
-	cl.nodes[0].mem.cost = 1001 // more than MaxSessions: ristretto's policy refuses it
-	cl.nodes[1].mem.cost = 1001
-	_, k, g := cl.loginOn(t, 0, "code-1")
-	if cl.srv.version(k) != 1 || cl.nodes[0].Len() != 0 {
-		t.Fatalf("stored %d, in memory %d", cl.srv.version(k), cl.nodes[0].Len())
+	cl := newCluster(t, 2, func(c *Config) { c.MaxSessions = 1 })
+	_, k1, g1 := cl.loginOn(t, 0, "code-1")
+	_, k2, _ := cl.loginOn(t, 0, "code-2")
+	if cl.srv.version(k1) != 1 || cl.srv.version(k2) != 1 || cl.nodes[0].Len() != 1 {
+		t.Fatalf("stored %d and %d, in memory %d", cl.srv.version(k1), cl.srv.version(k2), cl.nodes[0].Len())
 	}
 	for i := 0; i < 2; i++ {
 		before := cl.srv.calls.Load()
-		if got := mustGet(t, cl.nodes[i], k); !got.AccessToken.Equal(g.AccessToken) {
+		if got := mustGet(t, cl.nodes[i], k1); !got.AccessToken.Equal(g1.AccessToken) {
 			t.Fatalf("node %d served another token", i)
 		}
 		if cl.srv.calls.Load() == before {
 			t.Fatalf("node %d served a session it does not hold without reading the store", i)
 		}
 	}
+	mustGet(t, cl.nodes[0], k2)
 }
 
 // TestSharedEndedWhileLoading: an end announced while an instance reads the
@@ -659,9 +668,19 @@ func TestSharedShortIdleTimeout(t *testing.T) {
 }
 
 // wantInvalid asserts that node i rejects session k as invalid.
+// wantInvalid checks that session k is over on node i: at once, or, when
+// the node still holds a copy whose comparison with the store the request
+// started in the background (the request is served from the copy), from
+// the next request on.
 func (cl *cluster) wantInvalid(t *testing.T, i int, k Key, what string) {
 	t.Helper()
-	if _, err := cl.nodes[i].Get(context.Background(), k); !errors.Is(err, ErrSessionInvalid) {
+	e := cl.nodes[i].mem.get(&k)
+	_, err := cl.nodes[i].Get(context.Background(), k)
+	if err == nil && e != nil {
+		awaitCheck(t, e)
+		_, err = cl.nodes[i].Get(context.Background(), k)
+	}
+	if !errors.Is(err, ErrSessionInvalid) {
 		t.Fatalf("%s: node %d: %v, want ErrSessionInvalid", what, i, err)
 	}
 }
@@ -726,8 +745,8 @@ func TestSharedEvictionDuringRefreshKeepsSession(t *testing.T) {
 	_, k, g := cl.loginOn(t, 0, "code-1")
 	e := node.entryOf(t, k)
 	finish := cl.getDuringRefresh(t, 0, k, g)
-	node.evicted(e, false) // dropped for room while applyToken runs
-	node.rejected(e)       // and a repeated report changes nothing
+	node.mem.remove(e) // dropped for room while applyToken runs
+	node.evictedForRoom(e)
 	if node.Len() != 0 {
 		t.Fatalf("Len after eviction = %d", node.Len())
 	}
@@ -741,7 +760,6 @@ func TestSharedEvictionDuringRefreshKeepsSession(t *testing.T) {
 	if e.ended.Load() {
 		t.Fatal("eviction ended the session")
 	}
-	node.mem.remove(e) // gone from memory, as ristretto left it
 	got := mustGet(t, node, k)
 	if !got.AccessToken.Equal(refreshed.AccessToken) {
 		t.Fatal("session read back from the store does not carry the refreshed token")
@@ -761,6 +779,7 @@ func TestSharedAdoptMovesMemoryLifetime(t *testing.T) {
 	node := cl.nodes[0]
 	_, k, _ := cl.loginOn(t, 0, "code-1")
 	e := node.entryOf(t, k)
+	node.mem.rc.Wait()
 	before, ok := node.mem.rc.GetTTL(hashKey(&k))
 	if !ok {
 		t.Fatal("session not in memory")
@@ -840,5 +859,134 @@ func TestSharedUnstoredRefreshWrittenBackWhenStoreReturns(t *testing.T) {
 				t.Fatalf("applyToken refresh calls = %d, want 1", n)
 			}
 		})
+	}
+}
+
+// TestSharedCorruptRecordEndsSession: a record that cannot be read as a
+// session ends it on every instance (session_invalid), whichever path finds
+// it: a memory miss, the comparison of a copy, a refresh. It is deleted
+// from the store, logged once as corrupt, and never reported as the store
+// being unavailable.
+func TestSharedCorruptRecordEndsSession(t *testing.T) {
+	for _, via := range []string{"miss", "recheck", "refresh"} {
+		t.Run(via, func(t *testing.T) {
+			logs := observe(t)
+			cl := newCluster(t, 3, func(c *Config) { c.Logger = logs.logger })
+			_, k, g := cl.loginOn(t, 0, "code-1")
+			mustGet(t, cl.nodes[1], k)
+			cl.srv.garble(k)
+			switch via {
+			case "miss":
+				_, err := cl.nodes[2].Get(context.Background(), k)
+				if !errors.Is(err, ErrSessionInvalid) || errors.Is(err, ErrStoreUnavailable) {
+					t.Fatalf("memory miss: %v, want ErrSessionInvalid", err)
+				}
+			case "recheck":
+				cl.clock.Advance(recheckInterval)
+				cl.wantInvalid(t, 1, k, "compared")
+			case "refresh":
+				cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
+				_, err := cl.nodes[1].Get(context.Background(), k)
+				if !errors.Is(err, ErrSessionInvalid) || errors.Is(err, ErrStoreUnavailable) {
+					t.Fatalf("refresh: %v, want ErrSessionInvalid", err)
+				}
+			}
+			for i := range 3 {
+				cl.wantInvalid(t, i, k, "after the corrupt record")
+			}
+			if n := logs.count("rebell session record unreadable: altered, or written with another encryption_key, endpoint or client_id"); n != 1 {
+				t.Fatalf("corrupt record logged %d times", n)
+			}
+			if n := cl.fake.refreshes.Load(); n != 0 {
+				t.Fatalf("%d refreshes of a corrupt session", n)
+			}
+		})
+	}
+}
+
+// TestSharedUnknownSessionsRemembered: a well-tagged id the store has no
+// session for costs one read, then none for a minute; a logged-out id
+// replayed costs none; an id of another key never verifies.
+func TestSharedUnknownSessionsRemembered(t *testing.T) {
+	cl := newCluster(t, 2)
+	node := cl.nodes[0]
+	unknownID, _ := node.ids.New()
+	k, ok := node.ParseSessionID(unknownID)
+	if !ok {
+		t.Fatal("an id of the cluster's key does not verify")
+	}
+	calls := func(f func()) int64 {
+		before := cl.srv.calls.Load()
+		f()
+		return cl.srv.calls.Load() - before
+	}
+	if n := calls(func() { cl.wantInvalid(t, 0, k, "unknown") }); n != 1 {
+		t.Fatalf("first request for an unknown session: %d store calls, want 1", n)
+	}
+	if n := calls(func() {
+		for range 100 {
+			cl.wantInvalid(t, 0, k, "unknown again")
+		}
+	}); n != 0 {
+		t.Fatalf("100 requests for a session known to be unknown: %d store calls", n)
+	}
+	cl.clock.Advance(unknownFor)
+	if n := calls(func() { cl.wantInvalid(t, 0, k, "unknown after a minute") }); n != 1 {
+		t.Fatalf("after a minute: %d store calls, want 1", n)
+	}
+
+	// A logged-out id, replayed on both instances (one heard the end).
+	_, k2, _ := cl.loginOn(t, 0, "code-1")
+	mustGet(t, cl.nodes[1], k2)
+	if err := cl.nodes[0].Logout(context.Background(), k2); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls(func() {
+		for range 50 {
+			cl.wantInvalid(t, 0, k2, "logged out")
+			cl.wantInvalid(t, 1, k2, "logged out, other instance")
+			_ = cl.nodes[0].Logout(context.Background(), k2)
+		}
+	}); n != 0 {
+		t.Fatalf("a logged-out id replayed 150 times: %d store calls", n)
+	}
+
+	// Memory stays bounded whatever is remembered.
+	for range 3 * unknownSets * unknownWays {
+		_, k := node.ids.New()
+		node.unknown.add(&k, cl.clock.Now().UnixNano())
+	}
+	if n := len(node.unknown.slots); n != unknownSets*unknownWays {
+		t.Fatalf("%d slots", n)
+	}
+	if node.unknown.has(&k2, cl.clock.Now().Add(unknownFor).UnixNano()) {
+		t.Fatal("remembered for longer than a minute")
+	}
+	// Another cache's ids do not verify here.
+	foreign, _ := RandomSessionIDs().New()
+	if _, ok := node.ParseSessionID(foreign); ok {
+		t.Fatal("an id of another key verifies")
+	}
+}
+
+// TestSharedLoginAfterRememberedSessionEnded: a code posted again after the
+// session it made ended is exchanged afresh (once), on any instance.
+func TestSharedLoginAfterRememberedSessionEnded(t *testing.T) {
+	cl := newCluster(t, 2)
+	_, k, _ := cl.loginOn(t, 0, "code-1")
+	if err := cl.nodes[0].Logout(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	id, _, err := cl.nodes[1].Login(ctx, rebell.NewSecret("code-1"))
+	if err != nil {
+		t.Fatalf("login again with the code of an ended session: %v", err)
+	}
+	if k2, _ := cl.nodes[1].ParseSessionID(id); k2 == k {
+		t.Fatal("the ended session was handed out again")
+	}
+	if n := cl.fake.exchanges.Load(); n != 2 {
+		t.Fatalf("%d exchanges, want 2", n)
 	}
 }

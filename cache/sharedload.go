@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -29,7 +28,7 @@ type missLoads struct {
 }
 
 // loadMiss finds session k in the store after a memory miss, and holds it in
-// memory (SPEC §7: a session created on one instance works on every other at
+// memory (docs/sessions.md: a session created on one instance works on every other at
 // once). Concurrent misses of one session share one read.
 func (c *Cache) loadMiss(k Key) (*entry, error) {
 	c.loads.mu.Lock()
@@ -74,17 +73,16 @@ func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
 	rec, err := c.shared.Load(ctx, k, time.Time{}, 0)
 	if err != nil {
 		if errors.Is(err, ErrRecordCorrupt) {
-			c.logCorrupt(k, err)
-			return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+			return nil, c.corrupt(ctx, k, nil, err)
 		}
 		return nil, storeError(err)
 	}
 	if rec == nil {
 		return nil, ErrSessionInvalid
 	}
-	st, err := stateOf(rec)
+	st, err := stateOf(rec, c.now())
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrSessionInvalid, err)
+		return nil, c.corrupt(ctx, k, nil, err)
 	}
 	now := c.now()
 	ns := now.UnixNano()
@@ -95,26 +93,20 @@ func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
 		c.endShared(ctx, k, st.grant.CustomerID)
 		return nil, ErrSessionInvalid
 	}
-	if e := c.mem.get(&k); e != nil {
-		return e, nil // a login or another path stored it meanwhile
-	}
 	e := newEntry(k, st, rec.Created)
 	e.lastUsed.Store(ns) // the request that missed uses it now
 	e.checked.Store(ns)
-	c.index.add(st.grant.CustomerID, e)
-	if err := c.mem.insert(e, c.pol.lifetime(st, now)); err != nil {
-		c.index.remove(st.grant.CustomerID, e)
-		if errors.Is(err, errClosed) {
-			return nil, storeError(err)
+	if err := c.mem.insert(e, c.pol.lifetime(st, now), nil); err != nil {
+		if held := c.mem.get(&k); held != nil {
+			return held, nil // another path stored it meanwhile
 		}
-		// Memory is full and did not admit it: serve this request from the
-		// record all the same; the next one reads the store again.
-		return e, nil
+		return nil, storeError(err)
 	}
 	if e.ended.Load() {
 		c.mem.remove(e)
 		return nil, ErrSessionInvalid
 	}
+	c.noteWindow(e, st)
 	return e, nil
 }
 
@@ -126,17 +118,28 @@ func (c *Cache) needsRecheck(e *entry, ns int64) bool {
 	return ns-checked >= c.recheckEvery || checked < c.resyncAt.Load()
 }
 
-// recheck compares e with its record, reporting this instance's last use.
-// One request does it while the others go on with the copy. It returns an
-// error only when the session is over; when the store cannot be read the
-// copy keeps being used while its token is valid (SPEC §7) and the store is
-// asked again after the retry cooldown.
-func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
+// recheckInBackground starts comparing e with its record, unless a
+// comparison of e runs already: the request that noticed goes on with the
+// copy at once, whatever the store is doing (docs/sessions.md).
+func (c *Cache) recheckInBackground(e *entry, ns int64) {
 	if !e.checking.CompareAndSwap(false, true) {
-		return nil
+		return
 	}
-	defer e.checking.Store(false)
-	ctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
+	if !c.spawn(func(ctx context.Context) {
+		defer e.checking.Store(false)
+		_ = c.recheck(ctx, e, ns)
+	}) {
+		e.checking.Store(false)
+	}
+}
+
+// recheck compares e with its record, reporting this instance's last use,
+// and adopts, writes back or ends as the record says. It returns an error
+// only when the session is over; when the store cannot be read the copy
+// keeps being used while its token is valid (docs/sessions.md) and the store is
+// asked again after the retry cooldown. The caller holds e.checking.
+func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
+	ctx, cancel := c.storeCtx(ctx)
 	defer cancel()
 	var ttl time.Duration // raise the record's lifetime only with an idle timeout
 	if c.idleTimeout > 0 {
@@ -174,7 +177,7 @@ func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
 		return nil
 	}
 	if rec.Version > cur.version {
-		if st, err := stateOf(rec); err == nil {
+		if st, err := stateOf(rec, c.now()); err == nil {
 			c.adopt(e, st)
 		}
 	}

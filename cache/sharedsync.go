@@ -125,6 +125,9 @@ func (c *Cache) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry bo
 	rec := recordOf(w.st, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
 	ok, err := c.shared.Swap(sctx, e.key, w.lease, w.stored, rec, c.recordTTL(w.st, now))
 	switch {
+	case err != nil && errors.Is(err, ErrRecordCorrupt):
+		_ = c.corrupt(sctx, e.key, e, err)
+		return false
 	case err != nil:
 		return true
 	case ok:
@@ -146,7 +149,7 @@ func (c *Cache) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry bo
 		_, err := c.writeBack(sctx, e, w.st, cur.Version)
 		return err != nil && !errors.Is(err, ErrSessionInvalid)
 	case cur.Version > w.st.version:
-		if st, err := stateOf(cur); err == nil {
+		if st, err := stateOf(cur, c.now()); err == nil {
 			c.adopt(e, st)
 			c.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
 		}

@@ -269,6 +269,10 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		ex.client.Store(client)
 		// The store is made here, so a pooled cache has exactly one; the
 		// cache owns it from now on and closes it.
+		sessionKeys, err := sessionKeys(a.storeCfg)
+		if err != nil {
+			return nil, err
+		}
 		var store cache.Store
 		if a.storeCfg != nil {
 			st, err := newStore(a.storeCfg, a.logger.Named("store"))
@@ -279,6 +283,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		}
 		c, err := cache.New(cache.Config{
 			Store:            store,
+			SessionKeys:      sessionKeys,
 			Exchanger:        ex,
 			MaxSessions:      a.MaxSessions,
 			RefreshAhead:     time.Duration(a.RefreshAhead),
@@ -287,6 +292,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			Logger:           a.logger,
 			OnLogin:          func(result string) { metrics.logins.WithLabelValues(result).Inc() },
 			OnRefresh:        func(result string) { metrics.refreshes.WithLabelValues(result).Inc() },
+			OnSessionEnded:   func(reason string) { metrics.ended.WithLabelValues(reason).Inc() },
 		})
 		if err != nil {
 			if store != nil {

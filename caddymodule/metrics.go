@@ -15,6 +15,7 @@ var metrics = struct {
 	requests   *prometheus.CounterVec
 	applyToken *prometheus.HistogramVec
 	sessions   prometheus.GaugeFunc
+	ended      *prometheus.CounterVec
 }{
 	logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "rebell", Name: "logins_total",
@@ -37,6 +38,10 @@ var metrics = struct {
 		Namespace: "caddy", Subsystem: "rebell", Name: "sessions",
 		Help: "Sessions held in memory, over all token caches.",
 	}, func() float64 { return float64(sessionsInMemory()) }),
+	ended: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "rebell", Name: "sessions_ended_total",
+		Help: "Sessions ended in this instance's memory by reason: logout, customer, idle, expired, evicted (max_sessions reached), refresh_token_dead, record_corrupt, ended_elsewhere.",
+	}, []string{"reason"}),
 }
 
 // requestOutcomes are the outcomes a request can have (SPEC §6 error codes
@@ -74,7 +79,7 @@ func registerMetrics(reg *prometheus.Registry) {
 	}
 	registerMu.Lock()
 	defer registerMu.Unlock()
-	for _, c := range []prometheus.Collector{metrics.logins, metrics.refreshes, metrics.requests, metrics.applyToken, metrics.sessions} {
+	for _, c := range []prometheus.Collector{metrics.logins, metrics.refreshes, metrics.requests, metrics.applyToken, metrics.sessions, metrics.ended} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

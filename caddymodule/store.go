@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/cache/redisstore"
 )
 
@@ -240,4 +241,19 @@ func hashStore(h hash.Hash, cfg *redisstore.Config) {
 		pk := sha256.Sum256(k)
 		field(pk[:])
 	}
+}
+
+// sessionKeys returns the keys that tag session ids: with a shared store,
+// derived from its encryption key and realm, so every instance accepts the
+// ids of every other (the first signs, all verify); without one, nil (the
+// cache draws a random key and keeps it across reloads).
+func sessionKeys(cfg *redisstore.Config) ([][]byte, error) {
+	if cfg == nil {
+		return nil, nil
+	}
+	k, err := cache.DeriveSessionKey(cfg.EncryptionKey, cfg.Realm)
+	if err != nil {
+		return nil, fmt.Errorf("store: session key: %w", err)
+	}
+	return [][]byte{k}, nil
 }

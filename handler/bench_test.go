@@ -17,6 +17,9 @@ func (fixedSessions) Login(context.Context, rebell.Secret) (string, *cache.Grant
 	return "", nil, cache.ErrStoreUnavailable
 }
 func (fixedSessions) Logout(context.Context, cache.Key) error { return nil }
+func (fixedSessions) ParseSessionID(id string) (cache.Key, bool) {
+	return testIDs.Parse(id)
+}
 
 type nopNext struct{}
 
@@ -40,7 +43,7 @@ func cachedRequest(tb testing.TB) (*Handler, *http.Request, func()) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	id, _ := cache.NewSessionID()
+	id, _ := testIDs.New()
 	auth := []string{"Bearer " + id}
 	r, _ := http.NewRequest(http.MethodGet, "https://gw.example/api/orders?page=2", nil)
 	r.Header = http.Header{

@@ -5,8 +5,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-
-	"github.com/rebell-gateway/caddy-rebell/cache"
 )
 
 // FuzzLoginBody: any body with any Content-Type gets 200, 400 or 413, and
@@ -58,7 +56,7 @@ func FuzzLoginBody(f *testing.F) {
 // with the credential gone from the upstream request, or get a 401; and the
 // known session is found whenever a canonical credential names it.
 func FuzzSessionCredential(f *testing.F) {
-	const id = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" // 32 zero bytes
+	id, _ := testIDs.New()
 	for _, seed := range [][2]string{
 		{"Bearer " + id, ""},
 		{"bearer\t" + id + " ", "a=1"},
@@ -72,7 +70,7 @@ func FuzzSessionCredential(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, auth, cookie string) {
 		e := newEnv(t, nil)
-		k, _ := cache.ParseSessionID(id)
+		k, _ := testIDs.Parse(id)
 		e.s.sessions[k] = testGrant()
 		r := get("/api")
 		if auth != "" {

@@ -48,6 +48,10 @@ type Sessions interface {
 	// Logout ends the session with key k; ending an unknown session is not
 	// an error.
 	Logout(ctx context.Context, k cache.Key) error
+	// ParseSessionID checks that id is a session id the cache made (a
+	// well-formed id whose tag verifies) and returns its key; it costs no
+	// lookup.
+	ParseSessionID(id string) (cache.Key, bool)
 }
 
 // Next is the next handler in the chain; caddyhttp.Handler has this shape.

@@ -118,7 +118,7 @@ func TestReturnsNextError(t *testing.T) {
 
 // TestErrorTable covers every row of SPEC §6 reached on a protected path.
 func TestErrorTable(t *testing.T) {
-	valid, _ := cache.NewSessionID()
+	valid, _ := testIDs.New()
 	tests := []struct {
 		name       string
 		auth       string // Authorization value; "" = none
@@ -400,3 +400,6 @@ func (sessionsFunc) Login(context.Context, rebell.Secret) (string, *cache.Grant,
 	return "", nil, cache.ErrStoreUnavailable
 }
 func (sessionsFunc) Logout(context.Context, cache.Key) error { return nil }
+func (sessionsFunc) ParseSessionID(id string) (cache.Key, bool) {
+	return testIDs.Parse(id)
+}

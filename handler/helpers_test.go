@@ -34,6 +34,9 @@ func testGrant() *cache.Grant {
 	}
 }
 
+// testIDs makes and checks the session ids of the tests' fake caches.
+var testIDs = cache.RandomSessionIDs()
+
 // fakeSessions is a Sessions the test controls.
 type fakeSessions struct {
 	mu       sync.Mutex
@@ -55,7 +58,7 @@ func newFakeSessions() *fakeSessions {
 
 // add stores a session with the test grant and returns its id.
 func (f *fakeSessions) add() string {
-	id, k := cache.NewSessionID()
+	id, k := testIDs.New()
 	f.mu.Lock()
 	f.sessions[k] = testGrant()
 	f.mu.Unlock()
@@ -72,7 +75,7 @@ func (f *fakeSessions) Login(_ context.Context, code rebell.Secret) (string, *ca
 	if f.nilGrant {
 		return f.loginID, nil, nil
 	}
-	id, k := cache.NewSessionID()
+	id, k := testIDs.New()
 	if f.loginID != "" {
 		id = f.loginID
 	}
@@ -104,6 +107,8 @@ func (f *fakeSessions) Logout(_ context.Context, k cache.Key) error {
 	delete(f.sessions, k)
 	return f.logoutErr
 }
+
+func (f *fakeSessions) ParseSessionID(id string) (cache.Key, bool) { return testIDs.Parse(id) }
 
 func (f *fakeSessions) loginCalls() []string {
 	f.mu.Lock()

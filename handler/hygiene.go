@@ -100,7 +100,7 @@ func (h *Handler) credential(r *http.Request) (cache.Key, credState) {
 		if st == credInvalid {
 			return cache.Key{}, credInvalid
 		}
-		if k, ok := cache.ParseSessionID(id); ok {
+		if k, ok := h.sessions.ParseSessionID(id); ok {
 			return k, credValid
 		}
 		return cache.Key{}, credInvalid
@@ -116,7 +116,7 @@ func (h *Handler) credential(r *http.Request) (cache.Key, credState) {
 			if name != h.cookie || value == "" {
 				continue
 			}
-			if k, ok := cache.ParseSessionID(value); ok {
+			if k, ok := h.sessions.ParseSessionID(value); ok {
 				return k, credValid
 			}
 			st = credInvalid

@@ -24,7 +24,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	e := newEnv(t, func(c *Config) { c.Logger = zap.New(core) })
 	id := e.s.add()
-	sessionKey, _ := cache.ParseSessionID(id)
+	sessionKey, _ := testIDs.Parse(id)
 	e.s.logoutErr = errors.New("store down")
 
 	var upstreamTokens int

@@ -40,7 +40,7 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) error {
 		err = errors.New("handler: Login returned no grant")
 	}
 	if err == nil {
-		if _, ok := cache.ParseSessionID(id); !ok {
+		if _, ok := h.sessions.ParseSessionID(id); !ok {
 			err = errors.New("handler: Login returned a malformed session id")
 		}
 	}
@@ -243,7 +243,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 func (h *Handler) logoutKeys(r *http.Request) []cache.Key {
 	var keys []cache.Key
 	if id, st := h.headerCredential(r.Header[h.sessionHeader]); st == credValid {
-		if k, ok := cache.ParseSessionID(id); ok {
+		if k, ok := h.sessions.ParseSessionID(id); ok {
 			keys = append(keys, k)
 		}
 	}
@@ -257,7 +257,7 @@ func (h *Handler) logoutKeys(r *http.Request) []cache.Key {
 			if name != h.cookie {
 				continue
 			}
-			if k, ok := cache.ParseSessionID(value); ok && (len(keys) == 0 || keys[0] != k) {
+			if k, ok := h.sessions.ParseSessionID(value); ok && (len(keys) == 0 || keys[0] != k) {
 				return append(keys, k)
 			}
 		}

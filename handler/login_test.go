@@ -84,7 +84,7 @@ func TestLoginSuccess(t *testing.T) {
 				t.Fatal(err)
 			}
 			id := body["sessionId"]
-			if _, ok := cache.ParseSessionID(id); !ok || len(body) != 3 ||
+			if _, ok := testIDs.Parse(id); !ok || len(body) != 3 ||
 				body["customerId"] != testCustomerID ||
 				body["expiresAt"] != testNow.Add(720*time.Hour).Format(time.RFC3339) {
 				t.Errorf("body %v", body)
@@ -363,9 +363,9 @@ func logoutRequest(header ...string) *http.Request {
 }
 
 func TestLogout(t *testing.T) {
-	key := func(id string) cache.Key { k, _ := cache.ParseSessionID(id); return k }
-	id1, _ := cache.NewSessionID()
-	id2, _ := cache.NewSessionID()
+	key := func(id string) cache.Key { k, _ := testIDs.Parse(id); return k }
+	id1, _ := testIDs.New()
+	id2, _ := testIDs.New()
 	tests := []struct {
 		name   string
 		cookie string // SessionCookie config

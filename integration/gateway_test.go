@@ -207,14 +207,18 @@ func TestGatewayEndToEnd(t *testing.T) {
 	}
 }
 
-// TestGatewayRefreshAndRotation uses access tokens that live three seconds:
-// each is within the blocking-refresh margin (10s) at once, so every request
-// refreshes, and each refresh must present the newest refresh token.
+// TestGatewayRefreshAndRotation uses access tokens that live three seconds
+// (two to three, as the sandbox's expiries have whole seconds): their
+// refresh-ahead window is half that, and requests wait for a refresh from
+// A − m, m = window/2 ≤ 0.75 s, so a request 2.6 s after the token was
+// obtained refreshes it, and each refresh must present the newest refresh
+// token.
 func TestGatewayRefreshAndRotation(t *testing.T) {
 	g := startGateway(t, "", "access_token_ttl 3s")
 	lr := g.mustLogin("2188000000000202")
 	seen := map[string]bool{}
 	for i := 0; i < 4; i++ {
+		time.Sleep(2600 * time.Millisecond)
 		resp, body := g.call(http.MethodGet, "/api/me", bearer(lr.SessionID))
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("request %d: %d %v", i, resp.StatusCode, body)
@@ -230,15 +234,24 @@ func TestGatewayRefreshAndRotation(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 
-	// Rebell down (U) while the access token is still valid: the request
-	// is served with the cached token (SPEC §5).
+	// Rebell down (U) while the access token is still valid: the request,
+	// due for a refresh, is served with the cached token (SPEC §5).
 	last := g.up.lastHeader().Get("X-Rebell-Access-Token")
 	if status, _ := postJSON(t, g.sandbox+"/sandbox/faults", `{"count":10,"resultStatus":"U","resultCode":"UNKNOWN_EXCEPTION"}`); status != 200 {
 		t.Fatal("fault")
 	}
+	time.Sleep(1500 * time.Millisecond)
 	resp, body := g.call(http.MethodGet, "/api/me", bearer(lr.SessionID))
 	if resp.StatusCode != 200 || g.up.lastHeader().Get("X-Rebell-Access-Token") != last {
 		t.Errorf("Rebell down, token valid: %d %v", resp.StatusCode, body)
+	}
+	// The refresh it started (perhaps in the background) tries twice
+	// (retries 1): let it finish before the faults change.
+	for deadline := time.Now().Add(10 * time.Second); getStats(t, g.sandbox).ByResultCode["UNKNOWN_EXCEPTION"] < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the refresh with Rebell down did not try twice: %+v", getStats(t, g.sandbox))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	req, _ := http.NewRequest(http.MethodDelete, g.sandbox+"/sandbox/faults", nil)
 	if _, err := http.DefaultClient.Do(req); err != nil {
@@ -250,6 +263,7 @@ func TestGatewayRefreshAndRotation(t *testing.T) {
 	if status, _ := postJSON(t, g.sandbox+"/sandbox/faults", `{"count":1,"resultStatus":"F","resultCode":"USED_REFRESH_TOKEN"}`); status != 200 {
 		t.Fatal("fault")
 	}
+	time.Sleep(2600 * time.Millisecond) // due for a refresh
 	resp, body = g.call(http.MethodGet, "/api/me", bearer(lr2.SessionID))
 	if resp.StatusCode != 401 || body["error"] != "reauth_required" || body["resultCode"] != "USED_REFRESH_TOKEN" {
 		t.Errorf("dead refresh token: %d %v", resp.StatusCode, body)

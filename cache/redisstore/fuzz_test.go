@@ -11,7 +11,7 @@ import (
 // write to. Any message either parses to an event that formats back to
 // itself, or is refused; nothing panics.
 func FuzzParseMessage(f *testing.F) {
-	_, k := cache.NewSessionID()
+	_, k := cache.RandomSessionIDs().New()
 	f.Add(endedMessage(k))
 	f.Add(updatedMessage(k, 7))
 	f.Add("u:" + strings.Repeat("a", 64))

@@ -59,7 +59,7 @@ type session struct {
 }
 
 func newSession(customer string) session {
-	id, k := cache.NewSessionID()
+	id, k := cache.RandomSessionIDs().New()
 	now := time.Now()
 	return session{id: id, k: k, rec: &cache.Record{
 		Version:            1,

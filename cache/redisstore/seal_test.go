@@ -59,7 +59,7 @@ func TestSealRoundTrip(t *testing.T) {
 }
 
 func TestParseMessage(t *testing.T) {
-	_, k := cache.NewSessionID()
+	_, k := cache.RandomSessionIDs().New()
 	for _, tc := range []struct {
 		msg  string
 		want cache.Event
@@ -135,7 +135,7 @@ func TestDownFailsFast(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	_, k := cache.NewSessionID()
+	_, k := cache.RandomSessionIDs().New()
 	if _, err := s.Load(context.Background(), k, timeZero, 0); err == nil {
 		t.Fatal("Load on a down Redis succeeded")
 	}

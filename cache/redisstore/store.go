@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -361,10 +362,23 @@ func isNoScript(err error) bool {
 	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
 }
 
-// fail records err as store trouble and wraps it for the caller.
+// fail records err as store trouble and wraps it for the caller. A key of
+// the wrong type (a record overwritten by something else) is not trouble
+// with Redis, which answered: it is a record that cannot be read, and is
+// reported as cache.ErrRecordCorrupt.
 func (s *Store) fail(op string, err error) error {
+	if isWrongType(err) {
+		s.health.ok()
+		return fmt.Errorf("redisstore: %s: %w: a key holds another type", op, cache.ErrRecordCorrupt)
+	}
 	s.health.fail(op, err)
 	return fmt.Errorf("redisstore: %s: %w", op, err)
+}
+
+// isWrongType reports Redis's WRONGTYPE error, also as a script's error
+// (Redis 7 keeps its prefix; older servers wrap it in the script's).
+func isWrongType(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "WRONGTYPE")
 }
 
 // newOwner returns a lease owner token: 16 random bytes in hex.

@@ -170,7 +170,7 @@ func TestLogin(t *testing.T) {
 	if claimed, _, _ = s.ClaimLogin(ctx, code, time.Minute); !claimed {
 		t.Fatal("not claimable after FinishLogin(\"\")")
 	}
-	id, _ := cache.NewSessionID()
+	id, _ := cache.RandomSessionIDs().New()
 	if err := s.FinishLogin(ctx, code, id, time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -614,5 +614,38 @@ func TestIndexFailureDoesNotFailTheWrite(t *testing.T) {
 	}
 	if got, err := s.Load(ctx, ss.k, timeZero, 0); err != nil || got != nil {
 		t.Fatalf("after End: %v %v", got, err)
+	}
+}
+
+// TestWrongTypeIsCorrupt: a session key overwritten with another type is a
+// corrupt record for every operation that reads it, not trouble with Redis.
+func TestWrongTypeIsCorrupt(t *testing.T) {
+	srv := redistest.Start(t)
+	s, raw := newStore(t, newKey(), srv.Addr), srv.Client(t)
+	ctx := context.Background()
+	a := newSession("cust-1")
+	mustCreate(t, s, a, time.Hour)
+	name := s.keys.record(a.k)
+	raw.Del(ctx, name)
+	raw.Set(ctx, name, "x", time.Hour)
+
+	if _, err := s.Load(ctx, a.k, timeZero, 0); !errors.Is(err, cache.ErrRecordCorrupt) {
+		t.Fatalf("Load: %v, want ErrRecordCorrupt", err)
+	}
+	if _, _, err := s.Acquire(ctx, a.k, 1, time.Second); !errors.Is(err, cache.ErrRecordCorrupt) {
+		t.Fatalf("Acquire: %v, want ErrRecordCorrupt", err)
+	}
+	if _, err := s.Swap(ctx, a.k, "", 1, refreshed(a.rec), time.Hour); !errors.Is(err, cache.ErrRecordCorrupt) {
+		t.Fatalf("Swap: %v, want ErrRecordCorrupt", err)
+	}
+	if s.health.down.Load() {
+		t.Fatal("a key of the wrong type counted as Redis being down")
+	}
+	// End deletes it, whatever its type.
+	if ok, err := s.End(ctx, a.k, a.rec.CustomerID); !ok || err != nil {
+		t.Fatalf("End: %v %v", ok, err)
+	}
+	if rec, err := s.Load(ctx, a.k, timeZero, 0); rec != nil || err != nil {
+		t.Fatalf("Load after End: %v %v", rec, err)
 	}
 }
