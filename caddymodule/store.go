@@ -251,9 +251,15 @@ func sessionKeys(cfg *redisstore.Config) ([][]byte, error) {
 	if cfg == nil {
 		return nil, nil
 	}
-	k, err := cache.DeriveSessionKey(cfg.EncryptionKey, cfg.Realm)
-	if err != nil {
-		return nil, fmt.Errorf("store: session key: %w", err)
+	// The current key signs new ids; ids signed under a previous
+	// encryption_key keep verifying during a rotation (docs/key-rotation.md).
+	keys := make([][]byte, 0, 1+len(cfg.PreviousEncryptionKeys))
+	for _, ek := range append([][]byte{cfg.EncryptionKey}, cfg.PreviousEncryptionKeys...) {
+		k, err := cache.DeriveSessionKey(ek, cfg.Realm)
+		if err != nil {
+			return nil, fmt.Errorf("store: session key: %w", err)
+		}
+		keys = append(keys, k)
 	}
-	return [][]byte{k}, nil
+	return keys, nil
 }

@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-
-	"github.com/rebell-gateway/caddy-rebell/cache"
 )
 
 // TestPublicPaths: on a public path a valid session still gets its
@@ -19,9 +17,9 @@ func TestPublicPaths(t *testing.T) {
 		c.OnPublic = func(*http.Request) { anonymous++ }
 	})
 	id := e.s.add()
-	unknown, _ := cache.NewSessionID()
+	unknown, _ := testIDs.New()
 	failing := e.s.add()
-	k, _ := cache.ParseSessionID(failing)
+	k, _ := testIDs.Parse(failing)
 	delete(e.s.sessions, k)
 	tests := []struct {
 		name, path, auth, cookie string
