@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/internal/redistest"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 func TestCluster(t *testing.T) {
@@ -16,7 +16,7 @@ func TestCluster(t *testing.T) {
 	other := newStore(t, key, cl.Addrs...)
 	e := newEvents()
 	other.Listen(e.fn)
-	e.next(t, cache.EventResync)
+	e.next(t, session.EventResync)
 	raw := cl.Client(t)
 	ctx := context.Background()
 
@@ -31,7 +31,7 @@ func TestCluster(t *testing.T) {
 		}
 		sameRecord(t, rec, ss.rec)
 		lease, res, err := other.Acquire(ctx, ss.k, 1, time.Minute)
-		if res != cache.LeaseAcquired || err != nil {
+		if res != session.LeaseAcquired || err != nil {
 			t.Fatal(res, err)
 		}
 		if ok, err := other.Renew(ctx, ss.k, lease, time.Minute); !ok || err != nil {
@@ -41,7 +41,7 @@ func TestCluster(t *testing.T) {
 		if ok, err := other.Swap(ctx, ss.k, lease, 1, next, time.Hour); !ok || err != nil {
 			t.Fatal(ok, err)
 		}
-		if ev := e.next(t, cache.EventUpdated); ev.Key != ss.k || ev.Version != 2 {
+		if ev := e.next(t, session.EventUpdated); ev.Key != ss.k || ev.Version != 2 {
 			t.Fatalf("updated: %+v", ev)
 		}
 		if rec, _ := s.Load(ctx, ss.k, time.Time{}, 0); rec == nil || rec.Version != 2 {
@@ -62,7 +62,7 @@ func TestCluster(t *testing.T) {
 		if ok, err := s.End(ctx, ss.k, "cust-1"); !ok || err != nil {
 			t.Fatal(ok, err)
 		}
-		if ev := e.next(t, cache.EventEnded); ev.Key != ss.k {
+		if ev := e.next(t, session.EventEnded); ev.Key != ss.k {
 			t.Fatalf("ended: %+v", ev)
 		}
 	}

@@ -1,4 +1,4 @@
-// Package redisstore is the Redis (or Valkey) implementation of cache.Store:
+// Package redisstore is the Redis (or Valkey) implementation of session.Store:
 // the record of truth several gateway instances share (SPEC §7).
 //
 // A session's record is a hash at <prefix>{<hex key>} with fields v
@@ -22,7 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/rebell-gateway/caddy-rebell/cache"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // Config configures a Store.
@@ -80,7 +80,7 @@ const (
 	maxRetries   = 1
 )
 
-// Store is a cache.Store on Redis. It is safe for concurrent use.
+// Store is a session.Store on Redis. It is safe for concurrent use.
 type Store struct {
 	client redis.UniversalClient
 	log    *zap.Logger
@@ -104,7 +104,7 @@ type Store struct {
 	droppedAt time.Time     // when the last confirmed subscription ended; Listen's goroutine only
 }
 
-var _ cache.Store = (*Store)(nil)
+var _ session.Store = (*Store)(nil)
 
 // New validates cfg and returns a Store. It does not connect: Redis may be
 // down when the gateway starts. Its errors name the faulty setting and never

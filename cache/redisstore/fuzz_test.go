@@ -4,14 +4,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rebell-gateway/caddy-rebell/cache"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // FuzzParseMessage: announcements come from Redis, which other clients can
 // write to. Any message either parses to an event that formats back to
 // itself, or is refused; nothing panics.
 func FuzzParseMessage(f *testing.F) {
-	_, k := cache.RandomSessionIDs().New()
+	_, k := session.RandomIDs().New()
 	f.Add(endedMessage(k))
 	f.Add(updatedMessage(k, 7))
 	f.Add("u:" + strings.Repeat("a", 64))
@@ -25,9 +25,9 @@ func FuzzParseMessage(f *testing.F) {
 		}
 		var again string
 		switch ev.Kind {
-		case cache.EventEnded:
+		case session.EventEnded:
 			again = endedMessage(ev.Key)
-		case cache.EventUpdated:
+		case session.EventUpdated:
 			// The short form "u:<hex>" parses as version 0, which formats as
 			// "u:<hex>:0" and parses back to the same event.
 			again = updatedMessage(ev.Key, ev.Version)

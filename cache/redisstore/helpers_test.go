@@ -9,9 +9,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/internal/redistest"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 type quietLogger struct{}
@@ -51,17 +51,17 @@ func newStoreConfig(t testing.TB, cfg Config) *Store {
 	return s
 }
 
-// session is a test session: its id, key and record.
-type session struct {
+// testSession is a test session: its id, key and record.
+type testSession struct {
 	id  string
-	k   cache.Key
-	rec *cache.Record
+	k   session.Key
+	rec *session.Record
 }
 
-func newSession(customer string) session {
-	id, k := cache.RandomSessionIDs().New()
+func newSession(customer string) testSession {
+	id, k := session.RandomIDs().New()
 	now := time.Now()
-	return session{id: id, k: k, rec: &cache.Record{
+	return testSession{id: id, k: k, rec: &session.Record{
 		Version:            1,
 		CustomerID:         customer,
 		AccessToken:        rebell.NewSecret("AT-" + rand.Text()),
@@ -73,7 +73,7 @@ func newSession(customer string) session {
 }
 
 // refreshed returns rec at the next version with new tokens.
-func refreshed(rec *cache.Record) *cache.Record {
+func refreshed(rec *session.Record) *session.Record {
 	r := *rec
 	r.Version++
 	r.AccessToken = rebell.NewSecret("AT-" + rand.Text())
@@ -82,7 +82,7 @@ func refreshed(rec *cache.Record) *cache.Record {
 	return &r
 }
 
-func mustCreate(t testing.TB, s *Store, ss session, ttl time.Duration) {
+func mustCreate(t testing.TB, s *Store, ss testSession, ttl time.Duration) {
 	t.Helper()
 	ok, err := s.Create(context.Background(), ss.k, ss.rec, ttl)
 	if err != nil || !ok {
@@ -90,7 +90,7 @@ func mustCreate(t testing.TB, s *Store, ss session, ttl time.Duration) {
 	}
 }
 
-func sameRecord(t testing.TB, got, want *cache.Record) {
+func sameRecord(t testing.TB, got, want *session.Record) {
 	t.Helper()
 	if got == nil {
 		t.Fatal("record is nil")
@@ -124,14 +124,14 @@ func allKeys(t testing.TB, c redis.Cmdable) []string {
 }
 
 // events collects what Listen delivers.
-type events struct{ ch chan cache.Event }
+type events struct{ ch chan session.Event }
 
-func newEvents() *events { return &events{ch: make(chan cache.Event, 100)} }
+func newEvents() *events { return &events{ch: make(chan session.Event, 100)} }
 
-func (e *events) fn(ev cache.Event) { e.ch <- ev }
+func (e *events) fn(ev session.Event) { e.ch <- ev }
 
 // next waits for the next event of kind (skipping others).
-func (e *events) next(t testing.TB, kind cache.EventKind) cache.Event {
+func (e *events) next(t testing.TB, kind session.EventKind) session.Event {
 	t.Helper()
 	deadline := time.After(15 * time.Second)
 	for {

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/rebell-gateway/caddy-rebell/cache"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // keys names the Redis keys and the announcement channel.
@@ -49,15 +49,15 @@ func deriveIndexKey(encryptionKey []byte) []byte {
 }
 
 // record is the key name of session k's record.
-func (ks keys) record(k cache.Key) string {
+func (ks keys) record(k session.Key) string {
 	return ks.prefix + "{" + hex.EncodeToString(k[:]) + "}"
 }
 
 // lease is the key name of session k's refresh lease.
-func (ks keys) lease(k cache.Key) string { return ks.record(k) + ":lease" }
+func (ks keys) lease(k session.Key) string { return ks.record(k) + ":lease" }
 
 // ended is the key name of session k's end mark (same hash slot).
-func (ks keys) ended(k cache.Key) string { return ks.record(k) + ":ended" }
+func (ks keys) ended(k session.Key) string { return ks.record(k) + ":ended" }
 
 // customer is the key name of customerID's index.
 func (ks keys) customer(customerID string) string {
@@ -88,46 +88,46 @@ func macWith(key []byte, s string) string {
 }
 
 // Announcements on the channel.
-func endedMessage(k cache.Key) string { return "e:" + hex.EncodeToString(k[:]) }
+func endedMessage(k session.Key) string { return "e:" + hex.EncodeToString(k[:]) }
 
-func updatedMessage(k cache.Key, version uint64) string {
+func updatedMessage(k session.Key, version uint64) string {
 	return "u:" + hex.EncodeToString(k[:]) + ":" + strconv.FormatUint(version, 10)
 }
 
 // parseMessage reads an announcement: "e:<hex>", "u:<hex>" or
 // "u:<hex>:<version>".
-func parseMessage(msg string) (cache.Event, bool) {
+func parseMessage(msg string) (session.Event, bool) {
 	kind, rest, ok := strings.Cut(msg, ":")
 	if !ok {
-		return cache.Event{}, false
+		return session.Event{}, false
 	}
-	var ev cache.Event
+	var ev session.Event
 	switch kind {
 	case "e":
-		ev.Kind = cache.EventEnded
+		ev.Kind = session.EventEnded
 	case "u":
-		ev.Kind = cache.EventUpdated
+		ev.Kind = session.EventUpdated
 		if h, v, ok := strings.Cut(rest, ":"); ok {
 			n, err := strconv.ParseUint(v, 10, 64)
 			if err != nil {
-				return cache.Event{}, false
+				return session.Event{}, false
 			}
 			rest, ev.Version = h, n
 		}
 	default:
-		return cache.Event{}, false
+		return session.Event{}, false
 	}
 	k, ok := parseKey(rest)
 	if !ok {
-		return cache.Event{}, false
+		return session.Event{}, false
 	}
 	ev.Key = k
 	return ev, true
 }
 
 // parseKey reads a session key in hex.
-func parseKey(s string) (cache.Key, bool) {
-	var k cache.Key
+func parseKey(s string) (session.Key, bool) {
+	var k session.Key
 	if len(s) != 2*len(k) {
 		return k, false
 	}

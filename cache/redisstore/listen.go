@@ -11,10 +11,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/rebell-gateway/caddy-rebell/cache"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
-// Listen implements cache.Store. Its goroutine subscribes to the channel,
+// Listen implements session.Store. Its goroutine subscribes to the channel,
 // delivers EventResync on every subscription confirmation, PINGs a quiet
 // subscription every healthInterval (a missing answer, like any error,
 // drops the connection) and subscribes again, with a backoff up to retryMax,
@@ -25,7 +25,7 @@ import (
 // PubSub.ChannelWithSubscriptions, whose goroutine hides connection errors
 // (nothing to log), reads without a deadline (a half-open connection is only
 // noticed by TCP keepalive) and drops messages when fn is slow.
-func (s *Store) Listen(fn func(cache.Event)) {
+func (s *Store) Listen(fn func(session.Event)) {
 	s.listenOnce.Do(func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -37,7 +37,7 @@ func (s *Store) Listen(fn func(cache.Event)) {
 	})
 }
 
-func (s *Store) listen(fn func(cache.Event)) {
+func (s *Store) listen(fn func(session.Event)) {
 	defer s.listenWG.Done()
 	const firstWait = 100 * time.Millisecond
 	wait := firstWait
@@ -81,7 +81,7 @@ func (s *Store) setPubSub(ps *redis.PubSub) bool {
 
 // receive delivers what ps receives until its connection fails or the
 // Store closes. It reports whether the subscription was confirmed.
-func (s *Store) receive(ps *redis.PubSub, fn func(cache.Event)) (subscribed bool) {
+func (s *Store) receive(ps *redis.PubSub, fn func(session.Event)) (subscribed bool) {
 	pinged := false
 	var epochAt time.Time // when the epoch marker was last checked
 	for {
@@ -94,7 +94,7 @@ func (s *Store) receive(ps *redis.PubSub, fn func(cache.Event)) (subscribed bool
 			// subscription dropping (FLUSHALL, a marker evicted).
 			epochAt = time.Now()
 			if s.checkEpoch(true) {
-				fn(cache.Event{Kind: cache.EventResync, Lost: true})
+				fn(session.Event{Kind: session.EventResync, Lost: true})
 			}
 		}
 		if err != nil {
@@ -121,7 +121,7 @@ func (s *Store) receive(ps *redis.PubSub, fn func(cache.Event)) (subscribed bool
 				subscribed = true
 				s.health.ok()
 				epochAt = time.Now()
-				fn(cache.Event{Kind: cache.EventResync, Lost: s.checkEpoch(false)})
+				fn(session.Event{Kind: session.EventResync, Lost: s.checkEpoch(false)})
 			}
 		case *redis.Message:
 			ev, ok := parseMessage(m.Payload)
@@ -141,7 +141,7 @@ const epochTTL = 30 * 24 * time.Hour
 // checkEpoch reads (or sets) the store's epoch marker and reports whether it
 // changed since this Store last read it while it either is still subscribed
 // (subscribed: it heard every end since, so nothing it holds was ended) or
-// was subscribed less than cache.EndMarkLifetime ago (the end marks of
+// was subscribed less than session.EndMarkLifetime ago (the end marks of
 // sessions ended since outlive the outage): Redis lost its data. It reports
 // false when the marker cannot be read.
 func (s *Store) checkEpoch(subscribed bool) bool {
@@ -152,7 +152,7 @@ func (s *Store) checkEpoch(subscribed bool) bool {
 		s.log.Debug("redis store: epoch marker unreadable", zap.Error(err))
 		return false
 	}
-	lost := s.epoch != "" && v != s.epoch && (subscribed || time.Since(s.droppedAt) < cache.EndMarkLifetime)
+	lost := s.epoch != "" && v != s.epoch && (subscribed || time.Since(s.droppedAt) < session.EndMarkLifetime)
 	s.epoch = v
 	if lost {
 		s.log.Warn("redis store came back without its data; sessions held in memory are written back")

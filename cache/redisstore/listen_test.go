@@ -11,8 +11,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/internal/redistest"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 func TestListenEvents(t *testing.T) {
@@ -22,8 +22,8 @@ func TestListenEvents(t *testing.T) {
 	ea, eb := newEvents(), newEvents()
 	a.Listen(ea.fn)
 	b.Listen(eb.fn)
-	ea.next(t, cache.EventResync)
-	eb.next(t, cache.EventResync)
+	ea.next(t, session.EventResync)
+	eb.next(t, session.EventResync)
 
 	ctx := context.Background()
 	ss := newSession("cust-1")
@@ -33,7 +33,7 @@ func TestListenEvents(t *testing.T) {
 		t.Fatal("swap")
 	}
 	for _, e := range []*events{ea, eb} {
-		if ev := e.next(t, cache.EventUpdated); ev.Key != ss.k || ev.Version != 2 {
+		if ev := e.next(t, session.EventUpdated); ev.Key != ss.k || ev.Version != 2 {
 			t.Fatalf("updated: %+v", ev)
 		}
 	}
@@ -41,7 +41,7 @@ func TestListenEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range []*events{ea, eb} {
-		if ev := e.next(t, cache.EventEnded); ev.Key != ss.k {
+		if ev := e.next(t, session.EventEnded); ev.Key != ss.k {
 			t.Fatalf("ended: %+v", ev)
 		}
 	}
@@ -49,7 +49,7 @@ func TestListenEvents(t *testing.T) {
 	raw := srv.Client(t)
 	raw.Publish(ctx, b.keys.channel, "garbage")
 	raw.Publish(ctx, b.keys.channel, endedMessage(ss.k))
-	if ev := eb.next(t, cache.EventEnded); ev.Key != ss.k {
+	if ev := eb.next(t, session.EventEnded); ev.Key != ss.k {
 		t.Fatalf("after garbage: %+v", ev)
 	}
 
@@ -62,7 +62,7 @@ func TestListenEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw.Publish(ctx, b.keys.channel, endedMessage(ss.k))
-	ea.next(t, cache.EventEnded)
+	ea.next(t, session.EventEnded)
 	select {
 	case ev := <-eb.ch:
 		t.Fatalf("event after Close: %+v", ev)
@@ -70,7 +70,7 @@ func TestListenEvents(t *testing.T) {
 	}
 	c, _ := New(Config{Addresses: []string{srv.Addr}, EncryptionKey: key})
 	_ = c.Close()
-	c.Listen(func(cache.Event) { t.Error("Listen after Close delivered") })
+	c.Listen(func(session.Event) { t.Error("Listen after Close delivered") })
 }
 
 // TestListenRecovers stops and restarts Redis under a listening Store, and
@@ -82,7 +82,7 @@ func TestListenRecovers(t *testing.T) {
 	s := newStoreConfig(t, Config{Addresses: []string{srv.Addr}, EncryptionKey: key, Logger: zap.New(core)})
 	e := newEvents()
 	s.Listen(e.fn)
-	if ev := e.next(t, cache.EventResync); ev.Lost {
+	if ev := e.next(t, session.EventResync); ev.Lost {
 		t.Fatal("first subscription reports lost data")
 	}
 
@@ -100,10 +100,10 @@ func TestListenRecovers(t *testing.T) {
 	}
 
 	srv.Restart(t) // empty: no persistence
-	if ev := e.next(t, cache.EventResync); !ev.Lost {
+	if ev := e.next(t, session.EventResync); !ev.Lost {
 		t.Fatal("Redis came back empty, but the resync does not say so")
 	}
-	if ev := le.next(t, cache.EventResync); ev.Lost {
+	if ev := le.next(t, session.EventResync); ev.Lost {
 		t.Fatal("a Store that never saw Redis reports lost data")
 	}
 	ss := newSession("cust-1")
@@ -112,7 +112,7 @@ func TestListenRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ev := range []*events{e, le} {
-		if got := ev.next(t, cache.EventEnded); got.Key != ss.k {
+		if got := ev.next(t, session.EventEnded); got.Key != ss.k {
 			t.Fatalf("ended after restart: %+v", got)
 		}
 	}
@@ -141,14 +141,14 @@ func TestListenUnanswered(t *testing.T) {
 	s := newStoreConfig(t, Config{Addresses: []string{srv.Addr}, EncryptionKey: newKey(), Logger: zap.New(core)})
 	e := newEvents()
 	s.Listen(e.fn)
-	e.next(t, cache.EventResync)
+	e.next(t, session.EventResync)
 	// The server stops answering anyone for longer than two health
 	// intervals (200 ms each in tests), but the connection stays open.
 	raw := srv.Client(t)
 	if err := raw.Do(context.Background(), "CLIENT", "PAUSE", "1000", "ALL").Err(); err != nil {
 		t.Fatal(err)
 	}
-	e.next(t, cache.EventResync)
+	e.next(t, session.EventResync)
 	if n := logs.FilterMessageSnippet("unavailable").Len(); n != 1 {
 		t.Fatalf("%d outage messages, want 1: %v", n, logs.All())
 	}
@@ -160,13 +160,13 @@ func TestListenKilled(t *testing.T) {
 	s := newStore(t, newKey(), srv.Addr)
 	e := newEvents()
 	s.Listen(e.fn)
-	e.next(t, cache.EventResync)
+	e.next(t, session.EventResync)
 	// Kill the subscriber's connection from the server side.
 	raw := srv.Client(t)
 	if err := raw.ClientKillByFilter(context.Background(), "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if ev := e.next(t, cache.EventResync); ev.Lost {
+	if ev := e.next(t, session.EventResync); ev.Lost {
 		t.Fatal("a reconnect to the same Redis reports lost data")
 	}
 }
@@ -204,7 +204,7 @@ func TestListenEpochWhileSubscribed(t *testing.T) {
 	s.epochEvery = 100 * time.Millisecond
 	e := newEvents()
 	s.Listen(e.fn)
-	if ev := e.next(t, cache.EventResync); ev.Lost {
+	if ev := e.next(t, session.EventResync); ev.Lost {
 		t.Fatal("first subscription reports lost data")
 	}
 	c := srv.Client(t)
@@ -230,7 +230,7 @@ func TestListenEpochWhileSubscribed(t *testing.T) {
 	if err := c.FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if ev := e.next(t, cache.EventResync); !ev.Lost {
+	if ev := e.next(t, session.EventResync); !ev.Lost {
 		t.Fatal("FLUSHALL while subscribed was not reported as lost data")
 	}
 }

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/internal/redistest"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // TestKeyRotation follows the runbook of docs/key-rotation.md on one Redis:
@@ -26,7 +26,7 @@ func TestKeyRotation(t *testing.T) {
 	}
 	a, ab, ba, b := store(keyA), store(keyA, keyB), store(keyB, keyA), store(keyB)
 
-	load := func(s *Store, ss session) (*cache.Record, error) { return s.Load(ctx, ss.k, timeZero, 0) }
+	load := func(s *Store, ss testSession) (*session.Record, error) { return s.Load(ctx, ss.k, timeZero, 0) }
 
 	// Written with A: every store holding A opens it.
 	s1 := newSession("cust-rot")
@@ -38,7 +38,7 @@ func TestKeyRotation(t *testing.T) {
 		}
 		sameRecord(t, rec, s1.rec)
 	}
-	if _, err := load(b, s1); !errors.Is(err, cache.ErrRecordCorrupt) {
+	if _, err := load(b, s1); !errors.Is(err, session.ErrRecordCorrupt) {
 		t.Fatalf("B opened a record sealed with A: %v", err)
 	}
 
@@ -55,7 +55,7 @@ func TestKeyRotation(t *testing.T) {
 		}
 		sameRecord(t, rec, next)
 	}
-	if _, err := load(a, s1); !errors.Is(err, cache.ErrRecordCorrupt) {
+	if _, err := load(a, s1); !errors.Is(err, session.ErrRecordCorrupt) {
 		t.Fatalf("A opened a record sealed with B: %v", err)
 	}
 

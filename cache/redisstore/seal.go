@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // sealer seals values with AES-256-GCM: a random 12-byte nonce, then the
@@ -92,7 +92,7 @@ func (s *sealer) open(sealed []byte, name string) ([]byte, error) {
 	return plain, err
 }
 
-// plainRecord is the sealed part of a cache.Record. Times are unix
+// plainRecord is the sealed part of a session.Record. Times are unix
 // nanoseconds, 0 for the zero time.
 type plainRecord struct {
 	Realm              string `json:"m"`
@@ -106,7 +106,7 @@ type plainRecord struct {
 }
 
 // sealRecord seals the secret part of rec for key name.
-func (s *sealer) sealRecord(name string, rec *cache.Record) ([]byte, error) {
+func (s *sealer) sealRecord(name string, rec *session.Record) ([]byte, error) {
 	plain, err := json.Marshal(plainRecord{
 		Realm:              s.realm,
 		Version:            rec.Version,
@@ -124,23 +124,23 @@ func (s *sealer) sealRecord(name string, rec *cache.Record) ([]byte, error) {
 }
 
 // openRecord opens a record sealed for key name, stored at version. Its
-// errors wrap cache.ErrRecordCorrupt and contain no value.
-func (s *sealer) openRecord(name string, version uint64, sealed []byte) (*cache.Record, error) {
+// errors wrap session.ErrRecordCorrupt and contain no value.
+func (s *sealer) openRecord(name string, version uint64, sealed []byte) (*session.Record, error) {
 	plain, err := s.open(sealed, name)
 	if err != nil {
-		return nil, fmt.Errorf("redisstore: %w: does not open", cache.ErrRecordCorrupt)
+		return nil, fmt.Errorf("redisstore: %w: does not open", session.ErrRecordCorrupt)
 	}
 	var p plainRecord
 	if err := json.Unmarshal(plain, &p); err != nil {
-		return nil, fmt.Errorf("redisstore: %w: does not decode", cache.ErrRecordCorrupt)
+		return nil, fmt.Errorf("redisstore: %w: does not decode", session.ErrRecordCorrupt)
 	}
 	switch {
 	case p.Realm != s.realm:
-		return nil, fmt.Errorf("redisstore: %w: written for another endpoint or client id", cache.ErrRecordCorrupt)
+		return nil, fmt.Errorf("redisstore: %w: written for another endpoint or client id", session.ErrRecordCorrupt)
 	case p.Version != version:
-		return nil, fmt.Errorf("redisstore: %w: version does not match", cache.ErrRecordCorrupt)
+		return nil, fmt.Errorf("redisstore: %w: version does not match", session.ErrRecordCorrupt)
 	}
-	return &cache.Record{
+	return &session.Record{
 		Version:            version,
 		CustomerID:         p.CustomerID,
 		AccessToken:        rebell.NewSecret(p.AccessToken),
@@ -160,11 +160,11 @@ func (s *sealer) sealMemo(name, sessionID string) []byte {
 func (s *sealer) openMemo(name string, sealed []byte) (string, error) {
 	plain, err := s.open(sealed, name)
 	if err != nil {
-		return "", fmt.Errorf("redisstore: login memo: %w: does not open", cache.ErrRecordCorrupt)
+		return "", fmt.Errorf("redisstore: login memo: %w: does not open", session.ErrRecordCorrupt)
 	}
 	realm, id, ok := strings.Cut(string(plain), ":")
 	if !ok || realm != s.realm {
-		return "", fmt.Errorf("redisstore: login memo: %w: written for another endpoint or client id", cache.ErrRecordCorrupt)
+		return "", fmt.Errorf("redisstore: login memo: %w: written for another endpoint or client id", session.ErrRecordCorrupt)
 	}
 	return id, nil
 }

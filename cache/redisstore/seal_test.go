@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rebell-gateway/caddy-rebell/cache"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 func TestSealRoundTrip(t *testing.T) {
@@ -46,7 +46,7 @@ func TestSealRoundTrip(t *testing.T) {
 			return err
 		},
 	} {
-		if err := open(); !errors.Is(err, cache.ErrRecordCorrupt) {
+		if err := open(); !errors.Is(err, session.ErrRecordCorrupt) {
 			t.Errorf("%s: %v, want ErrRecordCorrupt", name, err)
 		}
 	}
@@ -59,20 +59,20 @@ func TestSealRoundTrip(t *testing.T) {
 }
 
 func TestParseMessage(t *testing.T) {
-	_, k := cache.RandomSessionIDs().New()
+	_, k := session.RandomIDs().New()
 	for _, tc := range []struct {
 		msg  string
-		want cache.Event
+		want session.Event
 		ok   bool
 	}{
-		{endedMessage(k), cache.Event{Kind: cache.EventEnded, Key: k}, true},
-		{updatedMessage(k, 7), cache.Event{Kind: cache.EventUpdated, Key: k, Version: 7}, true},
-		{"u:" + endedMessage(k)[2:], cache.Event{Kind: cache.EventUpdated, Key: k}, true},
-		{"x:" + endedMessage(k)[2:], cache.Event{}, false},
-		{"e:abc", cache.Event{}, false},
-		{"e:" + strings.Repeat("zz", 32), cache.Event{}, false},
-		{updatedMessage(k, 7) + "x", cache.Event{}, false},
-		{"", cache.Event{}, false},
+		{endedMessage(k), session.Event{Kind: session.EventEnded, Key: k}, true},
+		{updatedMessage(k, 7), session.Event{Kind: session.EventUpdated, Key: k, Version: 7}, true},
+		{"u:" + endedMessage(k)[2:], session.Event{Kind: session.EventUpdated, Key: k}, true},
+		{"x:" + endedMessage(k)[2:], session.Event{}, false},
+		{"e:abc", session.Event{}, false},
+		{"e:" + strings.Repeat("zz", 32), session.Event{}, false},
+		{updatedMessage(k, 7) + "x", session.Event{}, false},
+		{"", session.Event{}, false},
 	} {
 		got, ok := parseMessage(tc.msg)
 		if ok != tc.ok || got != tc.want {
@@ -135,7 +135,7 @@ func TestDownFailsFast(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	_, k := cache.RandomSessionIDs().New()
+	_, k := session.RandomIDs().New()
 	if _, err := s.Load(context.Background(), k, timeZero, 0); err == nil {
 		t.Fatal("Load on a down Redis succeeded")
 	}

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/internal/redistest"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // TestSentinel: with master_name, the store finds the master through a
@@ -19,7 +19,7 @@ func TestSentinel(t *testing.T) {
 	s, other := newStoreConfig(t, cfg), newStoreConfig(t, cfg)
 	e := newEvents()
 	other.Listen(e.fn)
-	e.next(t, cache.EventResync)
+	e.next(t, session.EventResync)
 	ctx := context.Background()
 
 	ss := newSession("cust-1")
@@ -34,19 +34,19 @@ func TestSentinel(t *testing.T) {
 	}
 	sameRecord(t, rec, ss.rec)
 	lease, res, err := other.Acquire(ctx, ss.k, 1, time.Minute)
-	if res != cache.LeaseAcquired || err != nil {
+	if res != session.LeaseAcquired || err != nil {
 		t.Fatal(res, err)
 	}
 	if ok, err := other.Swap(ctx, ss.k, lease, 1, refreshed(ss.rec), time.Hour); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	if ev := e.next(t, cache.EventUpdated); ev.Key != ss.k || ev.Version != 2 {
+	if ev := e.next(t, session.EventUpdated); ev.Key != ss.k || ev.Version != 2 {
 		t.Fatalf("updated: %+v", ev)
 	}
 	if ok, err := s.End(ctx, ss.k, "cust-1"); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	if ev := e.next(t, cache.EventEnded); ev.Key != ss.k {
+	if ev := e.next(t, session.EventEnded); ev.Key != ss.k {
 		t.Fatalf("ended: %+v", ev)
 	}
 }

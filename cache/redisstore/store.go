@@ -13,15 +13,15 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
-// Create implements cache.Store. The record and the index entry travel in
+// Create implements session.Store. The record and the index entry travel in
 // one pipeline; when a record of k already exists, k is still added to the
 // index of rec.CustomerID (harmless: k is a hash of a random session id, so
 // only a retry of the same Create finds it).
-func (s *Store) Create(ctx context.Context, k cache.Key, rec *cache.Record, ttl time.Duration) (bool, error) {
+func (s *Store) Create(ctx context.Context, k session.Key, rec *session.Record, ttl time.Duration) (bool, error) {
 	name := s.keys.record(k)
 	sealed, err := s.seal.sealRecord(name, rec)
 	if err != nil {
@@ -40,7 +40,7 @@ func (s *Store) Create(ctx context.Context, k cache.Key, rec *cache.Record, ttl 
 // and reports whether main wrote. Main's outcome decides: an index update
 // that fails after main wrote is retried once, then logged, since the
 // record it indexes is stored.
-func (s *Store) writeIndexed(ctx context.Context, op string, main *call, k cache.Key, customerID string, ms int64) (bool, error) {
+func (s *Store) writeIndexed(ctx context.Context, op string, main *call, k session.Key, customerID string, ms int64) (bool, error) {
 	calls := []*call{main}
 	if customerID != "" {
 		calls = append(calls, &call{
@@ -74,8 +74,8 @@ func (s *Store) indexFailed(op string, err error) {
 		zap.String("op", op), zap.Error(err))
 }
 
-// Load implements cache.Store, in one round trip.
-func (s *Store) Load(ctx context.Context, k cache.Key, used time.Time, ttl time.Duration) (*cache.Record, error) {
+// Load implements session.Store, in one round trip.
+func (s *Store) Load(ctx context.Context, k session.Key, used time.Time, ttl time.Duration) (*session.Record, error) {
 	name := s.keys.record(k)
 	var ms int64
 	if ttl > 0 {
@@ -89,14 +89,14 @@ func (s *Store) Load(ctx context.Context, k cache.Key, used time.Time, ttl time.
 		return nil, s.fail("load", err)
 	}
 	if len(vals) != 3 {
-		return nil, fmt.Errorf("redisstore: load: %w: unexpected shape", cache.ErrRecordCorrupt)
+		return nil, fmt.Errorf("redisstore: load: %w: unexpected shape", session.ErrRecordCorrupt)
 	}
 	v, _ := vals[0].(string)
 	d, _ := vals[1].(string)
 	u, _ := vals[2].(string)
 	version, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
-		return nil, fmt.Errorf("redisstore: load: %w: bad version", cache.ErrRecordCorrupt)
+		return nil, fmt.Errorf("redisstore: load: %w: bad version", session.ErrRecordCorrupt)
 	}
 	rec, err := s.seal.openRecord(name, version, []byte(d))
 	if err != nil {
@@ -105,15 +105,15 @@ func (s *Store) Load(ctx context.Context, k cache.Key, used time.Time, ttl time.
 	if u != "" {
 		ms, err := strconv.ParseInt(u, 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("redisstore: load: %w: bad last use", cache.ErrRecordCorrupt)
+			return nil, fmt.Errorf("redisstore: load: %w: bad last use", session.ErrRecordCorrupt)
 		}
 		rec.LastUsed = fromUnixMilli(ms)
 	}
 	return rec, nil
 }
 
-// Acquire implements cache.Store.
-func (s *Store) Acquire(ctx context.Context, k cache.Key, version uint64, ttl time.Duration) (string, cache.LeaseResult, error) {
+// Acquire implements session.Store.
+func (s *Store) Acquire(ctx context.Context, k session.Key, version uint64, ttl time.Duration) (string, session.LeaseResult, error) {
 	owner := newOwner()
 	n, err := s.run(ctx, acquireScript, []string{s.keys.record(k), s.keys.lease(k)},
 		strconv.FormatUint(version, 10), owner, millis(ttl)).Int64()
@@ -122,18 +122,18 @@ func (s *Store) Acquire(ctx context.Context, k cache.Key, version uint64, ttl ti
 	}
 	switch n {
 	case acquireOK:
-		return owner, cache.LeaseAcquired, nil
+		return owner, session.LeaseAcquired, nil
 	case acquireHeld:
-		return "", cache.LeaseHeld, nil
+		return "", session.LeaseHeld, nil
 	case acquireStale:
-		return "", cache.LeaseStale, nil
+		return "", session.LeaseStale, nil
 	default:
-		return "", cache.LeaseGone, nil
+		return "", session.LeaseGone, nil
 	}
 }
 
-// Renew implements cache.Store.
-func (s *Store) Renew(ctx context.Context, k cache.Key, lease string, ttl time.Duration) (bool, error) {
+// Renew implements session.Store.
+func (s *Store) Renew(ctx context.Context, k session.Key, lease string, ttl time.Duration) (bool, error) {
 	if lease == "" {
 		return false, nil
 	}
@@ -144,8 +144,8 @@ func (s *Store) Renew(ctx context.Context, k cache.Key, lease string, ttl time.D
 	return n == 1, nil
 }
 
-// Release implements cache.Store.
-func (s *Store) Release(ctx context.Context, k cache.Key, lease string) error {
+// Release implements session.Store.
+func (s *Store) Release(ctx context.Context, k session.Key, lease string) error {
 	if lease == "" {
 		return nil
 	}
@@ -155,9 +155,9 @@ func (s *Store) Release(ctx context.Context, k cache.Key, lease string) error {
 	return nil
 }
 
-// Swap implements cache.Store. The record's lifetime is set to ttl, and the
+// Swap implements session.Store. The record's lifetime is set to ttl, and the
 // index of rec.CustomerID is kept at least as long, in the same pipeline.
-func (s *Store) Swap(ctx context.Context, k cache.Key, lease string, old uint64, rec *cache.Record, ttl time.Duration) (bool, error) {
+func (s *Store) Swap(ctx context.Context, k session.Key, lease string, old uint64, rec *session.Record, ttl time.Duration) (bool, error) {
 	name := s.keys.record(k)
 	sealed, err := s.seal.sealRecord(name, rec)
 	if err != nil {
@@ -172,12 +172,12 @@ func (s *Store) Swap(ctx context.Context, k cache.Key, lease string, old uint64,
 	}, k, rec.CustomerID, ms)
 }
 
-// End implements cache.Store, in one pipeline with the index removal.
-func (s *Store) End(ctx context.Context, k cache.Key, customerID string) (bool, error) {
+// End implements session.Store, in one pipeline with the index removal.
+func (s *Store) End(ctx context.Context, k session.Key, customerID string) (bool, error) {
 	calls := []*call{{
 		script: endScript,
 		keys:   []string{s.keys.record(k), s.keys.lease(k), s.keys.ended(k)},
-		args:   []any{s.keys.channel, endedMessage(k), millis(cache.EndMarkLifetime)},
+		args:   []any{s.keys.channel, endedMessage(k), millis(session.EndMarkLifetime)},
 	}}
 	var srem *redis.IntCmd
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -212,10 +212,10 @@ func (s *Store) End(ctx context.Context, k cache.Key, customerID string) (bool, 
 	return n == 1, nil
 }
 
-// CustomerSessions implements cache.Store.
+// CustomerSessions implements session.Store.
 // With previous encryption keys, the indexes named under them are read
 // too (instances not yet changed to the current key write there).
-func (s *Store) CustomerSessions(ctx context.Context, customerID string) ([]cache.Key, error) {
+func (s *Store) CustomerSessions(ctx context.Context, customerID string) ([]session.Key, error) {
 	members, err := s.client.SMembers(ctx, s.keys.customer(customerID)).Result()
 	if err != nil {
 		return nil, s.fail("customer sessions", err)
@@ -228,8 +228,8 @@ func (s *Store) CustomerSessions(ctx context.Context, customerID string) ([]cach
 		members = append(members, more...)
 	}
 	s.health.ok()
-	ks := make([]cache.Key, 0, len(members))
-	seen := make(map[cache.Key]bool, len(members))
+	ks := make([]session.Key, 0, len(members))
+	seen := make(map[session.Key]bool, len(members))
 	for _, m := range members {
 		if k, ok := parseKey(m); ok && !seen[k] {
 			seen[k] = true
@@ -239,7 +239,7 @@ func (s *Store) CustomerSessions(ctx context.Context, customerID string) ([]cach
 	return ks, nil
 }
 
-// ClaimLogin implements cache.Store, in one round trip.
+// ClaimLogin implements session.Store, in one round trip.
 func (s *Store) ClaimLogin(ctx context.Context, authCode rebell.Secret, ttl time.Duration) (bool, string, error) {
 	name := s.keys.login(authCode.Reveal())
 	vals, err := s.run(ctx, claimScript, []string{name}, millis(ttl)).Slice()
@@ -266,7 +266,7 @@ func (s *Store) ClaimLogin(ctx context.Context, authCode rebell.Secret, ttl time
 	return false, id, nil
 }
 
-// FinishLogin implements cache.Store. Forgetting (sessionID "") deletes the
+// FinishLogin implements session.Store. Forgetting (sessionID "") deletes the
 // memo only while it is still a claim.
 func (s *Store) FinishLogin(ctx context.Context, authCode rebell.Secret, sessionID string, ttl time.Duration) error {
 	name := s.keys.login(authCode.Reveal())
@@ -283,7 +283,7 @@ func (s *Store) FinishLogin(ctx context.Context, authCode rebell.Secret, session
 	return nil
 }
 
-// Close implements cache.Store: it stops Listen's delivery (waiting for it)
+// Close implements session.Store: it stops Listen's delivery (waiting for it)
 // and closes the client. It is idempotent.
 func (s *Store) Close() error {
 	s.mu.Lock()
@@ -365,11 +365,11 @@ func isNoScript(err error) bool {
 // fail records err as store trouble and wraps it for the caller. A key of
 // the wrong type (a record overwritten by something else) is not trouble
 // with Redis, which answered: it is a record that cannot be read, and is
-// reported as cache.ErrRecordCorrupt.
+// reported as session.ErrRecordCorrupt.
 func (s *Store) fail(op string, err error) error {
 	if isWrongType(err) {
 		s.health.ok()
-		return fmt.Errorf("redisstore: %s: %w: a key holds another type", op, cache.ErrRecordCorrupt)
+		return fmt.Errorf("redisstore: %s: %w: a key holds another type", op, session.ErrRecordCorrupt)
 	}
 	s.health.fail(op, err)
 	return fmt.Errorf("redisstore: %s: %w", op, err)

@@ -11,9 +11,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/internal/redistest"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 var timeZero time.Time
@@ -170,7 +170,7 @@ func TestLogin(t *testing.T) {
 	if claimed, _, _ = s.ClaimLogin(ctx, code, time.Minute); !claimed {
 		t.Fatal("not claimable after FinishLogin(\"\")")
 	}
-	id, _ := cache.RandomSessionIDs().New()
+	id, _ := session.RandomIDs().New()
 	if err := s.FinishLogin(ctx, code, id, time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -201,10 +201,10 @@ func TestTamper(t *testing.T) {
 	ka, kb := s.keys.record(a.k), s.keys.record(b.k)
 	d := raw.HGet(ctx, ka, "d").Val()
 
-	corrupt := func(what string, k cache.Key) {
+	corrupt := func(what string, k session.Key) {
 		t.Helper()
 		rec, err := s.Load(ctx, k, timeZero, 0)
-		if !errors.Is(err, cache.ErrRecordCorrupt) || rec != nil {
+		if !errors.Is(err, session.ErrRecordCorrupt) || rec != nil {
 			t.Fatalf("%s: %v %v, want ErrRecordCorrupt", what, rec, err)
 		}
 		for _, secret := range []string{a.rec.AccessToken.Reveal(), a.rec.RefreshToken.Reveal(), "cust-1", a.id} {
@@ -237,12 +237,12 @@ func TestTamper(t *testing.T) {
 	mustCreate(t, s, newSession("cust-9"), time.Hour)
 	cs := newSession("cust-9")
 	mustCreate(t, s, cs, time.Hour)
-	if _, err := c.Load(ctx, cs.k, timeZero, 0); !errors.Is(err, cache.ErrRecordCorrupt) {
+	if _, err := c.Load(ctx, cs.k, timeZero, 0); !errors.Is(err, session.ErrRecordCorrupt) {
 		t.Fatalf("wrong key: %v", err)
 	}
 	// Nor can a Store of another realm (merchant) with the same key.
 	other := newStoreConfig(t, Config{Addresses: []string{srv.Addr}, EncryptionKey: key, Realm: "another merchant"})
-	if _, err := other.Load(ctx, cs.k, timeZero, 0); !errors.Is(err, cache.ErrRecordCorrupt) {
+	if _, err := other.Load(ctx, cs.k, timeZero, 0); !errors.Is(err, session.ErrRecordCorrupt) {
 		t.Fatalf("other realm: %v", err)
 	}
 	code := rebell.NewSecret("code-x")
@@ -253,7 +253,7 @@ func TestTamper(t *testing.T) {
 		t.Fatalf("other key's claim: %v %v", claimed, err)
 	}
 	raw.Set(ctx, s.keys.login(code.Reveal()), "garbage-garbage-garbage-garbage", time.Minute)
-	if _, _, err := s.ClaimLogin(ctx, code, time.Minute); !errors.Is(err, cache.ErrRecordCorrupt) {
+	if _, _, err := s.ClaimLogin(ctx, code, time.Minute); !errors.Is(err, session.ErrRecordCorrupt) {
 		t.Fatalf("tampered memo: %v", err)
 	}
 }
@@ -263,10 +263,10 @@ func TestTamper(t *testing.T) {
 // token, customer id or auth code.
 func TestTTLAndNoPlaintext(t *testing.T) {
 	_, s, raw := startedStore(t)
-	s.Listen(func(cache.Event) {})
+	s.Listen(func(session.Event) {})
 	ctx := context.Background()
 	var secrets []string
-	var sessions []session
+	var sessions []testSession
 	for i, cust := range []string{"2188000000004711", "2188000000004711", "2188000000004712"} {
 		ss := newSession(cust)
 		mustCreate(t, s, ss, time.Duration(i+1)*time.Hour)
@@ -275,7 +275,7 @@ func TestTTLAndNoPlaintext(t *testing.T) {
 	}
 	secrets = append(secrets, "2188000000004711", "2188000000004712")
 	// A refresh in flight and one done.
-	if _, res, _ := s.Acquire(ctx, sessions[0].k, 1, time.Minute); res != cache.LeaseAcquired {
+	if _, res, _ := s.Acquire(ctx, sessions[0].k, 1, time.Minute); res != session.LeaseAcquired {
 		t.Fatal(res)
 	}
 	lease, _, _ := s.Acquire(ctx, sessions[1].k, 1, time.Minute)
@@ -342,7 +342,7 @@ func TestLeaseContention(t *testing.T) {
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
-		results = map[cache.LeaseResult]int{}
+		results = map[session.LeaseResult]int{}
 		winner  string
 	)
 	for range 50 {
@@ -357,19 +357,19 @@ func TestLeaseContention(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			results[res]++
-			if res == cache.LeaseAcquired {
+			if res == session.LeaseAcquired {
 				winner = lease
 			}
 		}()
 	}
 	wg.Wait()
-	if results[cache.LeaseAcquired] != 1 || results[cache.LeaseHeld] != 49 || len(winner) != 32 {
+	if results[session.LeaseAcquired] != 1 || results[session.LeaseHeld] != 49 || len(winner) != 32 {
 		t.Fatalf("results %v, winner %q", results, winner)
 	}
-	if _, res, _ := s.Acquire(ctx, ss.k, 2, time.Minute); res != cache.LeaseStale {
+	if _, res, _ := s.Acquire(ctx, ss.k, 2, time.Minute); res != session.LeaseStale {
 		t.Fatalf("Acquire at another version: %v", res)
 	}
-	if _, res, _ := s.Acquire(ctx, newSession("").k, 1, time.Minute); res != cache.LeaseGone {
+	if _, res, _ := s.Acquire(ctx, newSession("").k, 1, time.Minute); res != session.LeaseGone {
 		t.Fatalf("Acquire of nothing: %v", res)
 	}
 
@@ -385,7 +385,7 @@ func TestLeaseContention(t *testing.T) {
 	if err := s.Release(ctx, ss.k, "bogus"); err != nil {
 		t.Fatal(err)
 	}
-	if _, res, _ := s.Acquire(ctx, ss.k, 1, time.Minute); res != cache.LeaseHeld {
+	if _, res, _ := s.Acquire(ctx, ss.k, 1, time.Minute); res != session.LeaseHeld {
 		t.Fatalf("a stranger's Release freed the lease: %v", res)
 	}
 
@@ -406,7 +406,7 @@ func TestLeaseContention(t *testing.T) {
 	// acquires again for v3. A's late Swap from v1... and from v2 fail and
 	// leave B's lease alone.
 	leaseA, res, _ := s.Acquire(ctx, ss.k, 2, time.Minute)
-	if res != cache.LeaseAcquired {
+	if res != session.LeaseAcquired {
 		t.Fatal(res)
 	}
 	raw.PExpire(ctx, s.keys.lease(ss.k), time.Millisecond)
@@ -414,7 +414,7 @@ func TestLeaseContention(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	leaseB, res, _ := s.Acquire(ctx, ss.k, 2, time.Minute)
-	if res != cache.LeaseAcquired {
+	if res != session.LeaseAcquired {
 		t.Fatal(res)
 	}
 	v3 := refreshed(v2)
@@ -425,7 +425,7 @@ func TestLeaseContention(t *testing.T) {
 		t.Fatal("Swap did not release the holder's lease")
 	}
 	leaseB2, res, _ := s.Acquire(ctx, ss.k, 3, time.Minute)
-	if res != cache.LeaseAcquired {
+	if res != session.LeaseAcquired {
 		t.Fatal(res)
 	}
 	if ok, _ := s.Swap(ctx, ss.k, leaseA, 2, refreshed(v2), time.Hour); ok {
@@ -446,7 +446,7 @@ func TestLeaseContention(t *testing.T) {
 		t.Fatal("Release by the holder kept the lease")
 	}
 	// End removes the lease too.
-	if _, res, _ := s.Acquire(ctx, ss.k, 3, time.Minute); res != cache.LeaseAcquired {
+	if _, res, _ := s.Acquire(ctx, ss.k, 3, time.Minute); res != session.LeaseAcquired {
 		t.Fatal(res)
 	}
 	s.End(ctx, ss.k, "cust-1")
@@ -499,7 +499,7 @@ func TestRoundTrips(t *testing.T) {
 		trips, commands int
 		names           []string
 	}
-	flow := func(ss session, code rebell.Secret) map[string]cost {
+	flow := func(ss testSession, code rebell.Secret) map[string]cost {
 		steps := map[string]cost{}
 		step := func(name string, f func()) {
 			before := srv.CommandStats(t)
@@ -532,7 +532,7 @@ func TestRoundTrips(t *testing.T) {
 		})
 		step("refresh", func() {
 			lease, res, err := s.Acquire(ctx, ss.k, 1, time.Minute)
-			if res != cache.LeaseAcquired || err != nil {
+			if res != session.LeaseAcquired || err != nil {
 				t.Fatal(res, err)
 			}
 			if ok, err := s.Swap(ctx, ss.k, lease, 1, refreshed(ss.rec), time.Hour); !ok || err != nil {
@@ -569,8 +569,8 @@ func TestEndMark(t *testing.T) {
 		t.Fatalf("Create after End: %v %v, want false", ok, err)
 	}
 	pttl := raw.PTTL(ctx, s.keys.ended(ss.k)).Val()
-	if pttl <= cache.EndMarkLifetime-time.Minute || pttl > cache.EndMarkLifetime {
-		t.Fatalf("end mark TTL %v, want ~%v", pttl, cache.EndMarkLifetime)
+	if pttl <= session.EndMarkLifetime-time.Minute || pttl > session.EndMarkLifetime {
+		t.Fatalf("end mark TTL %v, want ~%v", pttl, session.EndMarkLifetime)
 	}
 	// End of a session that has no record marks it too.
 	other := newSession("cust-1")
@@ -629,13 +629,13 @@ func TestWrongTypeIsCorrupt(t *testing.T) {
 	raw.Del(ctx, name)
 	raw.Set(ctx, name, "x", time.Hour)
 
-	if _, err := s.Load(ctx, a.k, timeZero, 0); !errors.Is(err, cache.ErrRecordCorrupt) {
+	if _, err := s.Load(ctx, a.k, timeZero, 0); !errors.Is(err, session.ErrRecordCorrupt) {
 		t.Fatalf("Load: %v, want ErrRecordCorrupt", err)
 	}
-	if _, _, err := s.Acquire(ctx, a.k, 1, time.Second); !errors.Is(err, cache.ErrRecordCorrupt) {
+	if _, _, err := s.Acquire(ctx, a.k, 1, time.Second); !errors.Is(err, session.ErrRecordCorrupt) {
 		t.Fatalf("Acquire: %v, want ErrRecordCorrupt", err)
 	}
-	if _, err := s.Swap(ctx, a.k, "", 1, refreshed(a.rec), time.Hour); !errors.Is(err, cache.ErrRecordCorrupt) {
+	if _, err := s.Swap(ctx, a.k, "", 1, refreshed(a.rec), time.Hour); !errors.Is(err, session.ErrRecordCorrupt) {
 		t.Fatalf("Swap: %v, want ErrRecordCorrupt", err)
 	}
 	if s.health.down.Load() {
