@@ -428,23 +428,15 @@ func TestSetLimitWakesWaiters(t *testing.T) {
 func TestRaceUnderLoad(t *testing.T) {
 	const limit = 8
 	var flips atomic.Int64
-	g, err := New(Config{MaxConcurrent: limit, OnTransition: func(Transition) { flips.Add(1) }})
+	c := newClock()
+	g, err := New(Config{MaxConcurrent: limit, Now: c.Now, OnTransition: func(Transition) { flips.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var inFlight, peak atomic.Int64
-	var failing atomic.Bool
-	stop := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(30 * time.Millisecond):
-				failing.Store(!failing.Load())
-			}
-		}
-	}()
+	var inFlight, peak, nfail atomic.Int64
+	// Rebell fails for 3 s of every 4 on the fake clock, which every call
+	// moves by 10 ms: the breaker opens, probes and closes many times.
+	failing := func() bool { return c.Now().UnixMilli()%4000 < 3000 }
 	var wg sync.WaitGroup
 	deadline := time.Now().Add(time.Second)
 	for i := range 64 {
@@ -453,8 +445,10 @@ func TestRaceUnderLoad(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
 				tk, err := g.Acquire(ctx, i%4 == 0)
 				cancel()
+				c.Advance(10 * time.Millisecond)
 				if err != nil {
 					_ = g.MayRetry()
+					time.Sleep(100 * time.Microsecond)
 					continue
 				}
 				if n := inFlight.Add(1); n > peak.Load() {
@@ -462,7 +456,8 @@ func TestRaceUnderLoad(t *testing.T) {
 				}
 				time.Sleep(time.Duration(i%3) * 100 * time.Microsecond)
 				inFlight.Add(-1)
-				if failing.Load() {
+				if failing() {
+					nfail.Add(1)
 					g.Release(tk, Failure("transport_error"))
 				} else {
 					g.Release(tk, Success)
@@ -471,7 +466,6 @@ func TestRaceUnderLoad(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	close(stop)
 	if p := peak.Load(); p > limit {
 		t.Fatalf("%d calls in flight, bound %d", p, limit)
 	}
@@ -480,6 +474,9 @@ func TestRaceUnderLoad(t *testing.T) {
 	}
 	if waiting(g) != 0 {
 		t.Fatal("waiters left")
+	}
+	if flips.Load() < 3 {
+		t.Fatalf("only %d transitions (%d failures): the breaker was not exercised", flips.Load(), nfail.Load())
 	}
 	t.Logf("peak %d in flight, %d transitions, final state %v", peak.Load(), flips.Load(), g.State())
 }
