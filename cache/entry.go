@@ -71,7 +71,6 @@ type tokenState struct {
 // session wait until it passes.
 type refreshFailure struct {
 	until int64 // Unix ns: no background refresh before then
-	err   error // what Refresh returned
 }
 
 // touchInterval is how stale lastUsed may get before a request writes it.

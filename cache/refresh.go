@@ -188,7 +188,7 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 	case kind == rebell.KindRefreshTokenDead, errors.Is(err, ErrSessionInvalid):
 		ended = e.ended.CompareAndSwap(false, true)
 	case !closing:
-		e.failure.Store(&refreshFailure{until: now.Add(c.retryCooldown).UnixNano(), err: err})
+		e.failure.Store(&refreshFailure{until: now.Add(c.retryCooldown).UnixNano()})
 	}
 	e.flight.Store(nil)
 	e.mu.Unlock()
