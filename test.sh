@@ -43,4 +43,8 @@ if [ "$fuzztime" != "0" ]; then
 		done
 	done
 fi
+# A 60 s soak through real Caddy processes (docs/rebell-calls.md, bench/README.md).
+if [ "${SOAK:-1}" != "0" ]; then
+	DURATION=60s WARMUP=40s bench/soak.sh
+fi
 echo "all tests passed"

@@ -50,9 +50,11 @@ type Config struct {
 	// exchange. It runs under the cache's own context, so one request giving
 	// up does not cancel an exchange that others wait on. 0 means 30s.
 	RefreshTimeout time.Duration
-	// RetryCooldown is how long after a failed refresh (other than a dead
-	// refresh token) no new refresh starts for that session; requests in the
-	// meantime get the cached token while it is valid, else the failure.
+	// RetryCooldown is how long after a failed or refused refresh (other
+	// than a dead refresh token) no background refresh-ahead call starts
+	// for that session. A request whose token must be refreshed now does
+	// not wait for it: it calls the Exchanger, whose circuit breaker keeps
+	// a failing Rebell from being called (docs/rebell-calls.md).
 	// 0 means 5s.
 	RetryCooldown time.Duration
 	// SessionKeys are the keys session ids are tagged with (see

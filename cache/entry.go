@@ -43,8 +43,8 @@ type entry struct {
 	mu sync.Mutex
 	// flight is the refresh in progress, nil when none.
 	flight atomic.Pointer[refreshCall]
-	// failure is the last refresh failure, nil after a success: no new
-	// refresh starts before its cooldown ends.
+	// failure is the last refresh failure, nil after a success: no
+	// background refresh starts before its cooldown ends.
 	failure atomic.Pointer[refreshFailure]
 
 	// With a shared store only:
@@ -80,10 +80,10 @@ type tokenState struct {
 	lifetime time.Duration
 }
 
-// refreshFailure remembers a failed refresh for the cooldown.
+// refreshFailure remembers a failed refresh: background refreshes of the
+// session wait until it passes.
 type refreshFailure struct {
-	until int64 // Unix ns: no new refresh before then
-	err   error // what Refresh returned, to answer requests during the cooldown
+	until int64 // Unix ns: no background refresh before then
 }
 
 // touchInterval is how stale lastUsed may get before a request writes it.

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
@@ -154,7 +155,9 @@ func (c *Cache) exchange(ctx context.Context, authCode rebell.Secret) (string, *
 		st, err = loginState(tok, now)
 	}
 	if err != nil {
-		if !c.closing() { // an exchange cancelled by Close is not Rebell's answer
+		// An exchange cancelled by Close is not Rebell's answer, and one the
+		// exchanger's guard refused never reached Rebell (counted there).
+		if !c.closing() && !guard.IsRefusal(err) {
 			c.reportLoginFailure(err)
 		}
 		return "", nil, loginError(err)

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
@@ -18,51 +19,57 @@ type refreshCall struct {
 	done chan struct{}
 	st   *tokenState
 	err  error
+	// background marks a refresh-ahead call: it yields to logins and
+	// refreshes that requests wait on (docs/rebell-calls.md).
+	background bool
 }
 
 // refreshInBackground starts a refresh of e from st unless one runs or the
-// cooldown of a failure holds; it does not wait.
+// last one failed within RetryCooldown; it does not wait.
 func (c *Cache) refreshInBackground(e *entry, st *tokenState, now time.Time) {
-	c.joinRefresh(e, st, now)
+	c.joinRefresh(e, st, now, true)
 }
 
 // joinRefresh finds the refresh of e to wait on, starting one from st (the
-// state the caller judged) if none runs. Exactly one of its results tells the
-// caller what to do:
+// state the caller judged) if none runs. A background caller starts none
+// within RetryCooldown of a failed refresh; a request that must refresh now
+// always may: the exchanger's circuit breaker, not a per-session cooldown,
+// keeps a failing Rebell from being called (docs/rebell-calls.md). Exactly
+// one of its results tells the caller what to do:
 //   - call != nil: wait on it;
 //   - cur != st: a refresh finished since the caller read st; judge cur;
-//   - fail != nil: a refresh failed within RetryCooldown; none was started;
-//   - otherwise the session ended or the cache is closing.
-func (c *Cache) joinRefresh(e *entry, st *tokenState, now time.Time) (call *refreshCall, cur *tokenState, fail *refreshFailure) {
+//   - otherwise none was started: the session ended, the cache is closing,
+//     or (background) the last refresh failed within RetryCooldown.
+func (c *Cache) joinRefresh(e *entry, st *tokenState, now time.Time, background bool) (call *refreshCall, cur *tokenState) {
 	// Lock-free first: requests in the refresh-ahead window pass here while a
-	// refresh runs or a cooldown holds.
+	// refresh runs or a failure is recent.
 	if call := e.flight.Load(); call != nil {
-		return call, st, nil
+		return call, st
 	}
 	ns := now.UnixNano()
-	if f := e.failure.Load(); f != nil && ns < f.until {
-		return nil, st, f
+	if f := e.failure.Load(); background && f != nil && ns < f.until {
+		return nil, st
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if call := e.flight.Load(); call != nil {
-		return call, st, nil
+		return call, st
 	}
 	if cur := e.state.Load(); cur != st {
-		return nil, cur, nil
+		return nil, cur
 	}
-	if f := e.failure.Load(); f != nil && ns < f.until {
-		return nil, st, f
+	if f := e.failure.Load(); background && f != nil && ns < f.until {
+		return nil, st
 	}
 	if e.ended.Load() {
-		return nil, st, nil
+		return nil, st
 	}
-	call = &refreshCall{done: make(chan struct{})}
+	call = &refreshCall{done: make(chan struct{}), background: background}
 	if !c.spawn(func(ctx context.Context) { c.runRefresh(ctx, e, st, call) }) {
-		return nil, st, nil
+		return nil, st
 	}
 	e.flight.Store(call)
-	return call, st, nil
+	return call, st
 }
 
 // awaitRefresh answers a request that must not use st's access token without
@@ -70,7 +77,7 @@ func (c *Cache) joinRefresh(e *entry, st *tokenState, now time.Time) (call *refr
 // for ctx.
 func (c *Cache) awaitRefresh(ctx context.Context, e *entry, st *tokenState, now time.Time) (*Grant, error) {
 	for {
-		call, cur, fail := c.joinRefresh(e, st, now)
+		call, cur := c.joinRefresh(e, st, now, false)
 		switch {
 		case call != nil:
 			select {
@@ -80,6 +87,9 @@ func (c *Cache) awaitRefresh(ctx context.Context, e *entry, st *tokenState, now 
 			}
 			if call.err == nil {
 				return &call.st.grant, nil
+			}
+			if call.background && guard.IsRefusal(call.err) {
+				continue // a refresh-ahead call yielded: this one must not
 			}
 			// A failed refresh leaves the state as it was.
 			return fallback(call.err, e.state.Load(), c.now())
@@ -93,8 +103,6 @@ func (c *Cache) awaitRefresh(ctx context.Context, e *entry, st *tokenState, now 
 			default:
 				return nil, ErrReauthRequired
 			}
-		case fail != nil:
-			return fallback(fail.err, e.state.Load(), now)
 		case e.ended.Load():
 			return nil, ErrSessionInvalid
 		default:
@@ -135,8 +143,11 @@ func fallback(err error, st *tokenState, now time.Time) (*Grant, error) {
 // runRefresh calls Rebell for e with old's refresh token, under the cache's
 // context and RefreshTimeout, and applies the result: a new snapshot on
 // success; on a dead refresh token the session ends; on other failures the
-// session is kept and a cooldown starts.
+// session is kept and no background refresh starts for RetryCooldown.
 func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call *refreshCall) {
+	if call.background {
+		ctx = guard.WithBackground(ctx)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.refreshTimeout)
 	var (
 		st     *tokenState
@@ -155,6 +166,9 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 	now := c.now()
 	kind := rebell.ErrorKind(err)
 	closing := c.closing()
+	// A call the exchanger's guard refused never reached Rebell: it is
+	// counted there, not as a refresh.
+	called = called && !guard.IsRefusal(err)
 
 	// Publish the outcome under mu: the new state (or the failure) becomes
 	// visible before flight clears, so no request can start a second refresh
@@ -174,7 +188,7 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 	case kind == rebell.KindRefreshTokenDead, errors.Is(err, ErrSessionInvalid):
 		ended = e.ended.CompareAndSwap(false, true)
 	case !closing:
-		e.failure.Store(&refreshFailure{until: now.Add(c.retryCooldown).UnixNano(), err: err})
+		e.failure.Store(&refreshFailure{until: now.Add(c.retryCooldown).UnixNano()})
 	}
 	e.flight.Store(nil)
 	e.mu.Unlock()

@@ -205,29 +205,25 @@ func TestRejectedRefresh(t *testing.T) {
 	}
 }
 
-func TestRetryCooldown(t *testing.T) {
+// TestForegroundRefreshHasNoCooldown: a request whose token must be
+// refreshed now calls the exchanger again right after a failure; keeping a
+// failing Rebell from being called is the exchanger's circuit breaker's job
+// (docs/rebell-calls.md), so a session recovers as soon as Rebell does.
+func TestForegroundRefreshHasNoCooldown(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.RetryCooldown = 5 * time.Second })
 	k, g := h.login(t, "code-1")
-	h.fake.scriptRefresh(result{err: errUnknown})
+	h.fake.scriptRefresh(result{err: errUnknown}, result{err: errUnknown})
 	h.atAccessExpiry(g, time.Second)
 
-	if _, err := h.get(t, k); !errors.Is(err, ErrRebellUnavailable) {
-		t.Fatalf("first: %v", err)
-	}
-	h.clock.Advance(5*time.Second - time.Nanosecond)
-	for range 3 { // within the cooldown: the last failure, no call
+	for i := range 2 {
 		_, err := h.get(t, k)
 		if !errors.Is(err, ErrRebellUnavailable) || rebell.ResultCodeOf(err) != rebell.CodeUnknownException {
-			t.Fatalf("in cooldown: %v", err)
+			t.Fatalf("attempt %d: %v", i, err)
 		}
 	}
-	if c := h.fake.refreshes.Load(); c != 1 {
-		t.Fatalf("%d Refresh calls during the cooldown, want 1", c)
-	}
-	h.clock.Advance(time.Nanosecond)
-	got := mustGet(t, h, k)
-	if got.AccessToken.Reveal() != "access-2" || h.fake.refreshes.Load() != 2 {
-		t.Fatalf("after the cooldown: %q, %d calls", got.AccessToken.Reveal(), h.fake.refreshes.Load())
+	got := mustGet(t, h, k) // no time has passed
+	if got.AccessToken.Reveal() != "access-2" || h.fake.refreshes.Load() != 3 {
+		t.Fatalf("third request: %q after %d calls", got.AccessToken.Reveal(), h.fake.refreshes.Load())
 	}
 }
 
@@ -391,9 +387,9 @@ func TestJoinRefreshSeesStateChangedMeanwhile(t *testing.T) {
 	h.atAccessExpiry(g, 0)
 	fresh := mustGet(t, h, k)
 
-	call, cur, fail := h.joinRefresh(e, stale, h.clock.Now())
-	if call != nil || fail != nil || &cur.grant != fresh {
-		t.Fatalf("joinRefresh with a stale state = %v, %v, %v; want the current state", call, cur, fail)
+	call, cur := h.joinRefresh(e, stale, h.clock.Now(), false)
+	if call != nil || &cur.grant != fresh {
+		t.Fatalf("joinRefresh with a stale state = %v, %v; want the current state", call, cur)
 	}
 	// awaitRefresh judges the current state instead of refreshing again.
 	got, err := h.awaitRefresh(context.Background(), e, stale, h.clock.Now())

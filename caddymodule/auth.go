@@ -18,6 +18,7 @@ import (
 
 	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/cache/redisstore"
+	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/handler"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
@@ -152,6 +153,16 @@ type Auth struct {
 	// How many sessions the in-memory cache holds. Default: 1000000.
 	MaxSessions int64 `json:"max_sessions,omitempty"`
 
+	// How many applyToken calls this instance makes toward the endpoint at
+	// once, per client id; shared by every config using them, across
+	// reloads. A login or a refresh that a request waits on waits for a slot
+	// (503 rebell_unavailable with Retry-After if none frees in time);
+	// background refresh-ahead calls take at most three quarters of the
+	// slots and are tried later when none is free. A circuit breaker stops
+	// calls while Rebell keeps failing: see docs/rebell-calls.md.
+	// Between 1 and 10000. Default: 64.
+	MaxConcurrentCalls int `json:"max_concurrent_calls,omitempty"`
+
 	// Upstream request header that receives the access token.
 	// Default: X-Rebell-Access-Token.
 	AccessTokenHeader string `json:"access_token_header,omitempty"`
@@ -192,6 +203,9 @@ type Auth struct {
 	// httpClient, when set (by `caddy rebell check`), sends the applyToken
 	// calls; nil means the Rebell client's own.
 	httpClient *http.Client
+
+	guard    *pooledGuard
+	guardKey *guardKey // set once this config holds a reference to guard
 }
 
 // CaddyModule returns the Caddy module information.
@@ -251,6 +265,13 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	}
 	a.warnDebugToken()
 
+	if a.MaxConcurrentCalls < 0 || a.MaxConcurrentCalls > guard.MaxMaxConcurrent {
+		return fmt.Errorf("max_concurrent_calls: %d is not between 1 and %d", a.MaxConcurrentCalls, guard.MaxMaxConcurrent)
+	}
+	var err error
+	if a.guard, err = a.loadGuard(); err != nil {
+		return err
+	}
 	client, err := a.newClient()
 	if err != nil {
 		return err
@@ -284,7 +305,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		c, err := cache.New(cache.Config{
 			Store:            store,
 			SessionKeys:      sessionKeys,
-			Exchanger:        ex,
+			Exchanger:        guard.NewExchanger(ex, a.guard.Guard),
 			MaxSessions:      a.MaxSessions,
 			RefreshAhead:     time.Duration(a.RefreshAhead),
 			IdleTimeout:      time.Duration(a.IdleTimeout),
@@ -335,9 +356,9 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		return err
 	}
 	// Only now that everything is in place does this config's client serve
-	// the (possibly shared) cache.
+	// the (possibly shared) cache, and its bound apply to the shared guard.
 	a.cache.exchanger.client.Store(client)
-	return nil
+	return a.guard.SetLimit(a.MaxConcurrentCalls)
 }
 
 func (a *Auth) setDefaults() {
@@ -442,6 +463,7 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 		Timeout:           time.Duration(a.Timeout),
 		Retries:           *a.Retries,
 		HTTPClient:        a.httpClient,
+		MayRetry:          a.guard.MayRetry,
 		Observe: func(grantType, _ string, took time.Duration) {
 			metrics.applyToken.WithLabelValues(grantType).Observe(took.Seconds())
 		},
@@ -467,12 +489,13 @@ func (a *Auth) cacheKey() string {
 // Cleanup releases this config's reference to the token cache; the cache
 // stops when no config uses it any more.
 func (a *Auth) Cleanup() error {
+	gerr := a.releaseGuard()
 	if a.poolKey == "" {
-		return nil
+		return gerr
 	}
 	_, err := caches.Delete(a.poolKey)
 	a.poolKey = ""
-	return err
+	return errors.Join(err, gerr)
 }
 
 // ServeHTTP handles login, logout and every other request as SPEC §3–§6 say.

@@ -9,6 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/rebell-gateway/caddy-rebell/guard"
 )
 
 func init() {
@@ -46,6 +48,7 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		idle_timeout           <duration>
 //		login_dedup_window     <duration>
 //		max_sessions           <n>
+//		max_concurrent_calls   <n>
 //		access_token_header    <name>
 //		customer_id_header     <name>
 //		public                 <paths...>
@@ -155,6 +158,13 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_sessions: %d is not between 1 and %d (100 million)", v, maxMaxSessions)
 			}
 			a.MaxSessions = int64(v)
+		case "max_concurrent_calls":
+			if err := intArg(d, &a.MaxConcurrentCalls); err != nil {
+				return err
+			}
+			if a.MaxConcurrentCalls < 1 || a.MaxConcurrentCalls > guard.MaxMaxConcurrent {
+				return d.Errf("max_concurrent_calls: %d is not between 1 and %d", a.MaxConcurrentCalls, guard.MaxMaxConcurrent)
+			}
 		case "login_dedup_window":
 			var v caddy.Duration
 			if err := durationArg(d, &v); err != nil {

@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rebell-gateway/caddy-rebell/guard"
 )
 
 // metrics are created once and registered into every config's registry, so
@@ -79,7 +81,8 @@ func registerMetrics(reg *prometheus.Registry) {
 	}
 	registerMu.Lock()
 	defer registerMu.Unlock()
-	for _, c := range []prometheus.Collector{metrics.logins, metrics.refreshes, metrics.requests, metrics.applyToken, metrics.sessions, metrics.ended} {
+	for _, c := range []prometheus.Collector{metrics.logins, metrics.refreshes, metrics.requests, metrics.applyToken, metrics.sessions, metrics.ended,
+		guardMetrics.transitions, guardMetrics.refused, guardMetrics.gauges} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -100,4 +103,65 @@ func sessionsInMemory() int {
 		return true
 	})
 	return n
+}
+
+// guardMetrics describe the guards of calls to Rebell (docs/rebell-calls.md),
+// labelled by endpoint and client id (neither is a secret).
+var guardMetrics = struct {
+	transitions *prometheus.CounterVec
+	refused     *prometheus.CounterVec
+	gauges      guardCollector
+}{
+	transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "rebell", Name: "breaker_transitions_total",
+		Help: "Changes of the circuit breaker toward Rebell, by the state entered: open, half_open, closed.",
+	}, []string{"endpoint", "client_id", "state"}),
+	refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "rebell", Name: "calls_refused_total",
+		Help: "applyToken calls not sent to Rebell, by reason: no_slot (the bound of calls in flight) or breaker_open.",
+	}, []string{"endpoint", "client_id", "reason"}),
+	gauges: guardCollector{
+		state: prometheus.NewDesc("caddy_rebell_breaker_state",
+			"State of the circuit breaker toward Rebell: 0 closed, 1 open, 2 half-open.",
+			[]string{"endpoint", "client_id"}, nil),
+		inFlight: prometheus.NewDesc("caddy_rebell_calls_in_flight",
+			"applyToken calls in flight toward Rebell.",
+			[]string{"endpoint", "client_id"}, nil),
+	},
+}
+
+// guardCollector reports the state and the calls in flight of every live
+// guard when scraped.
+type guardCollector struct {
+	state, inFlight *prometheus.Desc
+}
+
+func (c guardCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.state
+	ch <- c.inFlight
+}
+
+func (c guardCollector) Collect(ch chan<- prometheus.Metric) {
+	guards.Range(func(_, v any) bool {
+		if g, ok := v.(*pooledGuard); ok {
+			ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, float64(g.State()), g.key.endpoint, g.key.clientID)
+			ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(g.InFlight()), g.key.endpoint, g.key.clientID)
+		}
+		return true
+	})
+}
+
+func countTransition(k guardKey, to guard.State) {
+	guardMetrics.transitions.WithLabelValues(k.endpoint, k.clientID, to.String()).Inc()
+}
+
+func countRefused(k guardKey, reason string) {
+	guardMetrics.refused.WithLabelValues(k.endpoint, k.clientID, reason).Inc()
+}
+
+// forgetGuardMetrics drops the counters of a guard no config uses any more.
+func forgetGuardMetrics(k guardKey) {
+	labels := prometheus.Labels{"endpoint": k.endpoint, "client_id": k.clientID}
+	guardMetrics.transitions.DeletePartialMatch(labels)
+	guardMetrics.refused.DeletePartialMatch(labels)
 }

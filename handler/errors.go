@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
@@ -109,7 +110,26 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, e *apiError) er
 func (h *Handler) refuseErr(w http.ResponseWriter, r *http.Request, err error, k *cache.Key) error {
 	e, known := classify(err)
 	h.logRejection(e, !known, err, k)
+	if s := retryAfterOf(err); s != "" && e.retry {
+		w.Header().Set("Retry-After", s)
+	}
 	return h.writeError(w, r, e, rebell.VerifiedResultCode(err)) // an unverified claim never reaches the client
+}
+
+// retryAfterOf returns the Retry-After that err asks for, in whole seconds
+// (at least 1), or "" when it asks for none. The gateway's guard of calls
+// to Rebell sets it to the time left until its circuit breaker's next probe
+// (docs/rebell-calls.md).
+func retryAfterOf(err error) string {
+	var ra interface{ RetryAfter() time.Duration }
+	if !errors.As(err, &ra) {
+		return ""
+	}
+	d := ra.RetryAfter()
+	if d <= 0 {
+		return ""
+	}
+	return strconv.FormatInt(int64(max(1, (d+time.Second-1)/time.Second)), 10)
 }
 
 // writeError reports e to the callbacks and writes it as JSON, with
@@ -135,7 +155,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, e *apiError
 	if e.challenge != "" {
 		hd.Set("WWW-Authenticate", e.challenge)
 	}
-	if e.retry {
+	if e.retry && hd.Get("Retry-After") == "" { // rejectErr may have set it from the error
 		hd.Set("Retry-After", retryAfter)
 	}
 	if e == errMethodNotAllowed {

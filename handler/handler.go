@@ -11,7 +11,9 @@
 // store_unavailable) carry Retry-After: 5. Rebell has already been retried
 // with backoff by then, and a shared store that is down reconnects by
 // itself; five seconds keeps a Mini App from hammering either while letting
-// it recover quickly.
+// it recover quickly. An error that carries its own delay (a
+// RetryAfter() time.Duration method, as the refusals of the circuit breaker
+// toward Rebell have: docs/rebell-calls.md) sets the value instead.
 package handler
 
 import (

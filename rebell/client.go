@@ -69,6 +69,11 @@ type ClientConfig struct {
 	HTTPClient *http.Client
 	// Now is the clock for Request-Time (nil means time.Now).
 	Now func() time.Time
+	// MayRetry, if set, is asked before each retry, before and after the
+	// backoff: when it answers false, the last failure is returned without
+	// another attempt. The gateway's circuit breaker answers false while it
+	// is not closed (docs/rebell-calls.md).
+	MayRetry func() bool
 	// Observe, if set, is called after every attempt with the grant type, its
 	// result (a resultCode, or transport_error, bad_signature, bad_response,
 	// http_error) and how long it took. Metrics hook; keep it cheap.
@@ -234,7 +239,7 @@ func (c *Client) applyToken(ctx context.Context, grantType string, credential Se
 		}
 		last = err
 		last.Attempts = attempt + 1
-		if last.Kind != KindRetryable || attempt >= c.cfg.Retries || ctx.Err() != nil {
+		if last.Kind != KindRetryable || attempt >= c.cfg.Retries || ctx.Err() != nil || !c.mayRetry() {
 			return nil, last
 		}
 		wait := c.backoff(attempt)
@@ -248,8 +253,13 @@ func (c *Client) applyToken(ctx context.Context, grantType string, credential Se
 			return nil, last
 		case <-t.C:
 		}
+		if !c.mayRetry() {
+			return nil, last
+		}
 	}
 }
+
+func (c *Client) mayRetry() bool { return c.cfg.MayRetry == nil || c.cfg.MayRetry() }
 
 // backoff returns a full-jitter delay for the attempt that just failed.
 func (c *Client) backoff(attempt int) time.Duration {

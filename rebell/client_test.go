@@ -526,3 +526,38 @@ func BenchmarkSignVerify(b *testing.B) {
 		}
 	}
 }
+
+// TestClientMayRetry: a retryable failure is not tried again once MayRetry
+// answers false (the gateway's breaker has opened), whether it does so
+// before the backoff or during it.
+func TestClientMayRetry(t *testing.T) {
+	e := newEnv(t, "")
+	var asked atomic.Int32
+	allow := func(n int32) func() bool {
+		return func() bool { return asked.Add(1) <= n }
+	}
+	for _, tc := range []struct {
+		name     string
+		allowed  int32
+		attempts int
+	}{
+		{"refused before the backoff", 0, 1},
+		{"refused after the backoff", 1, 1},
+		{"allowed once", 2, 2},
+	} {
+		asked.Store(0)
+		c := e.client(t, func(cfg *rebell.ClientConfig) { cfg.Retries = 2; cfg.MayRetry = allow(tc.allowed) })
+		e.fault(t, `{"count":3,"resultStatus":"U","resultCode":"UNKNOWN_EXCEPTION"}`)
+		code, _ := e.sb.IssueAuthCode("")
+		_, err := c.ExchangeAuthCode(context.Background(), rebell.NewSecret(code))
+		if ee := wantKind(t, err, rebell.KindRetryable, "UNKNOWN_EXCEPTION"); ee.Attempts != tc.attempts {
+			t.Errorf("%s: %d attempts, want %d", tc.name, ee.Attempts, tc.attempts)
+		}
+		req, _ := http.NewRequest(http.MethodDelete, e.srv.URL+"/sandbox/faults", nil)
+		if resp, err := http.DefaultClient.Do(req); err != nil {
+			t.Fatal(err)
+		} else {
+			resp.Body.Close()
+		}
+	}
+}

@@ -1,0 +1,89 @@
+package guard
+
+import (
+	"context"
+	"errors"
+
+	"github.com/rebell-gateway/caddy-rebell/rebell"
+)
+
+type backgroundKey struct{}
+
+// WithBackground marks the calls made with ctx as background work (a
+// refresh-ahead call): they never wait for a slot and yield to logins and
+// refreshes that a request waits on.
+func WithBackground(ctx context.Context) context.Context {
+	return context.WithValue(ctx, backgroundKey{}, true)
+}
+
+// IsBackground reports whether ctx was marked by WithBackground.
+func IsBackground(ctx context.Context) bool {
+	b, _ := ctx.Value(backgroundKey{}).(bool)
+	return b
+}
+
+// Exchanger is a rebell.TokenExchanger that asks a Guard before each call
+// and reports the call's outcome to it. A refused call returns a *Refusal
+// and sends nothing to Rebell. Whatever the breaker decides meanwhile, a
+// call that was let through runs to its end and its result is returned:
+// a refresh token sent to Rebell is never thrown away by the Guard.
+type Exchanger struct {
+	next  rebell.TokenExchanger
+	guard *Guard
+}
+
+// NewExchanger returns next guarded by g.
+func NewExchanger(next rebell.TokenExchanger, g *Guard) *Exchanger {
+	return &Exchanger{next: next, guard: g}
+}
+
+// ExchangeAuthCode calls the wrapped ExchangeAuthCode if g admits it.
+func (x *Exchanger) ExchangeAuthCode(ctx context.Context, authCode rebell.Secret) (*rebell.Token, error) {
+	t, err := x.guard.Acquire(ctx, IsBackground(ctx))
+	if err != nil {
+		return nil, err
+	}
+	tok, err := x.next.ExchangeAuthCode(ctx, authCode)
+	x.guard.Release(t, OutcomeOf(ctx, err))
+	return tok, err
+}
+
+// Refresh calls the wrapped Refresh if g admits it.
+func (x *Exchanger) Refresh(ctx context.Context, refreshToken rebell.Secret) (*rebell.Token, error) {
+	t, err := x.guard.Acquire(ctx, IsBackground(ctx))
+	if err != nil {
+		return nil, err
+	}
+	tok, err := x.next.Refresh(ctx, refreshToken)
+	x.guard.Release(t, OutcomeOf(ctx, err))
+	return tok, err
+}
+
+// OutcomeOf judges the result err of a call made with ctx: nil and every
+// answer that is not a retryable failure are a Success; a retryable
+// *rebell.Error is a Failure, unless ctx was cancelled (the gateway gave up,
+// Rebell did not fail); any other error is Abandoned.
+func OutcomeOf(ctx context.Context, err error) Outcome {
+	if err == nil {
+		return Success
+	}
+	var re *rebell.Error
+	if !errors.As(err, &re) {
+		return Abandoned
+	}
+	if re.Kind != rebell.KindRetryable {
+		return Success
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return Abandoned
+	}
+	if errors.Is(err, context.DeadlineExceeded) || re.ResultCode == "" && re.HTTPStatus == 0 && isTimeout(err) {
+		return Failure("timeout")
+	}
+	return Failure(rebell.MetricResult(err))
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
