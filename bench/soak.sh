@@ -29,7 +29,7 @@ log() { printf '[soak.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 ERR_MSG=
 die() { ERR_MSG=$*; printf '[soak.sh] ERROR: %s\n' "$*" >&2; exit 1; }
 
-for tool in go openssl python3 redis-server redis-cli; do
+for tool in go openssl redis-server redis-cli; do
 	command -v "$tool" >/dev/null || die "$tool is not on the PATH"
 done
 [[ $DURATION =~ ^[0-9]+[sm]$ ]] || die "DURATION must look like 60s or 10m (got '$DURATION')"
@@ -70,16 +70,7 @@ openssl genrsa -out "$TMP/keys/sandbox.pem" 2048 2>/dev/null
 openssl rsa -in "$TMP/keys/sandbox.pem" -pubout -out "$TMP/keys/sandbox.pub" 2>/dev/null
 STORE_KEY=$(openssl rand -base64 32)
 
-read -r P_SB A_SB P_M A_M P_R1 A_R1 P_R2 A_R2 P_R3 A_R3 P_REDIS < <(python3 - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(11)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-for s in socks:
-    s.close()
-EOF
-)
+read -r P_SB A_SB P_M A_M P_R1 A_R1 P_R2 A_R2 P_R3 A_R3 P_REDIS < <("$TMP/soak" -free-ports 11)
 
 global_opts() {
 	printf '{\n\tadmin 127.0.0.1:%s\n\tpersist_config off\n\tauto_https off\n\tgrace_period 1s\n}\n' "$1"
