@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -345,7 +346,7 @@ func TestStorePoolKey(t *testing.T) {
 	base := func() *RedisStore {
 		return &RedisStore{Address: []string{"{env.REBELL_TEST_REDIS}"}, Password: "pw-secret", EncryptionKey: "{env.REBELL_TEST_KEY}"}
 	}
-	key := func(rs *RedisStore) string {
+	key := func(rs *RedisStore) poolIdentity {
 		t.Helper()
 		a := storeAuth(rs)
 		if rs == nil {
@@ -356,7 +357,7 @@ func TestStorePoolKey(t *testing.T) {
 		if a.storeCfg, err = a.provisionStore(caddy.NewReplacer()); err != nil {
 			t.Fatal(err)
 		}
-		return a.cacheKey()
+		return a.poolIdentity()
 	}
 	rs := base()
 	k0 := key(rs)
@@ -366,7 +367,7 @@ func TestStorePoolKey(t *testing.T) {
 	if rs.KeyPrefix != "rebell:" {
 		t.Errorf("key_prefix default %q", rs.KeyPrefix)
 	}
-	if strings.Contains(k0, "pw-secret") || strings.Contains(k0, testStoreKey) {
+	if s := fmt.Sprintf("%#v", k0); strings.Contains(s, "pw-secret") || strings.Contains(s, testStoreKey) {
 		t.Fatal("pool key shows a secret")
 	}
 	if k := key(base()); k != k0 {
@@ -377,7 +378,7 @@ func TestStorePoolKey(t *testing.T) {
 	if k := key(explicit); k != k0 {
 		t.Error("the default key_prefix spelled out gave another pool key")
 	}
-	seen := map[string]string{k0: "base", key(nil): "no store"}
+	seen := map[poolIdentity]string{k0: "base", key(nil): "no store"}
 	for name, change := range map[string]func(*RedisStore){
 		"address":        func(r *RedisStore) { r.Address = []string{"10.0.0.1:6379"} },
 		"master_name":    func(r *RedisStore) { r.MasterName = "m" },
