@@ -120,9 +120,13 @@ func TestSandboxCaddyfile(t *testing.T) {
 }
 
 // TestDirectivesNeedNoOrder adapts a site that uses both directives directly,
-// with a matcher, and no order option.
+// with a matcher, and no order option. rebell_auth is ordered right before
+// basic_auth (README.md, "Caddyfile"): written after it, it still runs first.
 func TestDirectivesNeedNoOrder(t *testing.T) {
 	input := `:8080 {
+	basic_auth /admin/* {
+		Bob $2a$14$Zkx19XLiW6VYouLHR5NmfOFU0z2GTNmpkT/5qqR7hx4IjWJPDhjvG
+	}
 	rebell_auth /api/* {
 		endpoint http://127.0.0.1:8081
 		client_id C
@@ -143,8 +147,9 @@ func TestDirectivesNeedNoOrder(t *testing.T) {
 			t.Errorf("adapted config lacks %s: %s", want, s)
 		}
 	}
-	if strings.Index(s, `"handler":"rebell_auth"`) > strings.Index(s, `"handler":"reverse_proxy"`) {
-		t.Error("rebell_auth is not ordered before reverse_proxy")
+	auth, basic, proxy := strings.Index(s, `"handler":"rebell_auth"`), strings.Index(s, `"handler":"authentication"`), strings.Index(s, `"handler":"reverse_proxy"`)
+	if basic < 0 || auth > basic || auth > proxy {
+		t.Errorf("rebell_auth is not ordered before basic_auth and reverse_proxy: %s", s)
 	}
 }
 

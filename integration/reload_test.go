@@ -214,6 +214,18 @@ func TestReloadPoolIdentity(t *testing.T) {
 		{[]option{{"access_token_header", "X-Token"}}, false, 0},
 		{[]option{{"customer_id_header", "X-Customer"}}, false, 0},
 	})
+
+	// The one config without a Rebell public key said, at WARN, that
+	// responses are not verified (README.md, "Caddyfile").
+	var warns []string
+	for _, line := range strings.Split(g.caddy.logs.String(), "\n") {
+		if strings.Contains(line, "no Rebell public key configured") {
+			warns = append(warns, line)
+		}
+	}
+	if len(warns) != 1 || !strings.Contains(warns[0], `"level":"warn"`) {
+		t.Errorf("want one WARN for the config without rebell_public_key_file, got %d lines: %q", len(warns), warns)
+	}
 }
 
 // TestReloadPoolIdentityStore: every setting of `store redis` is in the
