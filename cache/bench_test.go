@@ -74,9 +74,9 @@ func BenchmarkGetShared(b *testing.B) {
 }
 
 // BenchmarkMemoryPerSession stores 100k sessions with realistically sized
-// tokens and reports the heap they take per session. The ristretto sketch
-// (about 3 bytes per counter, 10 counters per MaxSessions) is allocated by
-// New and is not included; see the report's note.
+// tokens and reports the heap they take per session. What ristretto
+// allocates up front, sized from MaxSessions, is not included:
+// BenchmarkMemoryTierPreallocation measures that.
 func BenchmarkMemoryPerSession(b *testing.B) {
 	const n = 100_000
 	for b.Loop() {
