@@ -115,7 +115,7 @@ func newMulti(t *testing.T, sbOpts string) *multi {
 		storeKey: base64.StdEncoding.EncodeToString(key),
 		client: &http.Client{
 			Timeout:   30 * time.Second,
-			Transport: &http.Transport{MaxIdleConnsPerHost: 200, IdleConnTimeout: 30 * time.Second},
+			Transport: retryClosedConn{&http.Transport{MaxIdleConnsPerHost: 200, IdleConnTimeout: 30 * time.Second}},
 		},
 	}
 	t.Cleanup(m.client.CloseIdleConnections)

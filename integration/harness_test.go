@@ -82,6 +82,14 @@ func (rt retryClosedConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	return rt.next.RoundTrip(req)
 }
 
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// wrapped transport.
+func (rt retryClosedConn) CloseIdleConnections() {
+	if c, ok := rt.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 // heldPorts are the listening sockets freePort bound, by port, until
 // startCaddy hands them to a Caddy process.
 var heldPorts = struct {
@@ -325,4 +333,28 @@ func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// TestFreePortIsHeld: a port from freePort cannot be taken by another
+// listener before Caddy gets it, and Caddy serves on it.
+func TestFreePortIsHeld(t *testing.T) {
+	port := freePort(t)
+	if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+		l.Close()
+		t.Fatalf("another listener took port %d that freePort returned", port)
+	}
+	p := startCaddy(t, fmt.Sprintf("http://127.0.0.1:%d {\n\trespond \"held\"\n}\n", port), port)
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "held" {
+		t.Fatalf("port %d answered %d %q", port, resp.StatusCode, body)
+	}
+	if l, err := net.Listen("tcp", p.AdminAddr); err == nil {
+		l.Close()
+		t.Fatalf("another listener took Caddy's admin address %s", p.AdminAddr)
+	}
 }
