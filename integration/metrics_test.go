@@ -162,3 +162,32 @@ func TestMetricsThroughCaddy(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsStoreError: Rebell accepts the auth code but the shared store
+// cannot keep the session (its address is a socket that never answers):
+// the login counts as store_error and the Mini App gets 503
+// store_unavailable.
+func TestMetricsStoreError(t *testing.T) {
+	silent := freePort(t) // held by this process and never accepted from
+	g := startGateway(t, fmt.Sprintf(`login_dedup_window 0
+		store redis {
+			address 127.0.0.1:%d
+			encryption_key MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
+		}`, silent), "")
+	if resp, lr := g.login(issueCode(t, g.sandbox, "2188000000000911")); resp.StatusCode != http.StatusServiceUnavailable || lr.Error != "store_unavailable" {
+		t.Fatalf("login with the store silent: %d %+v", resp.StatusCode, lr)
+	}
+	if st := getStats(t, g.sandbox); st.ByGrantType["AUTHORIZATION_CODE"]["SUCCESS"] != 1 {
+		t.Fatalf("Rebell did not accept the code: %+v", st)
+	}
+	got := scrapeRebellMetrics(t, g.caddy.AdminAddr)
+	for series, want := range map[string]float64{
+		`caddy_rebell_logins_total{result="store_error"}`:          1,
+		`caddy_rebell_requests_total{outcome="store_unavailable"}`: 1,
+		`caddy_rebell_sessions`:                                    0,
+	} {
+		if v, ok := got[series]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", series, v, ok, want)
+		}
+	}
+}
