@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, vet, every test with the race
 # detector (unit, end to end through a real Caddy built from ./cmd/caddy, and
-# the fuzz targets' seed corpora), then each fuzz target briefly.
+# the fuzz targets' seed corpora), the allocation guards without it, then
+# each fuzz target briefly.
 #
 #   ./test.sh                 # FUZZTIME=10000x (executions) per fuzz target by default
 #   FUZZTIME=0 ./test.sh      # skip the fuzzing pass
@@ -22,6 +23,10 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go test -race -count=1 -timeout 20m ./...
+# The allocation guards (testing.AllocsPerRun) skip under the race detector,
+# which allocates on its own: run them again without it. Their names contain
+# "Alloc".
+go test -count=1 -run 'Alloc' $(grep -rl --include='*_test.go' 'testing.AllocsPerRun' . | xargs -n1 dirname | sort -u)
 
 # The Mini App helper, against a real gateway (miniapp/testgateway.js).
 if command -v node >/dev/null 2>&1; then

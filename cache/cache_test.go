@@ -431,7 +431,7 @@ func TestCloseIsIdempotentAndSafeWithGet(t *testing.T) {
 	h.Close()
 	h.Close()
 	close(stop)
-	wg.Wait()
+	waitGroup(t, &wg, "Gets racing Close")
 	if _, err := h.get(t, k); err != ErrStoreUnavailable {
 		t.Fatalf("Get after Close: %v", err)
 	}

@@ -71,7 +71,7 @@ func TestConcurrentChurn(t *testing.T) {
 			}
 		})
 	}
-	wg.Wait()
+	waitGroup(t, &wg, "the churning goroutines")
 	mu.Lock()
 	all := append([]Key(nil), keys...)
 	mu.Unlock()

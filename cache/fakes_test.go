@@ -282,7 +282,7 @@ func (h *harness) settle(t testing.TB, k Key) {
 	t.Helper()
 	if e := h.mem.get(&k); e != nil {
 		if call := e.flight.Load(); call != nil {
-			<-call.done
+			receive(t, call.done, "the refresh in flight")
 		}
 	}
 }

@@ -93,7 +93,7 @@ func TestLoginDedupConcurrent(t *testing.T) {
 	}
 	h.fake.awaitEntered(t, "exchange")
 	release()
-	wg.Wait()
+	waitGroup(t, &wg, "concurrent logins with one code")
 	if c := h.fake.exchanges.Load(); c != 1 {
 		t.Fatalf("%d exchanges, want 1", c)
 	}
@@ -196,7 +196,7 @@ func TestLoginRetryAfterClientGaveUp(t *testing.T) {
 	}()
 	h.fake.awaitEntered(t, "exchange")
 	cancel() // the Mini App's request timed out
-	if err := <-first; !errors.Is(err, ErrRebellUnavailable) || !errors.Is(err, context.Canceled) {
+	if err := receive(t, first, "the abandoned login"); !errors.Is(err, ErrRebellUnavailable) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("abandoned login: %v", err)
 	}
 	retry := make(chan string, 1)
@@ -208,7 +208,7 @@ func TestLoginRetryAfterClientGaveUp(t *testing.T) {
 		retry <- id
 	}()
 	release()
-	if id := <-retry; id == "" {
+	if id := receive(t, retry, "the retried login"); id == "" {
 		t.Fatal("the retry got no session")
 	}
 	if c := h.fake.exchanges.Load(); c != 1 || h.fake.cancelled.Load() != 0 {

@@ -28,10 +28,10 @@ func TestExpiredSessionStampedeMakesOneRefresh(t *testing.T) {
 			grants[i], errs[i] = h.Get(context.Background(), k)
 		})
 	}
-	ready.Wait()
+	waitGroup(t, &ready, "the requests starting")
 	h.fake.awaitEntered(t, "refresh")
 	release()
-	done.Wait()
+	waitGroup(t, &done, "1000 requests for a refreshing session")
 
 	if c := h.fake.refreshes.Load(); c != 1 {
 		t.Fatalf("%d Refresh calls, want 1", c)
@@ -305,11 +305,11 @@ func TestWaiterContextEndsButRefreshContinues(t *testing.T) {
 		waiter <- g
 	}()
 	cancel()
-	if err := <-other; !errors.Is(err, ErrRebellUnavailable) || !errors.Is(err, context.Canceled) {
+	if err := receive(t, other, "the cancelled waiter"); !errors.Is(err, ErrRebellUnavailable) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled waiter: %v", err)
 	}
 	release()
-	if g := <-waiter; g == nil || g.AccessToken.Reveal() != "access-2" {
+	if g := receive(t, waiter, "the other waiter"); g == nil || g.AccessToken.Reveal() != "access-2" {
 		t.Fatal("the other waiter did not get the refreshed token")
 	}
 	if h.fake.cancelled.Load() != 0 {
@@ -371,7 +371,7 @@ func TestLogoutDuringRefreshDiscardsResult(t *testing.T) {
 		t.Fatal(err)
 	}
 	release()
-	if err := <-errc; err != ErrSessionInvalid {
+	if err := receive(t, errc, "the waiter"); err != ErrSessionInvalid {
 		t.Fatalf("waiter: %v", err)
 	}
 	if _, err := h.get(t, k); err != ErrSessionInvalid {

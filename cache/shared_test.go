@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func (cl *cluster) getDuringRefresh(t *testing.T, i int, k Key, g *Grant) (finis
 	}
 	return func() (*Grant, error) {
 		release()
-		a := <-done
+		a := receive(t, done, "the request waiting for the refresh")
 		return a.g, a.err
 	}
 }
@@ -104,7 +105,7 @@ func TestSharedRefreshStormCallsRebellOnce(t *testing.T) {
 	}
 	cl.fake.awaitEntered(t, "refresh")
 	release()
-	wg.Wait()
+	waitGroup(t, &wg, "300 requests for a refreshing session")
 	if n := cl.fake.refreshes.Load(); n != 1 {
 		t.Fatalf("applyToken refresh calls = %d, want 1", n)
 	}
@@ -289,7 +290,7 @@ func TestSharedLeaseExpiresMidCall(t *testing.T) {
 			}
 
 			release()
-			if err := <-slowDone; err != nil {
+			if err := receive(t, slowDone, "the slow holder's request"); err != nil {
 				t.Fatalf("slow holder's request: %v", err)
 			}
 			if cl.srv.version(k) != 2 {
@@ -335,7 +336,7 @@ func TestSharedLoginDeduplicatedAcrossInstances(t *testing.T) {
 		out <- res{id, err}
 	}()
 	release()
-	a, b := <-out, <-out
+	a, b := receive(t, out, "first login"), receive(t, out, "second login")
 	if a.err != nil || b.err != nil || a.id != b.id {
 		t.Fatalf("logins: %+v %+v", a, b)
 	}
@@ -712,9 +713,11 @@ func TestSharedLeaseRenewedWhileRebellIsSlow(t *testing.T) {
 			cl.clock.Advance(8 * time.Second)
 			if renew {
 				tick <- time.Time{}
-				for !leaseExpiry().After(first) { // the renewal runs in the holder's goroutine
-					time.Sleep(time.Millisecond)
-				}
+				// The renewal runs in the holder's goroutine.
+				eventually(t, "lease renewal", func() bool { return leaseExpiry().After(first) },
+					func() string {
+						return fmt.Sprintf("the lease still expires at %v, as before the renewal tick", leaseExpiry())
+					})
 			}
 			cl.clock.Advance(8 * time.Second) // past the first expiry
 			go func() { done <- mustGet(t, cl.nodes[1], k) }()
@@ -724,7 +727,7 @@ func TestSharedLeaseRenewedWhileRebellIsSlow(t *testing.T) {
 				cl.fake.awaitEntered(t, "refresh") // node 1 took the lapsed lease
 				release()
 			}
-			a, b := <-done, <-done
+			a, b := receive(t, done, "first request"), receive(t, done, "second request")
 			calls := cl.fake.refreshes.Load()
 			switch {
 			case renew && (calls != 1 || !a.AccessToken.Equal(b.AccessToken)):

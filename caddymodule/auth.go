@@ -3,8 +3,6 @@ package caddymodule
 import (
 	"context"
 	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -43,8 +41,9 @@ const (
 	defaultCustomerHeader   = "X-Rebell-Customer-Id"
 )
 
-// caches keeps token caches across config reloads, keyed by the settings that
-// define a cache's sessions, so `caddy reload` keeps every session.
+// caches keeps token caches across config reloads, keyed by poolIdentity (the
+// settings that define a cache's sessions), so `caddy reload` keeps every
+// session.
 var caches = caddy.NewUsagePool()
 
 // Auth is a token gateway for a Rebell Mini App's API. The Mini App posts the
@@ -197,7 +196,8 @@ type Auth struct {
 	logger   *zap.Logger
 	handler  *handler.Handler
 	cache    *pooledCache
-	poolKey  string
+	poolKey  poolIdentity
+	pooled   bool
 	storeCfg *redisstore.Config
 
 	// httpClient, when set (by `caddy rebell check`), sends the applyToken
@@ -284,7 +284,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		// Redis, prefix and key do not open here.
 		a.storeCfg.Realm = a.Endpoint + "\x00" + a.ClientID
 	}
-	key := a.cacheKey()
+	key := a.poolIdentity()
 	val, _, err := caches.LoadOrNew(key, recoverConstructor("the session cache", a.logger, func() (caddy.Destructor, error) {
 		ex := &swapExchanger{}
 		ex.client.Store(client)
@@ -326,7 +326,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	a.poolKey = key
+	a.poolKey, a.pooled = key, true
 	a.cache = val.(*pooledCache)
 
 	if a.Errors != "" && a.Errors != "json" && a.Errors != "caddy" {
@@ -474,27 +474,15 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 	return client, nil
 }
 
-// cacheKey names the sessions this config serves: the same Rebell merchant
-// at the same endpoint, with the same cache shape and the same shared store
-// (its settings enter hashed, secrets included).
-func (a *Auth) cacheKey() string {
-	h := sha256.New()
-	fmt.Fprintf(h, "%q|%q|%q|%q|%q|%d|%d|%d|%d",
-		a.Endpoint, a.ClientID, a.APIVersion, a.ReferenceClientID, a.CustomerBelongsTo,
-		a.MaxSessions, a.RefreshAhead, a.IdleTimeout, *a.LoginDedupWindow)
-	hashStore(h, a.storeCfg)
-	return "rebell_auth:" + hex.EncodeToString(h.Sum(nil))
-}
-
 // Cleanup releases this config's reference to the token cache; the cache
 // stops when no config uses it any more.
 func (a *Auth) Cleanup() error {
 	gerr := a.releaseGuard()
-	if a.poolKey == "" {
+	if !a.pooled {
 		return gerr
 	}
 	_, err := caches.Delete(a.poolKey)
-	a.poolKey = ""
+	a.pooled = false
 	return errors.Join(err, gerr)
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -119,9 +120,13 @@ func TestSandboxCaddyfile(t *testing.T) {
 }
 
 // TestDirectivesNeedNoOrder adapts a site that uses both directives directly,
-// with a matcher, and no order option.
+// with a matcher, and no order option. rebell_auth is ordered right before
+// basic_auth (README.md, "Caddyfile"): written after it, it still runs first.
 func TestDirectivesNeedNoOrder(t *testing.T) {
 	input := `:8080 {
+	basic_auth /admin/* {
+		Bob $2a$14$Zkx19XLiW6VYouLHR5NmfOFU0z2GTNmpkT/5qqR7hx4IjWJPDhjvG
+	}
 	rebell_auth /api/* {
 		endpoint http://127.0.0.1:8081
 		client_id C
@@ -142,8 +147,9 @@ func TestDirectivesNeedNoOrder(t *testing.T) {
 			t.Errorf("adapted config lacks %s: %s", want, s)
 		}
 	}
-	if strings.Index(s, `"handler":"rebell_auth"`) > strings.Index(s, `"handler":"reverse_proxy"`) {
-		t.Error("rebell_auth is not ordered before reverse_proxy")
+	auth, basic, proxy := strings.Index(s, `"handler":"rebell_auth"`), strings.Index(s, `"handler":"authentication"`), strings.Index(s, `"handler":"reverse_proxy"`)
+	if basic < 0 || auth > basic || auth > proxy {
+		t.Errorf("rebell_auth is not ordered before basic_auth and reverse_proxy: %s", s)
 	}
 }
 
@@ -345,7 +351,7 @@ func TestStorePoolKey(t *testing.T) {
 	base := func() *RedisStore {
 		return &RedisStore{Address: []string{"{env.REBELL_TEST_REDIS}"}, Password: "pw-secret", EncryptionKey: "{env.REBELL_TEST_KEY}"}
 	}
-	key := func(rs *RedisStore) string {
+	key := func(rs *RedisStore) poolIdentity {
 		t.Helper()
 		a := storeAuth(rs)
 		if rs == nil {
@@ -356,7 +362,7 @@ func TestStorePoolKey(t *testing.T) {
 		if a.storeCfg, err = a.provisionStore(caddy.NewReplacer()); err != nil {
 			t.Fatal(err)
 		}
-		return a.cacheKey()
+		return a.poolIdentity()
 	}
 	rs := base()
 	k0 := key(rs)
@@ -366,7 +372,7 @@ func TestStorePoolKey(t *testing.T) {
 	if rs.KeyPrefix != "rebell:" {
 		t.Errorf("key_prefix default %q", rs.KeyPrefix)
 	}
-	if strings.Contains(k0, "pw-secret") || strings.Contains(k0, testStoreKey) {
+	if s := fmt.Sprintf("%#v", k0); strings.Contains(s, "pw-secret") || strings.Contains(s, testStoreKey) {
 		t.Fatal("pool key shows a secret")
 	}
 	if k := key(base()); k != k0 {
@@ -377,7 +383,7 @@ func TestStorePoolKey(t *testing.T) {
 	if k := key(explicit); k != k0 {
 		t.Error("the default key_prefix spelled out gave another pool key")
 	}
-	seen := map[string]string{k0: "base", key(nil): "no store"}
+	seen := map[poolIdentity]string{k0: "base", key(nil): "no store"}
 	for name, change := range map[string]func(*RedisStore){
 		"address":        func(r *RedisStore) { r.Address = []string{"10.0.0.1:6379"} },
 		"master_name":    func(r *RedisStore) { r.MasterName = "m" },

@@ -107,7 +107,7 @@ func TestPreviousEncryptionKeys(t *testing.T) {
 	a.storeCfg, b.storeCfg = cfg, cfgB
 	a.setDefaults()
 	b.setDefaults()
-	if a.cacheKey() == b.cacheKey() {
+	if a.poolIdentity() == b.poolIdentity() {
 		t.Error("previous keys do not enter the pool key")
 	}
 

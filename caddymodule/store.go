@@ -2,12 +2,9 @@ package caddymodule
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"strings"
 	"sync"
 
@@ -206,41 +203,6 @@ func newStore(cfg *redisstore.Config, logger *zap.Logger) (*redisstore.Store, er
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	return st, nil
-}
-
-// hashStore writes every store setting, secrets included, into h (the pool
-// key's hash), so that a config that changes any of them gets a new cache.
-// Each value is length-prefixed, so no two settings hash alike.
-func hashStore(h hash.Hash, cfg *redisstore.Config) {
-	if cfg == nil {
-		h.Write([]byte("|store:none"))
-		return
-	}
-	field := func(b []byte) {
-		var n [8]byte
-		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
-		h.Write(n[:])
-		h.Write(b)
-	}
-	h.Write([]byte("|store:redis"))
-	field([]byte(fmt.Sprint(len(cfg.Addresses))))
-	for _, addr := range cfg.Addresses {
-		field([]byte(addr))
-	}
-	field([]byte(cfg.MasterName))
-	field([]byte(cfg.Username))
-	// The secrets enter as their own hashes.
-	pw := sha256.Sum256([]byte(cfg.Password))
-	field(pw[:])
-	field([]byte(fmt.Sprint(cfg.DB, cfg.TLS)))
-	field([]byte(cfg.KeyPrefix))
-	ek := sha256.Sum256(cfg.EncryptionKey)
-	field(ek[:])
-	field([]byte(fmt.Sprint(len(cfg.PreviousEncryptionKeys))))
-	for _, k := range cfg.PreviousEncryptionKeys {
-		pk := sha256.Sum256(k)
-		field(pk[:])
-	}
 }
 
 // sessionKeys returns the keys that tag session ids: with a shared store,

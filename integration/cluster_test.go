@@ -115,7 +115,7 @@ func newMulti(t *testing.T, sbOpts string) *multi {
 		storeKey: base64.StdEncoding.EncodeToString(key),
 		client: &http.Client{
 			Timeout:   30 * time.Second,
-			Transport: &http.Transport{MaxIdleConnsPerHost: 200, IdleConnTimeout: 30 * time.Second},
+			Transport: retryClosedConn{&http.Transport{MaxIdleConnsPerHost: 200, IdleConnTimeout: 30 * time.Second}},
 		},
 	}
 	t.Cleanup(m.client.CloseIdleConnections)
@@ -270,23 +270,35 @@ func refreshes(st sandboxStats) int64 {
 	return n
 }
 
+// stormTTL is the sandbox's access_token_ttl in the tests that wait for a
+// refresh to be due (sbOpts stormOpts, with refresh_ahead 2s). Its expiries
+// have whole seconds, so the refresh-ahead window opens 12 to 13 s after the
+// login: a loaded machine has that long to log in and warm the instances up
+// without setting off a refresh, three times what the test needs alone.
+const (
+	stormTTL  = 15 * time.Second
+	stormOpts = "access_token_ttl 15s"
+)
+
 // waitUntilRefreshDue sleeps until the access token of r (its expiry, from
 // {http.rebell.access_token_expiry}) is within margin of expiring: with
 // refresh_ahead 2s, m = 1s, so from A − 1s every request must wait for a
-// refresh (SPEC §5). The tests that use it run the sandbox with
-// access_token_ttl 6s: its expiries have whole seconds, so the refresh-ahead
-// window opens 3 to 4 s after the login, which leaves a loaded machine that
-// long to warm the instances up without a refresh.
-func waitUntilRefreshDue(t *testing.T, r reply, margin time.Duration) time.Time {
+// refresh (README.md, "Token freshness"). It fails if the refresh-ahead
+// window (from A − 2s) opened before the caller's warm-up ended at
+// warmedUp: a request of the warm-up may then have refreshed.
+func waitUntilRefreshDue(t *testing.T, r reply, margin time.Duration, warmedUp time.Time) time.Time {
 	t.Helper()
 	a, err := time.Parse(time.RFC3339, r.AccessExpiry)
 	if err != nil {
 		t.Fatalf("access token expiry %q: %v", r.AccessExpiry, err)
 	}
+	if opens := a.Add(-2 * time.Second); warmedUp.After(opens) {
+		t.Fatalf("the warm-up ended %v after the refresh-ahead window opened: the machine is too slow for stormTTL %v", warmedUp.Sub(opens), stormTTL)
+	}
 	due := a.Add(-margin).Add(20 * time.Millisecond)
 	if wait := time.Until(due); wait > 0 {
-		if wait > 8*time.Second {
-			t.Fatalf("access token expiry %v is %v away; the sandbox's access_token_ttl is not 6s", a, wait)
+		if wait > stormTTL+time.Second {
+			t.Fatalf("access token expiry %v is %v away; the sandbox's access_token_ttl is not %v", a, wait, stormTTL)
 		}
 		time.Sleep(wait)
 	}
@@ -325,7 +337,7 @@ func TestClusterSessionSharedAtOnce(t *testing.T) {
 // every request served with the one new token.
 func TestClusterRefreshStorm(t *testing.T) {
 	rs := redistest.Start(t)
-	m := startMulti(t, []string{rs.Addr}, "refresh_ahead 2s", "access_token_ttl 6s")
+	m := startMulti(t, []string{rs.Addr}, "refresh_ahead 2s", stormOpts)
 	const customer = "2188000000000702"
 	lr := m.mustLogin(m.nodes[0], customer)
 	var old reply
@@ -333,10 +345,11 @@ func TestClusterRefreshStorm(t *testing.T) {
 		old = m.mustGet(nd, lr.SessionID, customer)
 	}
 	before := getStats(t, m.sandbox)
+	warmedUp := time.Now()
 	if refreshes(before) != 0 {
 		t.Fatalf("a refresh happened before the storm (warm-up took too long?): %+v", before)
 	}
-	waitUntilRefreshDue(t, old, time.Second)
+	waitUntilRefreshDue(t, old, time.Second, warmedUp)
 
 	const n = 300
 	results := m.burst(n, lr.SessionID)
@@ -620,16 +633,17 @@ func TestClusterStartsWithoutRedis(t *testing.T) {
 // Cluster: login on 1, use on 2, refresh, logout on 3, rejected on 1.
 func TestClusterRedisCluster(t *testing.T) {
 	rc := redistest.StartCluster(t, 3)
-	m := startMulti(t, rc.Addrs, "refresh_ahead 2s", "access_token_ttl 6s")
+	m := startMulti(t, rc.Addrs, "refresh_ahead 2s", stormOpts)
 	const customer = "2188000000000707"
 	lr := m.mustLogin(m.nodes[0], customer)
 	old := m.mustGet(m.nodes[1], lr.SessionID, customer)
 	m.mustGet(m.nodes[0], lr.SessionID, customer)
+	warmedUp := time.Now()
 	if st := getStats(t, m.sandbox); refreshes(st) != 0 {
 		t.Fatalf("a refresh happened before it was due: %+v", st)
 	}
 
-	waitUntilRefreshDue(t, old, time.Second)
+	waitUntilRefreshDue(t, old, time.Second, warmedUp)
 	fresh := m.mustGet(m.nodes[1], lr.SessionID, customer)
 	if fresh.TokenHash == old.TokenHash {
 		t.Fatal("instance 2 did not refresh a token due for it")

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rsa"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,9 +14,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,20 +46,108 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "building ./cmd/caddy:", err)
 		os.Exit(1)
 	}
+	// Every request a test sends without a client of its own has a deadline:
+	// a gateway that hangs fails the test instead of the whole run.
+	http.DefaultClient.Timeout = 60 * time.Second
+	http.DefaultClient.Transport = retryClosedConn{http.DefaultTransport}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-// freePort returns a port on 127.0.0.1 that was free a moment ago.
+// retryClosedConn sends a request once more when the connection was closed
+// before any answer: after a reload, a server of the old config can still
+// be waiting in Accept on the listener the configs share, take one new
+// connection, and close it unanswered (Caddy v2.11's fakeCloseListener: a
+// sibling clears the deadline that should wake it). The request never
+// reached a handler, so sending it again is safe.
+type retryClosedConn struct{ next http.RoundTripper }
+
+func (rt retryClosedConn) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := rt.next.RoundTrip(req)
+	if err == nil || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) || req.Context().Err() != nil {
+		return resp, err
+	}
+	if req.Body != nil && req.Body != http.NoBody {
+		if req.GetBody == nil {
+			return resp, err
+		}
+		body, berr := req.GetBody()
+		if berr != nil {
+			return resp, err
+		}
+		req = req.Clone(req.Context())
+		req.Body = body
+	}
+	return rt.next.RoundTrip(req)
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// wrapped transport.
+func (rt retryClosedConn) CloseIdleConnections() {
+	if c, ok := rt.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// heldPorts are the listening sockets freePort bound, by port, until
+// startCaddy hands them to a Caddy process.
+var heldPorts = struct {
+	sync.Mutex
+	files map[int]*os.File
+}{files: map[int]*os.File{}}
+
+// freePort binds a listening socket on a free 127.0.0.1 port and holds it
+// for startCaddy, which hands it to Caddy as an inherited file descriptor
+// (`bind fd/N`, `admin fd/N`): no other process (a redis-server another
+// package starts, an outgoing connection) can take the port in between, as
+// it could if the port were released and picked again by Caddy.
 func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	f, err := l.(*net.TCPListener).File() // a duplicate: the socket stays open
+	l.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	heldPorts.Lock()
+	heldPorts.files[port] = f
+	heldPorts.Unlock()
+	t.Cleanup(func() {
+		if f := takeHeldPort(port); f != nil {
+			f.Close()
+		}
+	})
+	return port
+}
+
+// takeHeldPort returns the socket freePort holds for port and forgets it,
+// or nil.
+func takeHeldPort(port int) *os.File {
+	heldPorts.Lock()
+	defer heldPorts.Unlock()
+	f := heldPorts.files[port]
+	delete(heldPorts.files, port)
+	return f
+}
+
+// siteAddress matches a site address on 127.0.0.1 that opens its block.
+var siteAddress = regexp.MustCompile(`(?m)^(?:https?://)?127\.0\.0\.1:(\d+) \{$`)
+
+// bindHeld makes each site of caddyfile whose port is in fds listen on the
+// inherited descriptor: `bind fd/N` as the block's first line.
+func bindHeld(caddyfile string, fds map[int]int) string {
+	return siteAddress.ReplaceAllStringFunc(caddyfile, func(site string) string {
+		port, _ := strconv.Atoi(siteAddress.FindStringSubmatch(site)[1])
+		if fd, ok := fds[port]; ok {
+			return fmt.Sprintf("%s\n\tbind fd/%d", site, fd)
+		}
+		return site
+	})
 }
 
 // testKeys returns the merchant's and the sandbox's keys.
@@ -100,6 +192,7 @@ type caddyProc struct {
 	logs      *syncBuffer
 	done      chan struct{}
 	global    string // extra global options
+	fds       map[int]int // port → inherited descriptor
 }
 
 type syncBuffer struct {
@@ -120,8 +213,10 @@ func (s *syncBuffer) String() string {
 }
 
 // startCaddy runs Caddy with caddyfile (its global options block is added:
-// admin on a free port, no persisted config) and waits until every port in
-// waitPorts accepts connections.
+// admin on a port of its own, no persisted config) and waits until it serves
+// its configuration. Every port freePort returned that the admin endpoint or
+// a site address (`http://127.0.0.1:<port> {`) uses is handed to Caddy as an
+// inherited listening socket; waitPorts must be among them.
 func startCaddy(t testing.TB, caddyfile string, waitPorts ...int) *caddyProc {
 	t.Helper()
 	return startCaddyGlobal(t, "", caddyfile, waitPorts...)
@@ -132,41 +227,68 @@ func startCaddy(t testing.TB, caddyfile string, waitPorts ...int) *caddyProc {
 func startCaddyGlobal(t testing.TB, global, caddyfile string, waitPorts ...int) *caddyProc {
 	t.Helper()
 	dir := t.TempDir()
-	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	full := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tgrace_period 2s\n%s\n}\n\n%s", adminAddr, global, caddyfile)
+	adminPort := freePort(t)
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", adminPort)
+	p := &caddyProc{t: t, dir: dir, AdminAddr: adminAddr, logs: &syncBuffer{}, done: make(chan struct{}), fds: map[int]int{}, global: global}
+	var files []*os.File
+	for _, port := range append([]int{adminPort}, sitePorts(caddyfile)...) {
+		if f := takeHeldPort(port); f != nil {
+			p.fds[port] = 3 + len(files) // ExtraFiles start at descriptor 3
+			files = append(files, f)
+		}
+	}
+	for _, port := range waitPorts {
+		if _, ok := p.fds[port]; !ok {
+			t.Fatalf("port %d is not a site's port held by freePort", port)
+		}
+	}
 	cfgPath := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cfgPath, []byte(full), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(p.config(caddyfile)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &caddyProc{t: t, dir: dir, AdminAddr: adminAddr, logs: &syncBuffer{}, done: make(chan struct{}), global: global}
 	p.cmd = exec.Command(caddyBin, "run", "--config", cfgPath, "--adapter", "caddyfile")
 	p.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "HOME="+dir)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	if err := p.cmd.Start(); err != nil {
+	p.cmd.ExtraFiles = files
+	err := p.cmd.Start()
+	// Caddy has its copies now. Without ours, a request to a Caddy that has
+	// exited is refused instead of waiting for an accept that never comes.
+	for _, f := range files {
+		f.Close()
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(p.stop)
-	deadline := time.Now().Add(30 * time.Second)
-	for _, port := range append([]int{portOf(adminAddr)}, waitPorts...) {
-		for {
-			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			select {
-			case <-p.done:
-				t.Fatalf("caddy exited:\n%s", p.logs.String())
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("caddy did not listen on %d:\n%s", port, p.logs.String())
-			}
-			time.Sleep(20 * time.Millisecond)
+	deadline := time.NewTimer(30 * time.Second)
+	defer deadline.Stop()
+	for !strings.Contains(p.logs.String(), "serving initial configuration") {
+		select {
+		case <-p.done:
+			t.Fatalf("caddy exited:\n%s", p.logs.String())
+		case <-deadline.C:
+			t.Fatalf("caddy did not serve its configuration within 30s:\n%s", p.logs.String())
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 	return p
+}
+
+// sitePorts returns the ports of caddyfile's 127.0.0.1 site addresses.
+func sitePorts(caddyfile string) []int {
+	var ports []int
+	for _, m := range siteAddress.FindAllStringSubmatch(caddyfile, -1) {
+		port, _ := strconv.Atoi(m[1])
+		ports = append(ports, port)
+	}
+	return ports
+}
+
+// config is the whole Caddyfile Caddy runs for caddyfile: the global
+// options, and the inherited sockets bound.
+func (p *caddyProc) config(caddyfile string) string {
+	return fmt.Sprintf("{\n\tadmin fd/%d\n\tpersist_config off\n\tgrace_period 2s\n%s\n}\n\n%s", p.fds[portOf(p.AdminAddr)], p.global, bindHeld(caddyfile, p.fds))
 }
 
 func portOf(addr string) int {
@@ -198,8 +320,7 @@ func (p *caddyProc) stop() {
 // through the admin API, as `caddy reload` does.
 func (p *caddyProc) reload(caddyfile string) {
 	p.t.Helper()
-	full := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tgrace_period 2s\n%s\n}\n\n%s", p.AdminAddr, p.global, caddyfile)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+p.AdminAddr+"/load", strings.NewReader(full))
+	req, _ := http.NewRequest(http.MethodPost, "http://"+p.AdminAddr+"/load", strings.NewReader(p.config(caddyfile)))
 	req.Header.Set("Content-Type", "text/caddyfile")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -210,6 +331,9 @@ func (p *caddyProc) reload(caddyfile string) {
 	if resp.StatusCode != http.StatusOK {
 		p.t.Fatalf("reload: %d %s", resp.StatusCode, body)
 	}
+	// The old servers closed their idle connections; a POST sent on one
+	// before the client notices would fail instead of being retried.
+	http.DefaultClient.CloseIdleConnections()
 }
 
 // ctx returns a context that ends with the test.
@@ -217,4 +341,28 @@ func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// TestFreePortIsHeld: a port from freePort cannot be taken by another
+// listener before Caddy gets it, and Caddy serves on it.
+func TestFreePortIsHeld(t *testing.T) {
+	port := freePort(t)
+	if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+		l.Close()
+		t.Fatalf("another listener took port %d that freePort returned", port)
+	}
+	p := startCaddy(t, fmt.Sprintf("http://127.0.0.1:%d {\n\trespond \"held\"\n}\n", port), port)
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "held" {
+		t.Fatalf("port %d answered %d %q", port, resp.StatusCode, body)
+	}
+	if l, err := net.Listen("tcp", p.AdminAddr); err == nil {
+		l.Close()
+		t.Fatalf("another listener took Caddy's admin address %s", p.AdminAddr)
+	}
 }

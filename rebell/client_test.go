@@ -277,33 +277,42 @@ func TestClientRetriesAndFaults(t *testing.T) {
 	}
 }
 
+// TestClientTimeouts: the per-attempt timeout and the caller's deadline cut
+// attempts that Rebell answers late. The bounds are more than 25 times the
+// timeouts, so a loaded machine under -race stays well inside them, while a
+// client that ignored either fails within seconds.
 func TestClientTimeouts(t *testing.T) {
 	e := newEnv(t, "")
 	c := e.client(t, func(cfg *rebell.ClientConfig) {
 		cfg.Timeout = 100 * time.Millisecond
 		cfg.Retries = 1
 	})
-	e.fault(t, `{"count":2,"delay":"2s"}`)
+	e.fault(t, `{"count":2,"delay":"60s"}`)
 	code, _ := e.sb.IssueAuthCode("")
+	// Without the per-attempt timeout, this deadline would end the call.
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
 	start := time.Now()
-	_, err := c.ExchangeAuthCode(context.Background(), rebell.NewSecret(code))
+	_, err := c.ExchangeAuthCode(ctx, rebell.NewSecret(code))
 	ee := wantKind(t, err, rebell.KindRetryable, "")
 	if ee.Attempts != 2 || !strings.Contains(err.Error(), "timeout") {
 		t.Errorf("attempts %d, error %v", ee.Attempts, err)
 	}
-	if took := time.Since(start); took > 1500*time.Millisecond {
+	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("took %v: per-attempt timeout not applied", took)
 	}
 
-	// The caller's deadline bounds the whole call, retries included.
-	e.fault(t, `{"count":5,"delay":"2s"}`)
-	c = e.client(t, func(cfg *rebell.ClientConfig) { cfg.Timeout = time.Second; cfg.Retries = 5 })
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	// The caller's deadline bounds the whole call, retries included: without
+	// it, the attempt would get Rebell's late U after 5s, and the retry
+	// would succeed.
+	e.fault(t, `{"count":1,"delay":"5s"}`)
+	c = e.client(t, func(cfg *rebell.ClientConfig) { cfg.Timeout = time.Minute; cfg.Retries = 5 })
+	ctx, cancel = context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
 	start = time.Now()
 	_, err = c.ExchangeAuthCode(ctx, rebell.NewSecret(code))
 	wantKind(t, err, rebell.KindRetryable, "")
-	if took := time.Since(start); took > time.Second {
+	if took := time.Since(start); took > 4*time.Second {
 		t.Errorf("took %v past the caller's deadline", took)
 	}
 }

@@ -410,7 +410,10 @@ func TestLeaseContention(t *testing.T) {
 		t.Fatal(res)
 	}
 	raw.PExpire(ctx, s.keys.lease(ss.k), time.Millisecond)
-	for raw.Exists(ctx, s.keys.lease(ss.k)).Val() == 1 {
+	for deadline := time.Now().Add(10 * time.Second); raw.Exists(ctx, s.keys.lease(ss.k)).Val() == 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("lease still there 10s after PEXPIRE 1ms: PTTL %v", raw.PTTL(ctx, s.keys.lease(ss.k)).Val())
+		}
 		time.Sleep(time.Millisecond)
 	}
 	leaseB, res, _ := s.Acquire(ctx, ss.k, 2, time.Minute)

@@ -1,0 +1,120 @@
+package caddymodule
+
+import (
+	"crypto/sha256"
+	"strings"
+	"time"
+
+	"github.com/rebell-gateway/caddy-rebell/cache/redisstore"
+)
+
+// poolIdentity is the key of a token cache in the reload pool (caches): two
+// configs with equal identities serve the same sessions from the same cache,
+// so `caddy reload` keeps them; a config whose identity differs gets a new,
+// empty cache (README.md, "Putting it in front of a real API", step 4).
+//
+// Its fields are exactly the settings that need a new cache, because the
+// sessions or the cache built for them would be wrong under the new value:
+//
+//   - whose tokens these are: endpoint, client_id, api_version,
+//     reference_client_id and customer_belongs_to decide which Rebell
+//     merchant and Mini App issued the tokens the cache holds, and which of
+//     them a refresh may present;
+//   - the cache's shape, fixed when it is made: max_sessions (ristretto's
+//     capacity and counters), refresh_ahead, idle_timeout and
+//     login_dedup_window;
+//   - the shared store, which the cache owns: every store setting.
+//
+// Left out, because they apply to a kept cache without harming its sessions:
+// the keys and how applyToken is called (private_key_file, private_key,
+// rebell_public_key_file(s), rebell_public_key(s), key_version,
+// signature_algorithm, timeout, retries), which a reload swaps into the
+// cache's Rebell client (swapExchanger); max_concurrent_calls, which belongs
+// to the guard of calls to Rebell, pooled on its own by endpoint and client
+// id (guard.go); and what belongs to one config's handler (login_path,
+// logout_path, session_header, session_cookie, access_token_header,
+// customer_id_header, public, errors).
+//
+// A new setting goes in as one field here, or in the list above;
+// TestPoolIdentityClassifiesEverySetting fails until it is in one of them.
+// The struct must stay comparable (no slices, maps or pointers): it is a map
+// key.
+type poolIdentity struct {
+	endpoint          string
+	clientID          string
+	apiVersion        string
+	referenceClientID string
+	customerBelongsTo string
+
+	maxSessions      int64
+	refreshAhead     time.Duration
+	idleTimeout      time.Duration
+	loginDedupWindow time.Duration
+
+	store storeIdentity
+}
+
+// storeIdentity is the shared store's part of a poolIdentity: every setting
+// of `store redis`, after defaults. The zero value means no shared store.
+// Secrets enter as their SHA-256, so the pool's keys hold none.
+type storeIdentity struct {
+	redis         bool
+	addresses     string // in the configured order, one per line
+	masterName    string
+	username      string
+	password      [sha256.Size]byte
+	db            int
+	tls           bool
+	keyPrefix     string
+	encryptionKey [sha256.Size]byte
+	// previousKeys is the SHA-256 of the previous_encryption_keys' own
+	// SHA-256s, in order: a store reads records with exactly these keys.
+	previousKeys [sha256.Size]byte
+}
+
+// poolIdentity returns the identity of this config's cache. It runs after
+// setDefaults and provisionStore.
+func (a *Auth) poolIdentity() poolIdentity {
+	return poolIdentity{
+		endpoint:          a.Endpoint,
+		clientID:          a.ClientID,
+		apiVersion:        a.APIVersion,
+		referenceClientID: a.ReferenceClientID,
+		customerBelongsTo: a.CustomerBelongsTo,
+		maxSessions:       a.MaxSessions,
+		refreshAhead:      time.Duration(a.RefreshAhead),
+		idleTimeout:       time.Duration(a.IdleTimeout),
+		loginDedupWindow:  time.Duration(*a.LoginDedupWindow),
+		store:             newStoreIdentity(a.storeCfg),
+	}
+}
+
+func newStoreIdentity(cfg *redisstore.Config) storeIdentity {
+	if cfg == nil {
+		return storeIdentity{}
+	}
+	return storeIdentity{
+		redis:         true,
+		addresses:     strings.Join(cfg.Addresses, "\n"),
+		masterName:    cfg.MasterName,
+		username:      cfg.Username,
+		password:      sha256.Sum256([]byte(cfg.Password)),
+		db:            cfg.DB,
+		tls:           cfg.TLS,
+		keyPrefix:     cfg.KeyPrefix,
+		encryptionKey: sha256.Sum256(cfg.EncryptionKey),
+		previousKeys:  hashKeys(cfg.PreviousEncryptionKeys),
+	}
+}
+
+// hashKeys hashes keys, each by its own SHA-256, into one comparable value.
+func hashKeys(keys [][]byte) [sha256.Size]byte {
+	h := sha256.New()
+	for _, k := range keys {
+		sum := sha256.Sum256(k)
+		h.Write(sum[:])
+	}
+	var out [sha256.Size]byte
+	h.Sum(out[:0])
+	return out
+}
