@@ -191,7 +191,7 @@ type caddyProc struct {
 	AdminAddr string
 	logs      *syncBuffer
 	done      chan struct{}
-	global    string // extra global options
+	global    string      // extra global options
 	fds       map[int]int // port → inherited descriptor
 }
 
