@@ -112,7 +112,7 @@ func (c *Cache) awaitRefresh(ctx context.Context, e *entry, st *tokenState, now 
 }
 
 // fallback answers a request whose refresh failed with err, from the state st
-// the refresh started from, at now (SPEC §5).
+// the refresh started from, at now (docs/freshness.md).
 func fallback(err error, st *tokenState, now time.Time) (*Grant, error) {
 	valid := now.Before(st.grant.AccessTokenExpiry)
 	switch {

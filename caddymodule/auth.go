@@ -25,7 +25,7 @@ func init() {
 	caddy.RegisterModule(Auth{})
 }
 
-// Defaults of the rebell_auth handler (SPEC §2).
+// Defaults of the rebell_auth handler (docs/contract.md).
 const (
 	defaultKeyVersion       = 1
 	defaultTimeout          = 5 * time.Second
@@ -486,7 +486,7 @@ func (a *Auth) Cleanup() error {
 	return errors.Join(err, gerr)
 }
 
-// ServeHTTP handles login, logout and every other request as SPEC §3–§6 say.
+// ServeHTTP handles login, logout and every other request as docs/contract.md says.
 func (a *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	return caddyError(r, a.handler.ServeHTTP(w, r, next))
 }

@@ -46,7 +46,7 @@ var metrics = struct {
 	}, []string{"reason"}),
 }
 
-// requestOutcomes are the outcomes a request can have (SPEC §6 error codes
+// requestOutcomes are the outcomes a request can have (the error codes of docs/contract.md
 // plus ok, login and logout). Their counters are looked up once, so counting
 // a request costs one read of a map that never changes instead of hashing
 // label values.

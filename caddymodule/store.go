@@ -17,7 +17,7 @@ import (
 )
 
 // StoreConfig selects the shared session store that lets several Caddy
-// instances serve the same sessions (SPEC §7). Without it, sessions live in
+// instances serve the same sessions (docs/sessions.md). Without it, sessions live in
 // this instance's memory only.
 type StoreConfig struct {
 	// Redis (or Valkey) as the record of truth of every session: standalone,

@@ -15,7 +15,7 @@ import (
 // the package documentation).
 const retryAfter = "5"
 
-// An apiError is one row of SPEC §6: what the Mini App sees for an error
+// An apiError is one row of the error table in docs/contract.md: what the Mini App sees for an error
 // code. Messages are fixed sentences: they never echo input or name a
 // credential.
 type apiError struct {
@@ -27,7 +27,7 @@ type apiError struct {
 	body      []byte // the JSON body without resultCode, built once
 }
 
-// The error codes of SPEC §6.
+// The error codes of docs/contract.md.
 var (
 	errInvalidAuthCode = newAPIError(http.StatusBadRequest, "invalid_auth_code",
 		"The login request needs an authCode of 1 to 64 characters, each a letter, a digit or one of -._~+/=.")

@@ -1,4 +1,4 @@
-// Package handler is the gateway's HTTP behaviour (SPEC §3, §4 and §6) on
+// Package handler is the gateway's HTTP behaviour (docs/contract.md) on
 // plain net/http: the login and logout endpoints, reading the session
 // credential, header hygiene, injecting the upstream identity headers and
 // the JSON errors the Mini App sees.

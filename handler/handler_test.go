@@ -116,7 +116,7 @@ func TestReturnsNextError(t *testing.T) {
 	}
 }
 
-// TestErrorTable covers every row of SPEC §6 reached on a protected path.
+// TestErrorTable covers every row of the error table in docs/contract.md reached on a protected path.
 func TestErrorTable(t *testing.T) {
 	valid, _ := testIDs.New()
 	tests := []struct {

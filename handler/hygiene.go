@@ -7,7 +7,7 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/cache"
 )
 
-// Header hygiene (SPEC §4) and reading the session credential (SPEC §3).
+// Header hygiene and reading the session credential (docs/contract.md).
 // Everything on the path of a request with a valid session works on the
 // request's own strings and does not allocate.
 

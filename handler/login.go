@@ -19,13 +19,13 @@ import (
 )
 
 const (
-	// maxLoginBody is the largest login body accepted (SPEC §3).
+	// maxLoginBody is the largest login body accepted (docs/contract.md).
 	maxLoginBody = 8 << 10
-	// maxAuthCodeLen is the longest authCode accepted (SPEC §3).
+	// maxAuthCodeLen is the longest authCode accepted (docs/contract.md).
 	maxAuthCodeLen = 64
 )
 
-// serveLogin serves POST <login_path> (SPEC §3).
+// serveLogin serves POST <login_path> (docs/contract.md).
 func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) error {
 	h.stripCredential(r.Header)
 	if r.Method != http.MethodPost {
@@ -192,7 +192,7 @@ func jsonAuthCode(body []byte) (string, bool) {
 }
 
 // validAuthCode reports whether s is 1 to 64 characters from
-// A-Z a-z 0-9 . _ ~ + / = - (SPEC §3).
+// A-Z a-z 0-9 . _ ~ + / = - (docs/contract.md).
 func validAuthCode(s string) bool {
 	if len(s) == 0 || len(s) > maxAuthCodeLen {
 		return false
@@ -207,7 +207,7 @@ func validAuthCode(s string) bool {
 	return true
 }
 
-// serveLogout serves POST <logout_path> (SPEC §3): it ends the sessions the
+// serveLogout serves POST <logout_path> (docs/contract.md): it ends the sessions the
 // request names and answers 204 whatever they were. If an end cannot be
 // stored (a shared store is down) it answers 503 store_unavailable and keeps
 // the cookie, so the Mini App can try again.

@@ -1,6 +1,6 @@
 package integration
 
-// End-to-end tests of SPEC §7: three Caddy processes running rebell_auth with
+// End-to-end tests of the shared store (docs/sessions.md): three Caddy processes running rebell_auth with
 // the same `store redis`, one Caddy running the sandbox, a real redis-server
 // (internal/redistest; skipped loudly without it unless REBELL_REQUIRE_REDIS=1).
 

@@ -235,7 +235,7 @@ func TestGatewayRefreshAndRotation(t *testing.T) {
 	}
 
 	// Rebell down (U) while the access token is still valid: the request,
-	// due for a refresh, is served with the cached token (SPEC §5).
+	// due for a refresh, is served with the cached token (docs/freshness.md).
 	last := g.up.lastHeader().Get("X-Rebell-Access-Token")
 	if status, _ := postJSON(t, g.sandbox+"/sandbox/faults", `{"count":10,"resultStatus":"U","resultCode":"UNKNOWN_EXCEPTION"}`); status != 200 {
 		t.Fatal("fault")

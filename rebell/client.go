@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// Limits checked on applyToken responses (PROTOCOL.md §3, §5.2).
+// Limits checked on applyToken responses (docs/protocol.md).
 const (
 	// MaxResponseBytes caps an applyToken response body.
 	MaxResponseBytes = 64 << 10

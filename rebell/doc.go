@@ -1,5 +1,5 @@
 // Package rebell speaks Rebell's OpenAPI from the merchant's side: RSA key
-// loading, request signing and response verification as PROTOCOL.md decides,
+// loading, request signing and response verification as docs/protocol.md decides,
 // the applyToken call (v1 and v2, both grants) with retries, and a typed
 // taxonomy of its results.
 //

@@ -16,7 +16,7 @@ import (
 
 // The literals accepted in the algorithm field of a Signature header. Rebell's
 // examples write SHA256withRSA, Alipay+ writes RSA256; both mean
-// RSASSA-PKCS1-v1_5 with SHA-256 (PROTOCOL.md §1.4).
+// RSASSA-PKCS1-v1_5 with SHA-256 (docs/protocol.md).
 const (
 	AlgorithmRSA256        = "RSA256"
 	AlgorithmSHA256withRSA = "SHA256withRSA"

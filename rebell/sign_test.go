@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// The worked example of PROTOCOL.md §1.8.
+// The worked example in docs/protocol.md.
 const (
 	goldenURI      = "/v2/authorizations/applyToken"
 	goldenClientID = "TEST_5Y0000000000REBELL"
@@ -47,7 +47,7 @@ func TestSignedContentGoldenVector(t *testing.T) {
 }
 
 // TestSignatureMatchesOpenSSL signs the golden content with Go and with the
-// openssl command line tool (PROTOCOL.md §1.8's cross-check recipe); PKCS#1
+// openssl command line tool (docs/protocol.md's cross-check recipe); PKCS#1
 // v1.5 is deterministic, so the two must be identical.
 func TestSignatureMatchesOpenSSL(t *testing.T) {
 	openssl, err := exec.LookPath("openssl")

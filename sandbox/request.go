@@ -12,7 +12,7 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
-// Field limits of the applyToken body (PROTOCOL.md §5).
+// Field limits of the applyToken body (docs/protocol.md).
 const (
 	maxGrantTypeLen         = 64
 	maxReferenceClientIDLen = 128

@@ -1,5 +1,5 @@
 // Package sandbox is a strict emulator of Rebell's OpenAPI applyToken call
-// (SPEC.md §9, PROTOCOL.md), served by a plain http.Handler. It is used for
+// (docs/contract.md, docs/protocol.md), served by a plain http.Handler. It is used for
 // the demo, local development and the gateway's tests.
 //
 // Routes are matched on the end of the request path, so the handler works

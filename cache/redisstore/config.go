@@ -1,5 +1,5 @@
 // Package redisstore is the Redis (or Valkey) implementation of session.Store:
-// the record of truth several gateway instances share (SPEC §7).
+// the record of truth several gateway instances share (docs/sessions.md).
 //
 // A session's record is a hash at <prefix>{<hex key>} with fields v
 // (version), d (the sealed record) and u (last use, unix ms); its refresh

@@ -18,7 +18,7 @@ import (
 
 // sealer seals values with AES-256-GCM: a random 12-byte nonce, then the
 // ciphertext and tag. The associated data is the value's key name, so a
-// value moved to another key does not open (SPEC §7). The plaintext also
+// value moved to another key does not open (docs/sessions.md). The plaintext also
 // carries the realm (and a record its version), checked on opening: a value
 // written for another merchant, or a version edited beside its value, is
 // refused too.

@@ -67,7 +67,7 @@ func (s *Store) writeIndexed(ctx context.Context, op string, main *call, k sessi
 }
 
 // indexFailed logs a customer index that could not be updated: the session
-// is stored, but an admin end of its customer (SPEC §8) may miss it or
+// is stored, but an admin end of its customer (docs/contract.md) may miss it or
 // list it after it ended.
 func (s *Store) indexFailed(op string, err error) {
 	s.log.Warn("redis store: customer index not updated; ending this customer's sessions may miss one",
