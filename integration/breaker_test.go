@@ -336,7 +336,11 @@ sample:
 	if counts["503 Retry-After:true"] != logins {
 		t.Fatalf("answers %v, want %d × 503 with Retry-After", counts, logins)
 	}
-	if p := g.mock.peak.Load(); p > bound {
+	// The mock counts a hung call as ended when it notices that the gateway
+	// closed the connection (the attempt's timeout), which on a loaded
+	// machine can come a few milliseconds after the gateway freed the slot
+	// and sent the next call: allow that lag two calls, not a bound's worth.
+	if p := g.mock.peak.Load(); p > bound+2 {
 		t.Fatalf("%d calls in flight at Rebell, bound %d", p, bound)
 	}
 	// Each slot's call makes at most 1 + retries attempts before the

@@ -119,8 +119,7 @@ func TestConfigValidateBoundsJSON(t *testing.T) {
 // tryLoad posts caddyfile (with p's global options) to the admin API and
 // returns the status and body; an error if there was no answer within 30s.
 func (p *caddyProc) tryLoad(caddyfile string) (int, string, error) {
-	full := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tgrace_period 2s\n%s\n}\n\n%s", p.AdminAddr, p.global, caddyfile)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+p.AdminAddr+"/load", strings.NewReader(full))
+	req, _ := http.NewRequest(http.MethodPost, "http://"+p.AdminAddr+"/load", strings.NewReader(p.config(caddyfile)))
 	req.Header.Set("Content-Type", "text/caddyfile")
 	c := &http.Client{Timeout: 30 * time.Second}
 	resp, err := c.Do(req)

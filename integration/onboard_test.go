@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,7 +106,7 @@ func TestCheckCommand(t *testing.T) {
 	if err := os.WriteFile(other, rebell.EncodePrivateKeyPEM(testkeys.RSA(2)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	unreachable := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	unreachable := fmt.Sprintf("http://127.0.0.1:%d", closedPort(t))
 
 	cases := []struct {
 		name                  string
@@ -212,4 +213,20 @@ func TestKeygenCommand(t *testing.T) {
 	if status != 0 || !strings.Contains(out, "PASS") {
 		t.Errorf("check with the generated keys: status %d\n%s\n%s", status, out, errOut)
 	}
+}
+
+// closedPort returns a port on 127.0.0.1 that nothing listens on (a port
+// freePort returns is held open, so it accepts connections). Another
+// process could take it before use; the test then fails saying what it got.
+func closedPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return port
 }
