@@ -203,16 +203,7 @@ func debugRun(t *testing.T, global, opts string) (tokens []string, sid, logs str
 	e := startEdge(t, global, "", opts)
 	sid = e.login("2188000000000921")
 	for i := range 3 {
-		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/api/debug/%d", e.gw, i), nil)
-		req.Header.Set("Authorization", "Bearer "+sid)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("API call: %d", resp.StatusCode)
-		}
+		e.mustGet(t, fmt.Sprintf("/api/debug/%d", i), sid)
 		got := e.up.last(t)
 		tok := got.Header.Get("X-Rebell-Access-Token")
 		if tok == "" {

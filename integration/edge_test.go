@@ -122,6 +122,22 @@ func startEdge(t *testing.T, global, matcher, opts string) *edge {
 	return e
 }
 
+// mustGet sends GET path with session sid and fails t unless it is
+// answered 200.
+func (e *edge) mustGet(t *testing.T, path, sid string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.gw+path, nil)
+	req.Header.Set("Authorization", "Bearer "+sid)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d", path, resp.StatusCode)
+	}
+}
+
 func (e *edge) login(customerID string) string {
 	e.t.Helper()
 	code := issueCode(e.t, e.sandbox, customerID)
@@ -434,16 +450,7 @@ func TestEdgeSecondRebellKey(t *testing.T) {
 	kf := writeKeys(t, t.TempDir())
 	e := startEdge(t, "", "", "rebell_public_key_file "+other+"\n\t\trebell_public_key_file "+kf.PlatformPublic)
 	sid := e.login("2188000000000904")
-	req, _ := http.NewRequest(http.MethodGet, e.gw+"/api/x", nil)
-	req.Header.Set("Authorization", "Bearer "+sid)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("API call: %d", resp.StatusCode)
-	}
+	e.mustGet(t, "/api/x", sid)
 
 	only := startEdge(t, "", "", "rebell_public_key_file "+other)
 	status, body := postJSON(t, only.gw+"/rebell/login", fmt.Sprintf(`{"authCode":%q}`, issueCode(t, only.sandbox, "")))

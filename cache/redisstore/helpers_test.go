@@ -12,6 +12,7 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/internal/redistest"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 	"github.com/rebell-gateway/caddy-rebell/session"
+	"github.com/rebell-gateway/caddy-rebell/session/storetest"
 )
 
 type quietLogger struct{}
@@ -60,16 +61,7 @@ type testSession struct {
 
 func newSession(customer string) testSession {
 	id, k := session.RandomIDs().New()
-	now := time.Now()
-	return testSession{id: id, k: k, rec: &session.Record{
-		Version:            1,
-		CustomerID:         customer,
-		AccessToken:        rebell.NewSecret("AT-" + rand.Text()),
-		AccessTokenExpiry:  now.Add(15 * time.Minute),
-		RefreshToken:       rebell.NewSecret("RT-" + rand.Text()),
-		RefreshTokenExpiry: now.Add(24 * time.Hour),
-		Created:            now,
-	}}
+	return testSession{id: id, k: k, rec: storetest.NewRecord(time.Now(), customer)}
 }
 
 // refreshed returns rec at the next version with new tokens.

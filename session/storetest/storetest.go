@@ -53,9 +53,9 @@ func newKey() session.Key {
 	return k
 }
 
-// record is a session record at version 1 made at now, with times to the
-// millisecond (what a store keeps).
-func record(now time.Time, customer string) *session.Record {
+// NewRecord returns a session record of customer at version 1, made at now
+// with made-up tokens, its times to the millisecond (what a store keeps).
+func NewRecord(now time.Time, customer string) *session.Record {
 	now = now.Truncate(time.Millisecond)
 	return &session.Record{
 		Version:            1,
@@ -104,7 +104,7 @@ func testRecords(t *testing.T, h Harness) {
 	if rec, err := s.Load(ctx, k, time.Time{}, 0); rec != nil || err != nil {
 		t.Fatalf("Load of an unknown session = %v, %v; want nil, nil", rec, err)
 	}
-	rec := record(h.Now(), "cust-1")
+	rec := NewRecord(h.Now(), "cust-1")
 	if ok, err := s.Create(ctx, k, rec, time.Hour); !ok || err != nil {
 		t.Fatalf("Create = %v, %v", ok, err)
 	}
@@ -158,7 +158,7 @@ func testRecords(t *testing.T, h Harness) {
 func testEndMark(t *testing.T, h Harness) {
 	s, ctx := h.New(t), ctxOf(t)
 	k := newKey()
-	rec := record(h.Now(), "cust-1")
+	rec := NewRecord(h.Now(), "cust-1")
 	// End of a session never created leaves its mark too.
 	if ok, err := s.End(ctx, k, ""); ok || err != nil {
 		t.Fatalf("End of an unknown session = %v, %v; want false", ok, err)
@@ -174,7 +174,7 @@ func testEndMark(t *testing.T, h Harness) {
 func testLastUse(t *testing.T, h Harness) {
 	s, ctx := h.New(t), ctxOf(t)
 	k := newKey()
-	rec := record(h.Now(), "cust-1")
+	rec := NewRecord(h.Now(), "cust-1")
 	mustCreate(t, s, k, rec)
 	later := rec.Created.Add(time.Minute)
 	got, err := s.Load(ctx, k, later, 0)
@@ -211,7 +211,7 @@ func testLeases(t *testing.T, h Harness) {
 	if _, res, err := s.Acquire(ctx, k, 1, time.Minute); res != session.LeaseGone || err != nil {
 		t.Fatalf("Acquire of an unknown session = %v, %v; want LeaseGone", res, err)
 	}
-	rec := record(h.Now(), "cust-1")
+	rec := NewRecord(h.Now(), "cust-1")
 	mustCreate(t, s, k, rec)
 	if _, res, err := s.Acquire(ctx, k, 2, time.Minute); res != session.LeaseStale || err != nil {
 		t.Fatalf("Acquire at another version = %v, %v; want LeaseStale", res, err)
@@ -264,7 +264,7 @@ func testLeases(t *testing.T, h Harness) {
 func testLeaseExpiry(t *testing.T, h Harness) {
 	s, ctx := h.New(t), ctxOf(t)
 	k := newKey()
-	mustCreate(t, s, k, record(h.Now(), "cust-1"))
+	mustCreate(t, s, k, NewRecord(h.Now(), "cust-1"))
 	lease, res, _ := s.Acquire(ctx, k, 1, 100*time.Millisecond)
 	if res != session.LeaseAcquired {
 		t.Fatalf("Acquire = %v", res)
@@ -281,9 +281,9 @@ func testLeaseExpiry(t *testing.T, h Harness) {
 func testCustomerIndex(t *testing.T, h Harness) {
 	s, ctx := h.New(t), ctxOf(t)
 	k1, k2, k3 := newKey(), newKey(), newKey()
-	mustCreate(t, s, k1, record(h.Now(), "cust-a"))
-	mustCreate(t, s, k2, record(h.Now(), "cust-a"))
-	mustCreate(t, s, k3, record(h.Now(), "cust-b"))
+	mustCreate(t, s, k1, NewRecord(h.Now(), "cust-a"))
+	mustCreate(t, s, k2, NewRecord(h.Now(), "cust-a"))
+	mustCreate(t, s, k3, NewRecord(h.Now(), "cust-b"))
 	sorted := func(ks []session.Key) []session.Key {
 		slices.SortFunc(ks, func(a, b session.Key) int { return slices.Compare(a[:], b[:]) })
 		return ks
@@ -364,7 +364,7 @@ func testEvents(t *testing.T, h Harness) {
 	}
 	await("EventResync on subscribing", func(ev session.Event) bool { return ev.Kind == session.EventResync })
 	k := newKey()
-	rec := record(h.Now(), "cust-1")
+	rec := NewRecord(h.Now(), "cust-1")
 	mustCreate(t, s, k, rec)
 	if ok, _ := s.Swap(ctx, k, "", 1, next(rec), time.Hour); !ok {
 		t.Fatal("Swap")
