@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/rebell-gateway/caddy-rebell/internal/fakeclock"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
@@ -26,17 +27,10 @@ const (
 )
 
 // fakeClock is a clock tests move by hand.
-type fakeClock struct{ ns atomic.Int64 }
+// fakeClock is the clock of the cache's tests: it moves only when told to.
+type fakeClock = fakeclock.Clock
 
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(t0.UnixNano())
-	return c
-}
-
-func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
-func (c *fakeClock) Set(t time.Time)         { c.ns.Store(t.UnixNano()) }
+func newFakeClock() *fakeClock { return fakeclock.New(t0) }
 
 // result is one scripted answer of the fake exchanger.
 type result struct {

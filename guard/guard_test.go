@@ -9,21 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rebell-gateway/caddy-rebell/internal/fakeclock"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
 var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
-type clock struct{ ns atomic.Int64 }
+type clock = fakeclock.Clock
 
-func newClock() *clock {
-	c := &clock{}
-	c.ns.Store(t0.UnixNano())
-	return c
-}
-
-func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+func newClock() *clock { return fakeclock.New(t0) }
 
 type recorder struct {
 	mu      sync.Mutex
