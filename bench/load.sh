@@ -572,8 +572,8 @@ gc = {t: st.median(r["gc_per_1k_req"] for r in runs if r["kind"] == "run" and r[
 hp = {t: st.median(r["heap_mb"] for r in runs if r["kind"] == "run" and r["target"] == t) for t in "AB"}
 print("Go GC: A %.2f cycles per 1000 requests (heap %.0f MiB), B %.2f (heap %.0f MiB)" % (gc["A"], hp["A"], gc["B"], hp["B"]))
 if gc["A"] > 2 * gc["B"]:
-    print("  note: B collects much less often because its heap is bigger (the session cache's fixed-size")
-    print("  structures, sized by max_sessions); this makes B look cheaper. B_MAX_SESSIONS=10000 removes it.")
+    print("  note: B collects much less often because its heap is bigger (its sessions, and with")
+    print("  B_STORE=redis the store client's buffers); this makes B's CPU per request look cheaper.")
 ok_t = med["ratio"] >= target_ratio
 ok_p = med["p99r"] <= target_p99
 print("throughput B/A %.3f  (target >= %.2f): %s" % (med["ratio"], target_ratio, "PASS" if ok_t else "FAIL"))
