@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -334,13 +335,16 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 // then on, on every instance sharing the store. It is idempotent: an unknown
 // or ended session is not an error. With a shared store it fails with
 // ErrStoreUnavailable when the end cannot be stored; the copy in this
-// instance's memory is dropped either way.
+// instance's memory is dropped either way, but the session, still valid in
+// the store, is not remembered as unknown: it is read back on its next use
+// here, and a retried Logout here reaches the store (docs/sessions.md,
+// unknown ids).
 func (c *Cache) Logout(ctx context.Context, k Key) error {
 	customer := ""
 	e := c.mem.get(&k)
 	if e != nil {
 		customer = e.state.Load().grant.CustomerID
-		c.end(e, "logout", zapcore.InfoLevel)
+		c.endCopy(e, "logout", zapcore.InfoLevel)
 	}
 	if c.shared == nil {
 		return nil
@@ -348,7 +352,6 @@ func (c *Cache) Logout(ctx context.Context, k Key) error {
 	if e == nil && c.unknown.has(&k, c.now().UnixNano()) {
 		return nil // ended already, or never stored
 	}
-	defer c.rememberUnknown(k)
 	ctx, cancel := c.storeCtx(ctx)
 	defer cancel()
 	if customer == "" {
@@ -357,6 +360,7 @@ func (c *Cache) Logout(ctx context.Context, k Key) error {
 		case err != nil && !errors.Is(err, ErrRecordCorrupt):
 			return storeError(err)
 		case err == nil && rec == nil:
+			c.rememberUnknown(k)
 			return nil
 		case err == nil:
 			customer = rec.CustomerID
@@ -365,7 +369,21 @@ func (c *Cache) Logout(ctx context.Context, k Key) error {
 	if _, err := c.shared.End(ctx, k, customer); err != nil {
 		return storeError(err)
 	}
+	c.endedHere(k, "logout")
 	return nil
+}
+
+// endedHere follows an end of session k the store confirmed: k is
+// remembered as unknown, and a copy read back into memory since this
+// instance dropped its own (a request that missed while the end was being
+// stored) is ended too, without waiting for the store's announcement, which
+// a subscription not yet re-established after an outage would miss.
+func (c *Cache) endedHere(k Key, reason string) {
+	c.endedWhileLoading(k)
+	if e := c.mem.get(&k); e != nil {
+		c.end(e, reason, zapcore.DebugLevel)
+	}
+	c.rememberUnknown(k)
 }
 
 // EndCustomer ends every session of customerID and returns how many it
@@ -375,7 +393,7 @@ func (c *Cache) EndCustomer(ctx context.Context, customerID string) (int, error)
 	n := 0
 	ended := make(map[Key]bool)
 	for _, e := range c.mem.idx.sessionsOf(customerID) {
-		if c.end(e, "customer", zapcore.InfoLevel) {
+		if c.endCopy(e, "customer", zapcore.InfoLevel) {
 			ended[e.key] = true
 			n++
 		}
@@ -391,8 +409,10 @@ func (c *Cache) EndCustomer(ctx context.Context, customerID string) (int, error)
 	return n, serr
 }
 
-// endCustomerShared ends the customer's sessions indexed in the store,
-// counting in n those not in ended already.
+// endCustomerShared ends in the store the customer's sessions indexed there
+// and those in ended (the copies this instance just dropped: ended in the
+// store whether or not its customer index still lists them), counting in n
+// those not in ended already.
 func (c *Cache) endCustomerShared(ctx context.Context, customerID string, ended map[Key]bool, n *int) error {
 	ctx, cancel := c.storeCtx(ctx)
 	defer cancel()
@@ -400,11 +420,17 @@ func (c *Cache) endCustomerShared(ctx context.Context, customerID string, ended 
 	if err != nil {
 		return storeError(err)
 	}
+	for k := range ended {
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
 	for _, k := range keys {
 		ok, err := c.shared.End(ctx, k, customerID)
 		if err != nil {
 			return storeError(err)
 		}
+		c.endedHere(k, "customer")
 		if ok && !ended[k] {
 			ended[k] = true
 			*n++
@@ -464,6 +490,20 @@ func (c *Cache) end(e *entry, reason string, level zapcore.Level) bool {
 		return false
 	}
 	c.dropEnded(e, reason, level)
+	return true
+}
+
+// endCopy is end for a caller that has yet to end the session in the store
+// (Logout, EndCustomer): it does not remember the session as unknown, which
+// only an end the store confirmed may do (endedHere). If storing the end
+// fails, the session lives on in the store, and on this instance it is read
+// back from there like on any other (docs/sessions.md, unknown ids).
+func (c *Cache) endCopy(e *entry, reason string, level zapcore.Level) bool {
+	if !e.ended.CompareAndSwap(false, true) {
+		return false
+	}
+	c.mem.remove(e)
+	c.logEnd(e, reason, level)
 	return true
 }
 

@@ -222,7 +222,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 	ctx := context.WithoutCancel(r.Context())
 	for i := range keys {
 		if err := h.sessions.Logout(ctx, keys[i]); err != nil {
-			h.log.Warn("logout failed; the session stays valid on other instances until it is ended",
+			h.log.Warn("logout failed; the session stays valid until it is ended",
 				zap.String("session", keys[i].Tag()), zap.Error(err))
 			return h.refuseErr(w, r, err, &keys[i])
 		}

@@ -172,41 +172,32 @@ func (s *Store) Swap(ctx context.Context, k session.Key, lease string, old uint6
 	}, k, rec.CustomerID, ms)
 }
 
-// End implements session.Store, in one pipeline with the index removal.
+// End implements session.Store. The session leaves its customer's index
+// only after the end script ran: pipelined with it, an SREM would run even
+// when the script did not (NOSCRIPT after a restart emptied Redis's script
+// cache, and the retry with EVAL failing), leaving a live record that an
+// admin end of its customer can no longer find (docs/sessions.md, keys).
 func (s *Store) End(ctx context.Context, k session.Key, customerID string) (bool, error) {
-	calls := []*call{{
-		script: endScript,
-		keys:   []string{s.keys.record(k), s.keys.lease(k), s.keys.ended(k)},
-		args:   []any{s.keys.channel, endedMessage(k), millis(session.EndMarkLifetime)},
-	}}
-	var srem *redis.IntCmd
-	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		calls[0].cmd = calls[0].script.EvalSha(ctx, p, calls[0].keys, calls[0].args...)
-		if customerID != "" {
-			srem = p.SRem(ctx, s.keys.customer(customerID), hex.EncodeToString(k[:]))
-			// Best effort: an index under a previous key expires anyway.
-			for _, name := range s.keys.previousCustomers(customerID) {
-				p.SRem(ctx, name, hex.EncodeToString(k[:]))
-			}
-		}
-		return nil
-	})
-	if err := s.retryNoScript(ctx, "end", calls); err != nil {
-		return false, err
-	}
-	// The end script's outcome decides; a failed index removal is retried
-	// once, then logged (the index may list ended sessions).
-	n, merr := calls[0].cmd.Int64()
-	if merr != nil {
-		if err == nil || isNoScript(err) {
-			err = merr
-		}
+	n, err := s.run(ctx, endScript, []string{s.keys.record(k), s.keys.lease(k), s.keys.ended(k)},
+		s.keys.channel, endedMessage(k), millis(session.EndMarkLifetime)).Int64()
+	if err != nil {
 		return false, s.fail("end", err)
 	}
-	s.health.ok()
-	if srem != nil && srem.Err() != nil {
-		if ierr := s.client.SRem(ctx, s.keys.customer(customerID), hex.EncodeToString(k[:])).Err(); ierr != nil {
-			s.indexFailed("end", ierr)
+	if customerID != "" {
+		// The script's outcome decides; a failed index removal is logged
+		// (the index may list ended sessions, which ending them again
+		// tolerates).
+		member := hex.EncodeToString(k[:])
+		_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.SRem(ctx, s.keys.customer(customerID), member)
+			// Best effort: an index under a previous key expires anyway.
+			for _, name := range s.keys.previousCustomers(customerID) {
+				p.SRem(ctx, name, member)
+			}
+			return nil
+		})
+		if err != nil {
+			s.indexFailed("end", err)
 		}
 	}
 	return n == 1, nil
