@@ -107,7 +107,7 @@ func benchmarkMemoryPerSession(b *testing.B, n int) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, _, err := h.keep(context.Background(), st, now, nil); err != nil {
+			if _, _, err := h.storeNew(context.Background(), st, now, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -162,7 +162,7 @@ func (c *Cache) exchange(ctx context.Context, authCode rebell.Secret) (string, *
 		}
 		return "", nil, loginError(err)
 	}
-	id, e, err := c.keep(ctx, st, now, r)
+	id, e, err := c.storeNew(ctx, st, now, r)
 	if e != nil {
 		defer e.pinned.Store(false)
 	}
@@ -181,10 +181,10 @@ func (c *Cache) exchange(ctx context.Context, authCode rebell.Secret) (string, *
 	return id, e, nil
 }
 
-// keep stores a new session with st in the room r and confirms it is held:
+// storeNew stores a new session with st in the room r and confirms it is held:
 // in the shared store first when there is one (the record of truth;
 // docs/sessions.md), then in memory.
-func (c *Cache) keep(ctx context.Context, st *tokenState, now time.Time, r *room) (string, *entry, error) {
+func (c *Cache) storeNew(ctx context.Context, st *tokenState, now time.Time, r *room) (string, *entry, error) {
 	id, k := c.ids.New()
 	if c.shared != nil {
 		st.version = 1

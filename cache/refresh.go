@@ -202,7 +202,7 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 	case ended:
 		c.dropEnded(e, "ended_elsewhere", zapcore.DebugLevel)
 	case st != nil && !st.grant.SessionExpiry.Equal(old.grant.SessionExpiry):
-		c.relife(e, st, now)
+		c.extendLifetime(e, st, now)
 	}
 	if called && (!closing || err == nil) { // a call cancelled by Close is not Rebell's answer
 		c.reportRefresh(e, st, err, kind)
@@ -211,10 +211,10 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 	close(call.done)
 }
 
-// relife keeps e in memory until st's R + grace, after a refresh (here or,
+// extendLifetime keeps e in memory until st's R + grace, after a refresh (here or,
 // with a shared store, on another instance) moved R. If ristretto dropped the
 // entry meanwhile, it is not brought back.
-func (c *Cache) relife(e *entry, st *tokenState, now time.Time) {
+func (c *Cache) extendLifetime(e *entry, st *tokenState, now time.Time) {
 	if c.mem.update(e, c.pol.lifetime(st, now)) && e.ended.Load() {
 		c.mem.remove(e)
 	}

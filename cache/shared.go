@@ -185,7 +185,7 @@ func (c *Cache) adopt(e *entry, st *tokenState) *tokenState {
 	}
 	if moved {
 		// Another instance's refresh moved R: so does the copy's lifetime.
-		c.relife(e, cur, c.now())
+		c.extendLifetime(e, cur, c.now())
 	}
 	return cur
 }

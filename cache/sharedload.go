@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
 
@@ -108,110 +107,4 @@ func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
 	}
 	c.noteWindow(e, st)
 	return e, nil
-}
-
-// needsRecheck reports whether e, held in memory, must be compared with the
-// store before use: it was last compared more than recheckEvery ago, or
-// before the store's subscription was last re-established.
-func (c *Cache) needsRecheck(e *entry, ns int64) bool {
-	checked := e.checked.Load()
-	return ns-checked >= c.recheckEvery || checked < c.resyncAt.Load()
-}
-
-// recheckInBackground starts comparing e with its record, unless a
-// comparison of e runs already: the request that noticed goes on with the
-// copy at once, whatever the store is doing (docs/sessions.md).
-func (c *Cache) recheckInBackground(e *entry, ns int64) {
-	if !e.checking.CompareAndSwap(false, true) {
-		return
-	}
-	if !c.spawn(func(ctx context.Context) {
-		defer e.checking.Store(false)
-		_ = c.recheck(ctx, e, ns)
-	}) {
-		e.checking.Store(false)
-	}
-}
-
-// recheck compares e with its record, reporting this instance's last use,
-// and adopts, writes back or ends as the record says. It returns an error
-// only when the session is over; when the store cannot be read the copy
-// keeps being used while its token is valid (docs/sessions.md) and the store is
-// asked again after the retry cooldown. The caller holds e.checking.
-func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
-	ctx, cancel := c.storeCtx(ctx)
-	defer cancel()
-	var ttl time.Duration // raise the record's lifetime only with an idle timeout
-	if c.idleTimeout > 0 {
-		ttl = c.recordTTL(e.state.Load(), time.Unix(0, ns))
-	}
-	rec, err := c.readRecord(ctx, e, time.Unix(0, e.lastUsed.Load()), ttl)
-	switch {
-	case err != nil && errors.Is(err, ErrSessionInvalid):
-		return err
-	case err != nil:
-		e.checked.Store(ns - c.recheckEvery + int64(c.retryCooldown))
-		return nil
-	case rec == nil && !c.lostRecord(e):
-		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
-		return errEndedElsewhere
-	case rec == nil:
-		if err := c.restore(ctx, e); err != nil {
-			if errors.Is(err, ErrSessionInvalid) {
-				return err
-			}
-			// The store failed while writing back: go on with the copy.
-			e.checked.Store(ns - c.recheckEvery + int64(c.retryCooldown))
-		}
-		return nil
-	}
-	e.checked.Store(ns)
-	if used := rec.LastUsed.UnixNano(); used > e.lastUsed.Load() {
-		e.lastUsed.Store(used)
-	}
-	cur := e.state.Load()
-	if rec.Version < cur.version {
-		// Refreshed here while the store was down, or lost by the store:
-		// this instance holds the only live refresh token.
-		_, _ = c.writeBack(ctx, e, cur, rec.Version)
-		return nil
-	}
-	if rec.Version > cur.version {
-		if st, err := stateOf(rec, c.now()); err == nil {
-			c.adopt(e, st)
-		}
-	}
-	return nil
-}
-
-// idleShared decides whether e, unused on this instance for the idle
-// timeout, is idle everywhere: the store keeps the latest use any instance
-// reported. It reports whether the session may go on.
-func (c *Cache) idleShared(ctx context.Context, e *entry, ns int64) (bool, error) {
-	ctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
-	defer cancel()
-	rec, err := c.readRecord(ctx, e, time.Time{}, 0)
-	switch {
-	case err != nil:
-		return false, err
-	case rec == nil:
-		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
-		return false, ErrSessionInvalid
-	}
-	if used := rec.LastUsed.UnixNano(); ns-used < c.idleTimeout {
-		if used > e.lastUsed.Load() {
-			e.lastUsed.Store(used)
-		}
-		return true, nil
-	}
-	c.end(e, "idle", zapcore.DebugLevel)
-	c.endShared(ctx, e.key, e.state.Load().grant.CustomerID)
-	return false, ErrSessionInvalid
-}
-
-// endShared ends session k in the store, logging a failure.
-func (c *Cache) endShared(ctx context.Context, k Key, customerID string) {
-	if _, err := c.shared.End(ctx, k, customerID); err != nil {
-		c.log.Warn("rebell session end could not be stored", zap.String("session", k.Tag()), zap.Error(err))
-	}
 }
