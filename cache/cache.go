@@ -502,17 +502,23 @@ func (c *Cache) endCopy(e *entry, reason string, level zapcore.Level) bool {
 	if !e.ended.CompareAndSwap(false, true) {
 		return false
 	}
-	c.mem.remove(e)
-	c.logEnd(e, reason, level)
+	c.dropCopy(e, reason, level)
 	return true
 }
 
-// dropEnded removes an entry just marked ended from memory.
+// dropEnded removes an entry just marked ended from memory and, with a
+// shared store, remembers the session as unknown: only for an end the
+// store has (or that came from it).
 func (c *Cache) dropEnded(e *entry, reason string, level zapcore.Level) {
-	c.mem.remove(e)
+	c.dropCopy(e, reason, level)
 	if c.shared != nil {
 		c.rememberUnknown(e.key)
 	}
+}
+
+// dropCopy removes an entry just marked ended from memory and logs the end.
+func (c *Cache) dropCopy(e *entry, reason string, level zapcore.Level) {
+	c.mem.remove(e)
 	c.logEnd(e, reason, level)
 }
 
