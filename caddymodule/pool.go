@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rebell-gateway/caddy-rebell/cache/redisstore"
+	"github.com/rebell-gateway/caddy-rebell/store/redisstore"
 )
 
 // poolIdentity is the key of a token cache in the reload pool (caches): two

@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rebell-gateway/caddy-rebell/cache"
-	"github.com/rebell-gateway/caddy-rebell/cache/redisstore"
+	"github.com/rebell-gateway/caddy-rebell/store/redisstore"
 )
 
 // StoreConfig selects the shared session store that lets several Caddy
