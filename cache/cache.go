@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -121,29 +119,9 @@ type Cache struct {
 	// roomWarn limits the WARN of a full memory tier to one a minute.
 	roomWarn rateLimited
 
-	// With a shared store (docs/sessions.md) only:
-	shared   Store
-	leaseTTL time.Duration
-	// leaseTicker ticks the renewals of a lease held while applyToken runs
-	// (every leaseTTL/3); tests drive it by hand.
-	leaseTicker func(every time.Duration) (<-chan time.Time, func())
-	// recheckEvery (ns) is how long a copy is used without comparing it
-	// with the store: recheckInterval, or a quarter of a shorter idle
-	// timeout, since an instance reports its uses to the others only when
-	// it compares (docs/sessions.md, with idle_timeout).
-	recheckEvery int64
-	loads        missLoads
-	pending      pendingWrites
-	// unknown remembers sessions the store has no record of.
-	unknown unknownIDs
-	// resyncAt (Unix ns) is when the store's subscription was last
-	// re-established: copies compared with the store before then are
-	// compared again before use.
-	resyncAt atomic.Int64
-	// lostAt (Unix ns) is when the store was last found to have lost its
-	// data: a copy compared with the store before then whose record is
-	// missing is written back instead of ended.
-	lostAt atomic.Int64
+	// back is what lies behind the memory tier: memoryOnly, or the replica
+	// layer of a shared store.
+	back layer
 
 	// ctx is the parent of the cache's own work; Close cancels it.
 	ctx    context.Context
@@ -204,7 +182,7 @@ func New(cfg Config) (*Cache, error) {
 	}
 	c.logins.m = make(map[[32]byte]*loginCall)
 	mem, err := newMemoryTier(orDefault(cfg.MaxSessions, defaultMaxSessions), memoryHooks{
-		evicted: c.evictedForRoom,
+		evicted: func(e *entry) { c.back.evicted(e) },
 		expired: c.expired,
 		changed: cfg.OnSessionsChanged,
 	})
@@ -214,17 +192,11 @@ func New(cfg Config) (*Cache, error) {
 	c.mem = mem
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if cfg.Store != nil {
-		c.shared = cfg.Store
-		c.leaseTTL = defaultLeaseTTL
-		c.leaseTicker = realTicker
-		c.recheckEvery = int64(recheckInterval)
-		if cfg.IdleTimeout > 0 {
-			c.recheckEvery = int64(min(recheckInterval, max(cfg.IdleTimeout/4, minRecheckInterval)))
-		}
-		c.loads.m = make(map[Key]*loadCall)
-		c.pending.m = make(map[*entry]pendingWrite)
-		c.pending.kick = make(chan struct{}, 1)
-		c.shared.Listen(c.onEvent)
+		r := newReplica(c, cfg.Store, cfg.IdleTimeout)
+		c.back = r
+		r.listen()
+	} else {
+		c.back = memoryOnly{c}
 	}
 	return c, nil
 }
@@ -279,17 +251,8 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 		if c.mem.closed() {
 			return nil, ErrStoreUnavailable
 		}
-		if c.shared == nil {
-			return nil, ErrSessionInvalid
-		}
-		if c.unknown.has(&k, c.now().UnixNano()) {
-			return nil, ErrSessionInvalid
-		}
 		var err error
-		if e, err = c.loadMiss(k); err != nil {
-			if errors.Is(err, ErrSessionInvalid) {
-				c.rememberUnknown(k)
-			}
+		if e, err = c.back.miss(k); err != nil {
 			return nil, err
 		}
 	}
@@ -298,16 +261,9 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 	}
 	now := c.now()
 	ns := now.UnixNano()
-	if c.shared != nil && c.needsRecheck(e, ns) {
-		c.recheckInBackground(e, ns)
-	}
+	c.back.use(e, ns)
 	if c.idleTimeout > 0 && ns-e.lastUsed.Load() >= c.idleTimeout {
-		if c.shared == nil {
-			c.end(e, "idle", zapcore.DebugLevel)
-			return nil, ErrSessionInvalid
-		}
-		// Idle here; perhaps not on the other instances.
-		if ok, err := c.idleShared(ctx, e, ns); !ok {
+		if ok, err := c.back.idle(ctx, e, ns); !ok {
 			return nil, err
 		}
 	}
@@ -346,44 +302,7 @@ func (c *Cache) Logout(ctx context.Context, k Key) error {
 		customer = e.state.Load().grant.CustomerID
 		c.endCopy(e, "logout", zapcore.InfoLevel)
 	}
-	if c.shared == nil {
-		return nil
-	}
-	if e == nil && c.unknown.has(&k, c.now().UnixNano()) {
-		return nil // ended already, or never stored
-	}
-	ctx, cancel := c.storeCtx(ctx)
-	defer cancel()
-	if customer == "" {
-		rec, err := c.shared.Load(ctx, k, time.Time{}, 0)
-		switch {
-		case err != nil && !errors.Is(err, ErrRecordCorrupt):
-			return storeError(err)
-		case err == nil && rec == nil:
-			c.rememberUnknown(k)
-			return nil
-		case err == nil:
-			customer = rec.CustomerID
-		}
-	}
-	if _, err := c.shared.End(ctx, k, customer); err != nil {
-		return storeError(err)
-	}
-	c.endedHere(k, "logout")
-	return nil
-}
-
-// endedHere follows an end of session k the store confirmed: k is
-// remembered as unknown, and a copy read back into memory since this
-// instance dropped its own (a request that missed while the end was being
-// stored) is ended too, without waiting for the store's announcement, which
-// a subscription not yet re-established after an outage would miss.
-func (c *Cache) endedHere(k Key, reason string) {
-	c.endedWhileLoading(k)
-	if e := c.mem.get(&k); e != nil {
-		c.end(e, reason, zapcore.DebugLevel)
-	}
-	c.rememberUnknown(k)
+	return c.back.logout(ctx, k, e != nil, customer)
 }
 
 // EndCustomer ends every session of customerID and returns how many it
@@ -398,45 +317,12 @@ func (c *Cache) EndCustomer(ctx context.Context, customerID string) (int, error)
 			n++
 		}
 	}
-	var serr error
-	if c.shared != nil {
-		serr = c.endCustomerShared(ctx, customerID, ended, &n)
-	}
+	serr := c.back.endCustomer(ctx, customerID, ended, &n)
 	if n > 0 {
 		c.log.Info("rebell customer sessions ended", zap.Int("sessions", n))
 		c.log.Debug("rebell customer sessions ended", zap.String("customer_id", customerID), zap.Int("sessions", n))
 	}
 	return n, serr
-}
-
-// endCustomerShared ends in the store the customer's sessions indexed there
-// and those in ended (the copies this instance just dropped: ended in the
-// store whether or not its customer index still lists them), counting in n
-// those not in ended already.
-func (c *Cache) endCustomerShared(ctx context.Context, customerID string, ended map[Key]bool, n *int) error {
-	ctx, cancel := c.storeCtx(ctx)
-	defer cancel()
-	keys, err := c.shared.CustomerSessions(ctx, customerID)
-	if err != nil {
-		return storeError(err)
-	}
-	for k := range ended {
-		if !slices.Contains(keys, k) {
-			keys = append(keys, k)
-		}
-	}
-	for _, k := range keys {
-		ok, err := c.shared.End(ctx, k, customerID)
-		if err != nil {
-			return storeError(err)
-		}
-		c.endedHere(k, "customer")
-		if ok && !ended[k] {
-			ended[k] = true
-			*n++
-		}
-	}
-	return nil
 }
 
 // Len returns the number of sessions held in memory.
@@ -455,11 +341,7 @@ func (c *Cache) Close() {
 		c.cancel()
 		c.wg.Wait()
 		c.mem.close()
-		if c.shared != nil {
-			if err := c.shared.Close(); err != nil {
-				c.log.Warn("rebell session store close", zap.Error(err))
-			}
-		}
+		c.back.close()
 	})
 }
 
@@ -511,48 +393,13 @@ func (c *Cache) endCopy(e *entry, reason string, level zapcore.Level) bool {
 // store has (or that came from it).
 func (c *Cache) dropEnded(e *entry, reason string, level zapcore.Level) {
 	c.dropCopy(e, reason, level)
-	if c.shared != nil {
-		c.rememberUnknown(e.key)
-	}
+	c.back.confirmedEnd(e.key)
 }
 
 // dropCopy removes an entry just marked ended from memory and logs the end.
 func (c *Cache) dropCopy(e *entry, reason string, level zapcore.Level) {
 	c.mem.remove(e)
 	c.logEnd(e, reason, level)
-}
-
-// rememberUnknown remembers session k, which the shared store has no
-// record of (any longer), as unknown for a while: its id replayed costs no
-// store command. Not while the store may be getting back sessions it lost.
-func (c *Cache) rememberUnknown(k Key) {
-	now := c.now().UnixNano()
-	if lost := c.lostAt.Load(); lost != 0 && now-lost < int64(unknownFor) {
-		return
-	}
-	c.unknown.add(&k, now)
-}
-
-// evictedForRoom is the memory tier's report that it removed e to make room
-// for another session. Without a shared store that ends the session; with
-// one, only the copy in memory goes: the next request reads it back.
-func (c *Cache) evictedForRoom(e *entry) {
-	if c.shared != nil {
-		c.log.Debug("rebell session dropped from memory for room; kept in the store", zap.String("session", e.key.Tag()))
-		if n, ok := c.roomWarn.allow(c.now()); ok {
-			c.log.Warn("rebell memory tier full (max_sessions): copies of sessions dropped from memory; they are read from the store when next used",
-				zap.Int("sessions", n))
-		}
-		return
-	}
-	if !e.ended.CompareAndSwap(false, true) {
-		return
-	}
-	c.logEnd(e, "evicted", zapcore.InfoLevel)
-	if n, ok := c.roomWarn.allow(c.now()); ok {
-		c.log.Warn("rebell memory tier full (max_sessions): sessions used least recently ended to make room",
-			zap.Int("sessions", n))
-	}
 }
 
 // expired is ristretto's report that e's record lifetime (R + grace) passed.

@@ -123,7 +123,7 @@ func TestSharedLogoutEndsCopyReadBackMeanwhile(t *testing.T) {
 	cl := newCluster(t, 2)
 	_, k, _ := cl.loginOn(t, 0, "code-1")
 	node := cl.nodes[1]
-	node.shared.(*fakeStore).disconnect()
+	node.replica().store.(*fakeStore).disconnect()
 	cl.srv.mu.Lock()
 	cl.srv.afterLoad = func(Key) {
 		cl.srv.mu.Lock()

@@ -49,7 +49,7 @@ type entry struct {
 
 	// With a shared store only:
 	// checked is when the entry was last compared with the store's record
-	// (Unix ns); a copy older than Cache.recheckEvery is compared again before
+	// (Unix ns); a copy older than replica.recheckEvery is compared again before
 	// use.
 	checked atomic.Int64
 	// checking is held by the request that compares the entry with the store.

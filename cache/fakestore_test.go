@@ -435,8 +435,11 @@ func newCluster(t testing.TB, n int, mutate ...func(*Config)) *cluster {
 		h.clock, h.fake = clock, cl.fake
 		// Leases far longer than a test: the renewer (on the real clock)
 		// never runs; lease expiry is driven by the fake clock alone.
-		h.leaseTTL = time.Hour
+		h.replica().leaseTTL = time.Hour
 		cl.nodes = append(cl.nodes, h)
 	}
 	return cl
 }
+
+// replica is the replica layer of h, which must have a store.
+func (h *harness) replica() *replica { return h.back.(*replica) }

@@ -69,74 +69,9 @@ func (c *Cache) runLogin(ctx context.Context, h [32]byte, call *loginCall, authC
 		e   *entry
 		err error
 	)
-	if c.shared != nil {
-		id, e, err = c.sharedLogin(ctx, authCode)
-	} else {
-		id, e, err = c.exchange(ctx, authCode)
-	}
+	id, e, err = c.back.login(ctx, authCode)
 	cancel()
 	c.logins.finish(h, call, id, e, err, c.now().Add(c.dedupWindow).UnixNano())
-}
-
-// sharedLogin deduplicates the exchange of authCode across instances through
-// the store's login memo: the instance that claims the code exchanges it;
-// the others wait for its session and return the same one.
-func (c *Cache) sharedLogin(ctx context.Context, authCode rebell.Secret) (string, *entry, error) {
-	wait := 20 * time.Millisecond
-	for {
-		sctx, cancel := c.storeCtx(ctx)
-		claimed, sid, err := c.shared.ClaimLogin(sctx, authCode, c.refreshTimeout)
-		cancel()
-		if err != nil {
-			// Before Rebell is asked: the auth code is not spent.
-			c.reportLogin(resultStoreError)
-			c.log.Error("rebell login could not be claimed in the session store", zap.Error(err))
-			return "", nil, storeError(err)
-		}
-		if claimed {
-			id, e, err := c.exchange(ctx, authCode)
-			if err != nil {
-				id = "" // forget the claim: the code may be tried again
-			}
-			fctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
-			if ferr := c.shared.FinishLogin(fctx, authCode, id, c.dedupWindow); ferr != nil {
-				c.log.Warn("rebell login memo could not be stored", zap.Error(ferr))
-			}
-			cancel()
-			return id, e, err
-		}
-		if sid != "" {
-			k, ok := c.ids.Parse(sid)
-			if !ok {
-				return "", nil, storeError(fmt.Errorf("%w: login memo", ErrRecordCorrupt))
-			}
-			e := c.mem.get(&k)
-			if e == nil {
-				e, err = c.loadMiss(k)
-			}
-			switch {
-			case err == nil && !e.ended.Load():
-				c.reportLogin(resultDeduplicated)
-				return sid, e, nil
-			case err == nil || errors.Is(err, ErrSessionInvalid):
-				// The remembered session has ended: exchange the code
-				// afresh, past the memo (which only a claim's holder
-				// may forget; it lapses with the dedup window).
-				return c.exchange(ctx, authCode)
-			default:
-				return "", nil, err
-			}
-		}
-		// Another instance is exchanging the code.
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return "", nil, fmt.Errorf("%w: %w", ErrRebellUnavailable, ctx.Err())
-		}
-		wait = min(2*wait, 250*time.Millisecond)
-	}
 }
 
 // exchange calls applyToken for authCode and stores the new session. Room
@@ -186,17 +121,8 @@ func (c *Cache) exchange(ctx context.Context, authCode rebell.Secret) (string, *
 // docs/sessions.md), then in memory.
 func (c *Cache) storeNew(ctx context.Context, st *tokenState, now time.Time, r *room) (string, *entry, error) {
 	id, k := c.ids.New()
-	if c.shared != nil {
-		st.version = 1
-		sctx, cancel := c.storeCtx(ctx)
-		created, err := c.shared.Create(sctx, k, recordOf(st, now, now), c.recordTTL(st, now))
-		cancel()
-		if err != nil {
-			return "", nil, err
-		}
-		if !created { // a 256-bit collision: not in this universe
-			return "", nil, errors.New("session record exists")
-		}
+	if err := c.back.create(ctx, k, st, now); err != nil {
+		return "", nil, err
 	}
 	e := newEntry(k, st, now)
 	e.checked.Store(now.UnixNano())

@@ -154,14 +154,7 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 		err    error
 		called = true // whether this run asked Rebell
 	)
-	if c.shared != nil {
-		st, called, err = c.sharedRefresh(ctx, e, old)
-	} else {
-		var tok *rebell.Token
-		if tok, err = c.exch.Refresh(ctx, old.refreshToken); err == nil {
-			st, err = refreshedState(old, tok, c.now())
-		}
-	}
+	st, called, err = c.back.refresh(ctx, e, old)
 	cancel()
 	now := c.now()
 	kind := rebell.ErrorKind(err)

@@ -15,10 +15,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rebell-gateway/caddy-rebell/cache"
-	"github.com/rebell-gateway/caddy-rebell/store/redisstore"
 	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/handler"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/store/redisstore"
 )
 
 func init() {

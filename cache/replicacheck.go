@@ -17,21 +17,21 @@ import (
 // needsRecheck reports whether e, held in memory, must be compared with the
 // store before use: it was last compared more than recheckEvery ago, or
 // before the store's subscription was last re-established.
-func (c *Cache) needsRecheck(e *entry, ns int64) bool {
+func (r *replica) needsRecheck(e *entry, ns int64) bool {
 	checked := e.checked.Load()
-	return ns-checked >= c.recheckEvery || checked < c.resyncAt.Load()
+	return ns-checked >= r.recheckEvery || checked < r.resyncAt.Load()
 }
 
 // recheckInBackground starts comparing e with its record, unless a
 // comparison of e runs already: the request that noticed goes on with the
 // copy at once, whatever the store is doing (docs/sessions.md).
-func (c *Cache) recheckInBackground(e *entry, ns int64) {
+func (r *replica) recheckInBackground(e *entry, ns int64) {
 	if !e.checking.CompareAndSwap(false, true) {
 		return
 	}
-	if !c.spawn(func(ctx context.Context) {
+	if !r.c.spawn(func(ctx context.Context) {
 		defer e.checking.Store(false)
-		_ = c.recheck(ctx, e, ns)
+		_ = r.recheck(ctx, e, ns)
 	}) {
 		e.checking.Store(false)
 	}
@@ -42,30 +42,30 @@ func (c *Cache) recheckInBackground(e *entry, ns int64) {
 // only when the session is over; when the store cannot be read the copy
 // keeps being used while its token is valid (docs/sessions.md) and the store is
 // asked again after the retry cooldown. The caller holds e.checking.
-func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
-	ctx, cancel := c.storeCtx(ctx)
+func (r *replica) recheck(ctx context.Context, e *entry, ns int64) error {
+	ctx, cancel := r.storeCtx(ctx)
 	defer cancel()
 	var ttl time.Duration // raise the record's lifetime only with an idle timeout
-	if c.idleTimeout > 0 {
-		ttl = c.recordTTL(e.state.Load(), time.Unix(0, ns))
+	if r.idleTimeout > 0 {
+		ttl = r.recordTTL(e.state.Load(), time.Unix(0, ns))
 	}
-	rec, err := c.readRecord(ctx, e, time.Unix(0, e.lastUsed.Load()), ttl)
+	rec, err := r.readRecord(ctx, e, time.Unix(0, e.lastUsed.Load()), ttl)
 	switch {
 	case err != nil && errors.Is(err, ErrSessionInvalid):
 		return err
 	case err != nil:
-		e.checked.Store(ns - c.recheckEvery + int64(c.retryCooldown))
+		e.checked.Store(ns - r.recheckEvery + int64(r.c.retryCooldown))
 		return nil
-	case rec == nil && !c.lostRecord(e):
-		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
+	case rec == nil && !r.lostRecord(e):
+		r.c.end(e, "ended_elsewhere", zapcore.DebugLevel)
 		return errEndedElsewhere
 	case rec == nil:
-		if err := c.restore(ctx, e); err != nil {
+		if err := r.restore(ctx, e); err != nil {
 			if errors.Is(err, ErrSessionInvalid) {
 				return err
 			}
 			// The store failed while writing back: go on with the copy.
-			e.checked.Store(ns - c.recheckEvery + int64(c.retryCooldown))
+			e.checked.Store(ns - r.recheckEvery + int64(r.c.retryCooldown))
 		}
 		return nil
 	}
@@ -77,45 +77,45 @@ func (c *Cache) recheck(ctx context.Context, e *entry, ns int64) error {
 	if rec.Version < cur.version {
 		// Refreshed here while the store was down, or lost by the store:
 		// this instance holds the only live refresh token.
-		_, _ = c.writeBack(ctx, e, cur, rec.Version)
+		_, _ = r.writeBack(ctx, e, cur, rec.Version)
 		return nil
 	}
 	if rec.Version > cur.version {
-		if st, err := stateOf(rec, c.now()); err == nil {
-			c.adopt(e, st)
+		if st, err := stateOf(rec, r.now()); err == nil {
+			r.adopt(e, st)
 		}
 	}
 	return nil
 }
 
-// idleShared decides whether e, unused on this instance for the idle
+// idle decides whether e, unused on this instance for the idle
 // timeout, is idle everywhere: the store keeps the latest use any instance
 // reported. It reports whether the session may go on.
-func (c *Cache) idleShared(ctx context.Context, e *entry, ns int64) (bool, error) {
-	ctx, cancel := c.storeCtx(context.WithoutCancel(ctx))
+func (r *replica) idle(ctx context.Context, e *entry, ns int64) (bool, error) {
+	ctx, cancel := r.storeCtx(context.WithoutCancel(ctx))
 	defer cancel()
-	rec, err := c.readRecord(ctx, e, time.Time{}, 0)
+	rec, err := r.readRecord(ctx, e, time.Time{}, 0)
 	switch {
 	case err != nil:
 		return false, err
 	case rec == nil:
-		c.end(e, "ended_elsewhere", zapcore.DebugLevel)
+		r.c.end(e, "ended_elsewhere", zapcore.DebugLevel)
 		return false, ErrSessionInvalid
 	}
-	if used := rec.LastUsed.UnixNano(); ns-used < c.idleTimeout {
+	if used := rec.LastUsed.UnixNano(); ns-used < r.idleTimeout {
 		if used > e.lastUsed.Load() {
 			e.lastUsed.Store(used)
 		}
 		return true, nil
 	}
-	c.end(e, "idle", zapcore.DebugLevel)
-	c.endShared(ctx, e.key, e.state.Load().grant.CustomerID)
+	r.c.end(e, "idle", zapcore.DebugLevel)
+	r.endShared(ctx, e.key, e.state.Load().grant.CustomerID)
 	return false, ErrSessionInvalid
 }
 
 // endShared ends session k in the store, logging a failure.
-func (c *Cache) endShared(ctx context.Context, k Key, customerID string) {
-	if _, err := c.shared.End(ctx, k, customerID); err != nil {
-		c.log.Warn("rebell session end could not be stored", zap.String("session", k.Tag()), zap.Error(err))
+func (r *replica) endShared(ctx context.Context, k Key, customerID string) {
+	if _, err := r.store.End(ctx, k, customerID); err != nil {
+		r.log.Warn("rebell session end could not be stored", zap.String("session", k.Tag()), zap.Error(err))
 	}
 }

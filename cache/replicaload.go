@@ -29,29 +29,29 @@ type missLoads struct {
 // loadMiss finds session k in the store after a memory miss, and holds it in
 // memory (docs/sessions.md: a session created on one instance works on every other at
 // once). Concurrent misses of one session share one read.
-func (c *Cache) loadMiss(k Key) (*entry, error) {
-	c.loads.mu.Lock()
-	if call := c.loads.m[k]; call != nil {
-		c.loads.mu.Unlock()
+func (r *replica) loadMiss(k Key) (*entry, error) {
+	r.loads.mu.Lock()
+	if call := r.loads.m[k]; call != nil {
+		r.loads.mu.Unlock()
 		<-call.done
 		return call.e, call.err
 	}
 	call := &loadCall{done: make(chan struct{})}
-	c.loads.m[k] = call
-	c.loads.mu.Unlock()
+	r.loads.m[k] = call
+	r.loads.mu.Unlock()
 
 	// Under the cache's context: the first request giving up does not fail
 	// the others.
-	ctx, cancel := c.storeCtx(c.ctx)
-	call.e, call.err = c.readMiss(ctx, k)
+	ctx, cancel := r.storeCtx(r.c.ctx)
+	call.e, call.err = r.readMiss(ctx, k)
 	cancel()
 
-	c.loads.mu.Lock()
-	delete(c.loads.m, k)
+	r.loads.mu.Lock()
+	delete(r.loads.m, k)
 	ended := call.ended
-	c.loads.mu.Unlock()
+	r.loads.mu.Unlock()
 	if ended && call.e != nil {
-		c.end(call.e, "ended_elsewhere", zapcore.DebugLevel)
+		r.c.end(call.e, "ended_elsewhere", zapcore.DebugLevel)
 		call.e, call.err = nil, errEndedElsewhere
 	}
 	close(call.done)
@@ -60,51 +60,51 @@ func (c *Cache) loadMiss(k Key) (*entry, error) {
 
 // endedWhileLoading marks a read of k in flight as overtaken by the end of
 // the session.
-func (c *Cache) endedWhileLoading(k Key) {
-	c.loads.mu.Lock()
-	if call := c.loads.m[k]; call != nil {
+func (r *replica) endedWhileLoading(k Key) {
+	r.loads.mu.Lock()
+	if call := r.loads.m[k]; call != nil {
 		call.ended = true
 	}
-	c.loads.mu.Unlock()
+	r.loads.mu.Unlock()
 }
 
-func (c *Cache) readMiss(ctx context.Context, k Key) (*entry, error) {
-	rec, err := c.shared.Load(ctx, k, time.Time{}, 0)
+func (r *replica) readMiss(ctx context.Context, k Key) (*entry, error) {
+	rec, err := r.store.Load(ctx, k, time.Time{}, 0)
 	if err != nil {
 		if errors.Is(err, ErrRecordCorrupt) {
-			return nil, c.corrupt(ctx, k, nil, err)
+			return nil, r.corrupt(ctx, k, nil, err)
 		}
 		return nil, storeError(err)
 	}
 	if rec == nil {
 		return nil, ErrSessionInvalid
 	}
-	st, err := stateOf(rec, c.now())
+	st, err := stateOf(rec, r.now())
 	if err != nil {
-		return nil, c.corrupt(ctx, k, nil, err)
+		return nil, r.corrupt(ctx, k, nil, err)
 	}
-	now := c.now()
+	now := r.now()
 	ns := now.UnixNano()
-	if c.pol.classify(st, now) == gone {
+	if r.c.pol.classify(st, now) == gone {
 		return nil, ErrSessionInvalid
 	}
-	if c.idleTimeout > 0 && !rec.LastUsed.IsZero() && ns-rec.LastUsed.UnixNano() >= c.idleTimeout {
-		c.endShared(ctx, k, st.grant.CustomerID)
+	if r.idleTimeout > 0 && !rec.LastUsed.IsZero() && ns-rec.LastUsed.UnixNano() >= r.idleTimeout {
+		r.endShared(ctx, k, st.grant.CustomerID)
 		return nil, ErrSessionInvalid
 	}
 	e := newEntry(k, st, rec.Created)
 	e.lastUsed.Store(ns) // the request that missed uses it now
 	e.checked.Store(ns)
-	if err := c.mem.insert(e, c.pol.lifetime(st, now), nil); err != nil {
-		if held := c.mem.get(&k); held != nil {
+	if err := r.c.mem.insert(e, r.c.pol.lifetime(st, now), nil); err != nil {
+		if held := r.c.mem.get(&k); held != nil {
 			return held, nil // another path stored it meanwhile
 		}
 		return nil, storeError(err)
 	}
 	if e.ended.Load() {
-		c.mem.remove(e)
+		r.c.mem.remove(e)
 		return nil, ErrSessionInvalid
 	}
-	c.noteWindow(e, st)
+	r.c.noteWindow(e, st)
 	return e, nil
 }

@@ -35,14 +35,14 @@ type pendingWrite struct {
 // syncLater queues st, e's state refreshed under lease from the record at
 // version stored, for writing back, and starts the syncer if it is not
 // running.
-func (c *Cache) syncLater(e *entry, st *tokenState, lease string, stored uint64) {
-	p := &c.pending
+func (r *replica) syncLater(e *entry, st *tokenState, lease string, stored uint64) {
+	p := &r.pending
 	p.mu.Lock()
 	p.m[e] = pendingWrite{st: st, lease: lease, stored: stored}
 	start := !p.running
 	p.running = true
 	p.mu.Unlock()
-	if start && !c.spawn(c.runSyncer) {
+	if start && !r.c.spawn(r.runSyncer) {
 		p.mu.Lock()
 		p.running = false
 		p.mu.Unlock()
@@ -50,8 +50,8 @@ func (c *Cache) syncLater(e *entry, st *tokenState, lease string, stored uint64)
 }
 
 // kickSyncer makes a running syncer try at once.
-func (c *Cache) kickSyncer() {
-	p := &c.pending
+func (r *replica) kickSyncer() {
+	p := &r.pending
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.running {
@@ -66,9 +66,9 @@ func (c *Cache) kickSyncer() {
 // runSyncer writes pending states back until none is left or the cache
 // closes. A pass stops at the first failure of the store and waits for the
 // next tick.
-func (c *Cache) runSyncer(ctx context.Context) {
-	p := &c.pending
-	tick, stop := c.leaseTicker(c.leaseTTL / 3)
+func (r *replica) runSyncer(ctx context.Context) {
+	p := &r.pending
+	tick, stop := r.leaseTicker(r.leaseTTL / 3)
 	defer stop()
 	for {
 		select {
@@ -84,7 +84,7 @@ func (c *Cache) runSyncer(ctx context.Context) {
 		}
 		p.mu.Unlock()
 		for e, w := range batch {
-			if c.syncOne(ctx, e, w) {
+			if r.syncOne(ctx, e, w) {
 				break // the store still fails: wait for the next tick
 			}
 			p.mu.Lock()
@@ -110,7 +110,7 @@ func (c *Cache) runSyncer(ctx context.Context) {
 // syncOne writes w back for e. It reports whether to try again later (the
 // store failed); otherwise w is done with: written, overtaken by a newer
 // state, or the session is over.
-func (c *Cache) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry bool) {
+func (r *replica) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry bool) {
 	if e.ended.Load() {
 		return false
 	}
@@ -119,39 +119,39 @@ func (c *Cache) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry bo
 		// overtaken by a newer state.
 		return cur.version < w.st.version
 	}
-	sctx, cancel := c.storeCtx(ctx)
+	sctx, cancel := r.storeCtx(ctx)
 	defer cancel()
-	now := c.now()
+	now := r.now()
 	rec := recordOf(w.st, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
-	ok, err := c.shared.Swap(sctx, e.key, w.lease, w.stored, rec, c.recordTTL(w.st, now))
+	ok, err := r.store.Swap(sctx, e.key, w.lease, w.stored, rec, r.recordTTL(w.st, now))
 	switch {
 	case err != nil && errors.Is(err, ErrRecordCorrupt):
-		_ = c.corrupt(sctx, e.key, e, err)
+		_ = r.corrupt(sctx, e.key, e, err)
 		return false
 	case err != nil:
 		return true
 	case ok:
-		c.log.Info("rebell refreshed tokens written back to the store", zap.String("session", e.key.Tag()),
+		r.log.Info("rebell refreshed tokens written back to the store", zap.String("session", e.key.Tag()),
 			zap.Uint64("version", w.st.version))
 		return false
 	}
-	cur, err := c.readRecord(sctx, e, time.Time{}, 0)
+	cur, err := r.readRecord(sctx, e, time.Time{}, 0)
 	switch {
 	case err != nil:
 		return !errors.Is(err, ErrSessionInvalid)
 	case cur == nil:
 		// Lost by the store (Create writes it back) or ended (its end
 		// mark refuses the Create, and e ends).
-		err := c.restore(sctx, e)
+		err := r.restore(sctx, e)
 		return err != nil && !errors.Is(err, ErrSessionInvalid)
 	case cur.Version < w.st.version:
 		// A failover lost versions: write over what is there.
-		_, err := c.writeBack(sctx, e, w.st, cur.Version)
+		_, err := r.writeBack(sctx, e, w.st, cur.Version)
 		return err != nil && !errors.Is(err, ErrSessionInvalid)
 	case cur.Version > w.st.version:
-		if st, err := stateOf(cur, c.now()); err == nil {
-			c.adopt(e, st)
-			c.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
+		if st, err := stateOf(cur, r.now()); err == nil {
+			r.adopt(e, st)
+			r.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
 		}
 	}
 	// Equal versions: written back already, by a recheck or a refresh here.

@@ -588,12 +588,12 @@ func TestSharedNoWriteBackOfEndedSession(t *testing.T) {
 	cl := newCluster(t, 3)
 	_, k, _ := cl.loginOn(t, 0, "code-1")
 	mustGet(t, cl.nodes[1], k)
-	st1 := cl.nodes[1].shared.(*fakeStore)
+	st1 := cl.nodes[1].replica().store.(*fakeStore)
 	st1.disconnect()
 	cl.clock.Advance(time.Second)
 	cl.srv.wipe()
-	cl.nodes[0].shared.(*fakeStore).reconnect(true)
-	cl.nodes[2].shared.(*fakeStore).reconnect(true)
+	cl.nodes[0].replica().store.(*fakeStore).reconnect(true)
+	cl.nodes[2].replica().store.(*fakeStore).reconnect(true)
 	cl.clock.Advance(time.Second)
 	mustGet(t, cl.nodes[0], k) // written back by node 0
 	if err := cl.nodes[2].Logout(context.Background(), k); err != nil {
@@ -694,8 +694,8 @@ func TestSharedLeaseRenewedWhileRebellIsSlow(t *testing.T) {
 		t.Run(map[bool]string{true: "renewed", false: "not renewed"}[renew], func(t *testing.T) {
 			cl := newCluster(t, 2)
 			tick := make(chan time.Time)
-			cl.nodes[0].leaseTTL = 10 * time.Second
-			cl.nodes[0].leaseTicker = func(time.Duration) (<-chan time.Time, func()) { return tick, func() {} }
+			cl.nodes[0].replica().leaseTTL = 10 * time.Second
+			cl.nodes[0].replica().leaseTicker = func(time.Duration) (<-chan time.Time, func()) { return tick, func() {} }
 			_, k, g := cl.loginOn(t, 0, "code-1")
 			mustGet(t, cl.nodes[1], k)
 			cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
@@ -749,7 +749,7 @@ func TestSharedEvictionDuringRefreshKeepsSession(t *testing.T) {
 	e := node.entryOf(t, k)
 	finish := cl.getDuringRefresh(t, 0, k, g)
 	node.mem.remove(e) // dropped for room while applyToken runs
-	node.evictedForRoom(e)
+	node.back.evicted(e)
 	if node.Len() != 0 {
 		t.Fatalf("Len after eviction = %d", node.Len())
 	}
@@ -798,7 +798,7 @@ func TestSharedAdoptMovesMemoryLifetime(t *testing.T) {
 		refreshToken: cur.refreshToken,
 		version:      cur.version + 1,
 	}
-	node.adopt(e, next)
+	node.replica().adopt(e, next)
 	after, ok := node.mem.rc.GetTTL(hashKey(&k))
 	if !ok {
 		t.Fatal("session left memory")
@@ -817,7 +817,7 @@ func TestSharedUnstoredRefreshWrittenBackWhenStoreReturns(t *testing.T) {
 		t.Run(via, func(t *testing.T) {
 			cl := newCluster(t, 2)
 			tick := make(chan time.Time)
-			cl.nodes[0].leaseTicker = func(time.Duration) (<-chan time.Time, func()) { return tick, func() {} }
+			cl.nodes[0].replica().leaseTicker = func(time.Duration) (<-chan time.Time, func()) { return tick, func() {} }
 			_, k, g := cl.loginOn(t, 0, "code-1")
 			mustGet(t, cl.nodes[1], k)
 			finish := cl.getDuringRefresh(t, 0, k, g)
@@ -832,7 +832,7 @@ func TestSharedUnstoredRefreshWrittenBackWhenStoreReturns(t *testing.T) {
 
 			cl.srv.down.Store(false)
 			if via == "resync" {
-				cl.nodes[0].shared.(*fakeStore).reconnect(false)
+				cl.nodes[0].replica().store.(*fakeStore).reconnect(false)
 			} else {
 				select {
 				case tick <- time.Now():
@@ -957,12 +957,12 @@ func TestSharedUnknownSessionsRemembered(t *testing.T) {
 	// Memory stays bounded whatever is remembered.
 	for range 3 * unknownSets * unknownWays {
 		_, k := node.ids.New()
-		node.unknown.add(&k, cl.clock.Now().UnixNano())
+		node.replica().unknown.add(&k, cl.clock.Now().UnixNano())
 	}
-	if n := len(node.unknown.slots); n != unknownSets*unknownWays {
+	if n := len(node.replica().unknown.slots); n != unknownSets*unknownWays {
 		t.Fatalf("%d slots", n)
 	}
-	if node.unknown.has(&k2, cl.clock.Now().Add(unknownFor).UnixNano()) {
+	if node.replica().unknown.has(&k2, cl.clock.Now().Add(unknownFor).UnixNano()) {
 		t.Fatal("remembered for longer than a minute")
 	}
 	// Another cache's ids do not verify here.
