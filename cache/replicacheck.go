@@ -50,41 +50,18 @@ func (r *replica) recheck(ctx context.Context, e *entry, ns int64) error {
 		ttl = r.recordTTL(e.state.Load(), time.Unix(0, ns))
 	}
 	rec, err := r.readRecord(ctx, e, time.Unix(0, e.lastUsed.Load()), ttl)
+	if err == nil {
+		_, err = r.reconcile(ctx, e, e.state.Load(), rec, restoreIfLost, true)
+	}
 	switch {
-	case err != nil && errors.Is(err, ErrSessionInvalid):
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrSessionInvalid):
 		return err
-	case err != nil:
-		e.checked.Store(ns - r.recheckEvery + int64(r.c.retryCooldown))
-		return nil
-	case rec == nil && !r.lostRecord(e):
-		r.c.end(e, "ended_elsewhere", zapcore.DebugLevel)
-		return errEndedElsewhere
-	case rec == nil:
-		if err := r.restore(ctx, e); err != nil {
-			if errors.Is(err, ErrSessionInvalid) {
-				return err
-			}
-			// The store failed while writing back: go on with the copy.
-			e.checked.Store(ns - r.recheckEvery + int64(r.c.retryCooldown))
-		}
-		return nil
 	}
-	e.checked.Store(ns)
-	if used := rec.LastUsed.UnixNano(); used > e.lastUsed.Load() {
-		e.lastUsed.Store(used)
-	}
-	cur := e.state.Load()
-	if rec.Version < cur.version {
-		// Refreshed here while the store was down, or lost by the store:
-		// this instance holds the only live refresh token.
-		_, _ = r.writeBack(ctx, e, cur, rec.Version)
-		return nil
-	}
-	if rec.Version > cur.version {
-		if st, err := stateOf(rec, r.now()); err == nil {
-			r.adopt(e, st)
-		}
-	}
+	// The store failed, reading or writing back: go on with the copy while
+	// its token is valid, and ask again after the retry cooldown.
+	e.checked.Store(ns - r.recheckEvery + int64(r.c.retryCooldown))
 	return nil
 }
 

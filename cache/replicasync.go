@@ -122,8 +122,8 @@ func (r *replica) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry 
 	sctx, cancel := r.storeCtx(ctx)
 	defer cancel()
 	now := r.now()
-	rec := recordOf(w.st, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
-	ok, err := r.store.Swap(sctx, e.key, w.lease, w.stored, rec, r.recordTTL(w.st, now))
+	ok, err := r.store.Swap(sctx, e.key, w.lease, w.stored,
+		recordOf(w.st, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load())), r.recordTTL(w.st, now))
 	switch {
 	case err != nil && errors.Is(err, ErrRecordCorrupt):
 		_ = r.corrupt(sctx, e.key, e, err)
@@ -135,25 +135,16 @@ func (r *replica) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry 
 			zap.Uint64("version", w.st.version))
 		return false
 	}
-	cur, err := r.readRecord(sctx, e, time.Time{}, 0)
-	switch {
-	case err != nil:
-		return !errors.Is(err, ErrSessionInvalid)
-	case cur == nil:
-		// Lost by the store (Create writes it back) or ended (its end
-		// mark refuses the Create, and e ends).
-		err := r.restore(sctx, e)
-		return err != nil && !errors.Is(err, ErrSessionInvalid)
-	case cur.Version < w.st.version:
-		// A failover lost versions: write over what is there.
-		_, err := r.writeBack(sctx, e, w.st, cur.Version)
-		return err != nil && !errors.Is(err, ErrSessionInvalid)
-	case cur.Version > w.st.version:
-		if st, err := stateOf(cur, r.now()); err == nil {
-			r.adopt(e, st)
+	rec, err := r.readRecord(sctx, e, time.Time{}, 0)
+	if err == nil {
+		// Missing: lost by the store (written back) or ended (its end mark
+		// refuses that, and e ends). Behind: a failover lost versions.
+		var st *tokenState
+		if st, err = r.reconcile(sctx, e, w.st, rec, restoreCopy, true); err == nil && st != w.st {
 			r.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
 		}
 	}
-	// Equal versions: written back already, by a recheck or a refresh here.
-	return false
+	// Equal versions: written back already, by a comparison or a refresh
+	// here.
+	return err != nil && !errors.Is(err, ErrSessionInvalid)
 }

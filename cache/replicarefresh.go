@@ -1,0 +1,240 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rebell-gateway/caddy-rebell/rebell"
+)
+
+// A refresh under the store's lease: exactly one instance calls Rebell for
+// a session at a time (docs/sessions.md).
+
+// refresh refreshes e from old with the cluster-wide lease (docs/sessions.md):
+// exactly one instance calls Rebell; the others wait for its new version. It
+// reports whether this call asked Rebell, and Rebell's error if it did.
+func (r *replica) refresh(ctx context.Context, e *entry, old *tokenState) (st *tokenState, called bool, err error) {
+	// Tokens refreshed here while the store failed, and not yet written
+	// back, make the lease Stale: the record is behind, and is written back
+	// below before the lease is taken.
+	for wroteBack := false; ; {
+		lease, res, err := r.store.Acquire(ctx, e.key, old.version, r.leaseTTL)
+		if err != nil {
+			return nil, false, r.storeFailure(ctx, e, err)
+		}
+		switch res {
+		case LeaseAcquired:
+			return r.refreshWithLease(ctx, e, old, lease)
+		case LeaseGone:
+			st, err := r.reconcile(ctx, e, old, nil, restoreIfLost, false)
+			if err != nil {
+				return nil, false, err
+			}
+			old = st
+		case LeaseStale:
+			rec, err := r.readRecord(ctx, e, time.Time{}, 0)
+			if err != nil {
+				return nil, false, err
+			}
+			if rec != nil && rec.Version < old.version {
+				if wroteBack {
+					return nil, false, storeError(fmt.Errorf("record version %d is behind version %d held in memory", rec.Version, old.version))
+				}
+				// The store lost our latest state (a failover to a
+				// replica that lagged): write it back, then take the
+				// lease.
+				wroteBack = true
+			}
+			if st, err := r.reconcile(ctx, e, old, rec, endCopy, true); err != nil || st != old {
+				return st, false, err
+			}
+		case LeaseHeld:
+			if st := r.waitNewer(ctx, e, old); st != nil {
+				return st, false, nil
+			}
+			if ctx.Err() != nil {
+				return nil, false, ctx.Err()
+			}
+			// Look again: Stale once the holder swapped, Acquired if it gave
+			// up or died and its lease expired.
+		default:
+			return nil, false, storeError(fmt.Errorf("unknown lease result %d", res))
+		}
+	}
+}
+
+// waitNewer waits until e holds a state newer than old (adopted from an
+// announcement), heldPoll passes, or ctx ends. It returns the newer state or
+// nil.
+func (r *replica) waitNewer(ctx context.Context, e *entry, old *tokenState) *tokenState {
+	e.mu.Lock()
+	if e.wake == nil {
+		e.wake = make(chan struct{})
+	}
+	wake := e.wake
+	e.mu.Unlock()
+	if st := e.state.Load(); st.version > old.version {
+		return st
+	}
+	t := time.NewTimer(heldPoll)
+	defer t.Stop()
+	select {
+	case <-wake:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	if st := e.state.Load(); st.version > old.version {
+		return st
+	}
+	return nil
+}
+
+// refreshWithLease calls Rebell holding the lease, renewing it meanwhile,
+// and writes the result with a compare-and-set on the version.
+func (r *replica) refreshWithLease(ctx context.Context, e *entry, old *tokenState, lease string) (*tokenState, bool, error) {
+	stop := r.keepLease(e.key, lease)
+	tok, err := r.c.exch.Refresh(ctx, old.refreshToken)
+	stop()
+	now := r.now()
+	var st *tokenState
+	if err == nil {
+		st, err = refreshedState(old, tok, now)
+	}
+	if err != nil {
+		rctx, cancel := r.storeCtx(context.WithoutCancel(ctx))
+		defer cancel()
+		_ = r.store.Release(rctx, e.key, lease)
+		if rebell.ErrorKind(err) == rebell.KindRefreshTokenDead {
+			return r.deadRefreshToken(rctx, e, old, err)
+		}
+		return nil, true, err
+	}
+	st.version = old.version + 1
+	rec := recordOf(st, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
+	e.storing.Store(st.version) // refreshes of e run one at a time
+	ok, err := r.swap(ctx, e, lease, old.version, rec, r.recordTTL(st, now))
+	switch {
+	case err != nil && errors.Is(err, ErrRecordCorrupt):
+		return nil, true, r.corrupt(ctx, e.key, e, err)
+	case err != nil:
+		// Rebell has spent the old refresh token; these tokens are the only
+		// ones left. Keep them here and write them back when the store
+		// answers again.
+		r.log.Error("rebell refreshed tokens could not be stored; kept in this instance's memory until the store is back",
+			zap.String("session", e.key.Tag()), zap.Error(err))
+		r.syncLater(e, st, lease, old.version)
+		return st, true, nil
+	case ok:
+		return st, true, nil
+	}
+	// The record moved on without us: written by an instance that took over
+	// an expired lease (its state wins), ended, or lost by the store while
+	// Rebell answered. Only an end leaves a mark, which refuses the Create.
+	sctx, cancel := r.storeCtx(context.WithoutCancel(ctx))
+	defer cancel()
+	if cur, err := r.store.Load(sctx, e.key, time.Time{}, 0); err == nil && cur == nil {
+		created, err := r.store.Create(sctx, e.key, rec, r.recordTTL(st, now))
+		switch {
+		case err != nil:
+			r.syncLater(e, st, "", old.version)
+			return st, true, nil
+		case created:
+			r.log.Info("rebell refreshed tokens written back to a store that lost the session", zap.String("session", e.key.Tag()))
+			return st, true, nil
+		}
+	}
+	cur, err := r.reload(sctx, e)
+	if err != nil {
+		return nil, true, err
+	}
+	r.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
+	return cur, true, nil
+}
+
+// swap writes rec with Store.Swap, retrying a failing store briefly.
+func (r *replica) swap(ctx context.Context, e *entry, lease string, old uint64, rec *Record, ttl time.Duration) (bool, error) {
+	var err error
+	for i, backoff := 0, 50*time.Millisecond; i < 3; i, backoff = i+1, backoff*2 {
+		sctx, cancel := r.storeCtx(context.WithoutCancel(ctx))
+		var ok bool
+		ok, err = r.store.Swap(sctx, e.key, lease, old, rec, ttl)
+		cancel()
+		if err == nil {
+			return ok, nil
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false, err
+		}
+	}
+	return false, err
+}
+
+// deadRefreshToken handles Rebell's answer that old's refresh token is dead:
+// another instance may have rotated it (docs/freshness.md), so the record is read
+// again; only if nothing newer exists does the session end everywhere.
+func (r *replica) deadRefreshToken(ctx context.Context, e *entry, old *tokenState, rerr error) (*tokenState, bool, error) {
+	rec, err := r.readRecord(ctx, e, time.Time{}, 0)
+	if err != nil {
+		return nil, true, rerr
+	}
+	st, err := r.reconcile(ctx, e, old, rec, keepCopy, false)
+	switch {
+	case err != nil:
+		return nil, true, err
+	case st != old:
+		r.log.Info("rebell refresh token already rotated by another instance; using its tokens",
+			zap.String("session", e.key.Tag()))
+		return st, true, nil
+	case rec != nil:
+		r.endShared(ctx, e.key, old.grant.CustomerID)
+	}
+	return nil, true, rerr
+}
+
+// realTicker is the default replica.leaseTicker.
+func realTicker(d time.Duration) (<-chan time.Time, func()) {
+	t := time.NewTicker(d)
+	return t.C, t.Stop
+}
+
+// keepLease renews the lease of k every third of its lifetime until the
+// returned stop is called; stop waits for the renewer to finish.
+func (r *replica) keepLease(k Key, lease string) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	started := r.c.spawn(func(ctx context.Context) {
+		defer close(done)
+		tick, stopTick := r.leaseTicker(r.leaseTTL / 3)
+		defer stopTick()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick:
+			}
+			rctx, cancel := r.storeCtx(ctx)
+			ok, err := r.store.Renew(rctx, k, lease, r.leaseTTL)
+			cancel()
+			if err == nil && !ok {
+				r.log.Warn("rebell refresh lease lost while applyToken was in flight", zap.String("session", k.Tag()))
+				return
+			}
+		}
+	})
+	if !started {
+		close(done)
+	}
+	return func() {
+		close(quit)
+		<-done
+	}
+}
