@@ -274,7 +274,7 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 		return &st.grant, nil
 	case refreshAhead:
 		e.touch(ns)
-		c.refreshInBackground(e, st, now)
+		c.joinRefresh(e, st, now, true) // start a refresh-ahead; do not wait for it
 		return &st.grant, nil
 	case mustRefresh:
 		e.touch(ns)

@@ -24,12 +24,6 @@ type refreshCall struct {
 	background bool
 }
 
-// refreshInBackground starts a refresh of e from st unless one runs or the
-// last one failed within RetryCooldown; it does not wait.
-func (c *Cache) refreshInBackground(e *entry, st *tokenState, now time.Time) {
-	c.joinRefresh(e, st, now, true)
-}
-
 // joinRefresh finds the refresh of e to wait on, starting one from st (the
 // state the caller judged) if none runs. A background caller starts none
 // within RetryCooldown of a failed refresh; a request that must refresh now
