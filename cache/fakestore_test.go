@@ -79,6 +79,23 @@ func (s *fakeServer) garble(k Key) {
 	s.mu.Unlock()
 }
 
+// waitDeleted waits until End deleted k's garbled record.
+func (s *fakeServer) waitDeleted(t testing.TB, k Key) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		s.mu.Lock()
+		garbled := s.garbled[k]
+		s.mu.Unlock()
+		if !garbled {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the corrupt record was never deleted")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 var errGarbled = fmt.Errorf("fake store: %w: a key holds another type", ErrRecordCorrupt)
 
 // store returns a new instance's view of the server.

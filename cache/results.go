@@ -39,7 +39,7 @@ func resultOf(err error) string {
 	case re.Kind == rebell.KindBadResponse:
 		return resultBadResponse
 	case re.ResultCode != "":
-		return re.ResultCode
+		return rebell.MetricCode(re.ResultCode) // a bounded set of labels
 	default:
 		return resultTransportError
 	}

@@ -21,11 +21,11 @@ var metrics = struct {
 }{
 	logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "rebell", Name: "logins_total",
-		Help: "Logins by result: a Rebell resultCode, or transport_error, bad_signature, bad_response, store_error, deduplicated.",
+		Help: "Logins by result: a Rebell resultCode (other_result_code for one the gateway does not know), or transport_error, bad_signature, bad_response, store_error, deduplicated.",
 	}, []string{"result"}),
 	refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "rebell", Name: "refreshes_total",
-		Help: "Token refreshes by result: a Rebell resultCode, or transport_error, bad_signature, bad_response.",
+		Help: "Token refreshes by result: a Rebell resultCode (other_result_code for one the gateway does not know), or transport_error, bad_signature, bad_response.",
 	}, []string{"result"}),
 	requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "rebell", Name: "requests_total",

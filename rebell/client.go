@@ -361,7 +361,7 @@ func (e *Error) metricResult() string {
 		return "bad_response"
 	}
 	if e.ResultCode != "" {
-		return e.ResultCode
+		return MetricCode(e.ResultCode)
 	}
 	if e.HTTPStatus != 0 {
 		return "http_error"
@@ -370,7 +370,8 @@ func (e *Error) metricResult() string {
 }
 
 // MetricResult names err as the result label of the refresh and login
-// metrics: the Rebell resultCode, or transport_error, bad_signature,
+// metrics: the Rebell resultCode (ResultOtherCode for one the gateway does
+// not know), or transport_error, bad_signature,
 // bad_response, http_error. It returns "error" for an error that is not an
 // *Error.
 func MetricResult(err error) string {

@@ -76,6 +76,32 @@ const (
 	CodeInvalidSignature               = "INVALID_SIGNATURE"
 )
 
+// ResultOtherCode is the metric label of a resultCode that is not among
+// the codes above (KnownResultCode): a label takes one of a bounded set of
+// values whatever a response claims. The code itself is logged.
+const ResultOtherCode = "other_result_code"
+
+// KnownResultCode reports whether code is one of the resultCodes above.
+func KnownResultCode(code string) bool {
+	switch code {
+	case CodeSuccess, CodeUnknownException, CodeRequestTrafficExceedLimit, CodeParamIllegal,
+		CodeProcessFail, CodeAccessDenied, CodeInvalidAuthClient, CodeAuthClientUnsupportedGrantType,
+		CodeReferenceClientIDNotMatch, CodeInvalidCode, CodeExpiredCode, CodeUsedCode,
+		CodeInvalidRefreshToken, CodeExpiredRefreshToken, CodeUsedRefreshToken, CodeInvalidSignature:
+		return true
+	}
+	return false
+}
+
+// MetricCode is code as a metric label value: code when it is known,
+// ResultOtherCode otherwise.
+func MetricCode(code string) string {
+	if KnownResultCode(code) {
+		return code
+	}
+	return ResultOtherCode
+}
+
 // Classify returns what a non-success result means. It keys off the code
 // first (Rebell has been seen to send UNKNOWN_EXCEPTION with status F), then
 // the status: S with a code other than SUCCESS, F, and anything not S count

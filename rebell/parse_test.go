@@ -65,8 +65,13 @@ func TestParseApplyTokenResults(t *testing.T) {
 		if e.Kind != tc.kind || e.ResultCode != tc.code || e.ResultStatus != tc.status || e.ResultMessage != "m" {
 			t.Errorf("%s %s: got %v", tc.status, tc.code, e)
 		}
-		if ErrorKind(err) != tc.kind || ResultCodeOf(err) != tc.code || MetricResult(err) != tc.code {
-			t.Errorf("%s %s: helpers disagree", tc.status, tc.code)
+		// A metric label takes a known code, or one value for every other.
+		label := tc.code
+		if !KnownResultCode(tc.code) {
+			label = ResultOtherCode
+		}
+		if ErrorKind(err) != tc.kind || ResultCodeOf(err) != tc.code || MetricResult(err) != label {
+			t.Errorf("%s %s: helpers disagree (metric %q)", tc.status, tc.code, MetricResult(err))
 		}
 	}
 }
@@ -116,5 +121,24 @@ func TestParseApplyTokenBadResponses(t *testing.T) {
 	// An HTTP error without a result is the merchant's problem, not a token.
 	if _, err := ParseApplyTokenResponse(401, []byte("Unauthorized"), GrantAuthorizationCode); ErrorKind(err) != KindConfiguration {
 		t.Errorf("401 without result: %v", err)
+	}
+}
+
+// TestKnownResultCodes: every code the gateway names is known, so it is
+// its own metric label; a made-up one is not.
+func TestKnownResultCodes(t *testing.T) {
+	for _, code := range []string{CodeSuccess, CodeUnknownException, CodeRequestTrafficExceedLimit,
+		CodeParamIllegal, CodeProcessFail, CodeAccessDenied, CodeInvalidAuthClient,
+		CodeAuthClientUnsupportedGrantType, CodeReferenceClientIDNotMatch, CodeInvalidCode,
+		CodeExpiredCode, CodeUsedCode, CodeInvalidRefreshToken, CodeExpiredRefreshToken,
+		CodeUsedRefreshToken, CodeInvalidSignature} {
+		if !KnownResultCode(code) || MetricCode(code) != code {
+			t.Errorf("%s is not its own label", code)
+		}
+	}
+	for _, code := range []string{"SOMETHING_NEW", "A1B2C3", ""} {
+		if MetricCode(code) != ResultOtherCode {
+			t.Errorf("%q labels as %q", code, MetricCode(code))
+		}
 	}
 }
