@@ -450,6 +450,59 @@ func TestSharedStoreLosesLatestVersion(t *testing.T) {
 	}
 }
 
+// TestSharedStoreLosesVersionDuringRefresh: a failover to a replica that
+// lagged happens while applyToken runs, so the refresh's compare-and-set
+// finds the record behind the state it refreshed from. Rebell has spent
+// that state's refresh token on this call: the new tokens are the only live
+// ones, and are written over the record, not discarded.
+func TestSharedStoreLosesVersionDuringRefresh(t *testing.T) {
+	for _, lost := range []string{"a version", "the record"} {
+		t.Run(lost, func(t *testing.T) {
+			cl := newCluster(t, 2)
+			_, k, g := cl.loginOn(t, 0, "code-1")
+			cl.srv.mu.Lock()
+			v1 := cl.srv.recs[k]
+			cl.srv.mu.Unlock()
+			cl.clock.Set(g.AccessTokenExpiry.Add(-time.Second))
+			g2 := mustGet(t, cl.nodes[0], k) // refreshed: version 2
+			if cl.srv.version(k) != 2 {
+				t.Fatal("no refresh")
+			}
+			for len(cl.fake.entered) > 0 { // forget the first refresh's start
+				<-cl.fake.entered
+			}
+			finish := cl.getDuringRefresh(t, 0, k, g2) // from version 2 to 3
+			cl.srv.mu.Lock()
+			if lost == "a version" {
+				cl.srv.recs[k] = v1 // the failover: back to version 1
+			} else {
+				delete(cl.srv.recs, k) // a failover to an empty replica
+			}
+			cl.srv.mu.Unlock()
+			g3, err := finish()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g3.AccessToken.Equal(g2.AccessToken) {
+				t.Fatal("the refreshed tokens were discarded")
+			}
+			if v := cl.srv.version(k); v != 3 {
+				t.Fatalf("stored version %d, want 3 written back", v)
+			}
+			if got := mustGet(t, cl.nodes[1], k); !got.AccessToken.Equal(g3.AccessToken) {
+				t.Fatal("the other instance did not get the refreshed tokens")
+			}
+			// The next refresh presents version 3's refresh token.
+			cl.clock.Set(g3.AccessTokenExpiry.Add(-time.Second))
+			mustGet(t, cl.nodes[1], k)
+			p := cl.fake.presented()
+			if len(p) != 3 || p[2] == p[1] || p[2] == p[0] {
+				t.Fatalf("refresh tokens presented: %v", p)
+			}
+		})
+	}
+}
+
 // TestSharedMemoryFull: with a shared store, a full memory tier drops the
 // copy used least recently (the session lives on in the store, and is read
 // back when used), and every login succeeds.

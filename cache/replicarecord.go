@@ -195,8 +195,8 @@ const (
 
 // reconcile is the one rule by which a copy held in memory and its stored
 // record are brought together (docs/sessions.md). cur is the state the
-// copy e holds (or held when the caller read rec) and rec the record as
-// just read, nil if there is none:
+// copy e holds (or held when the caller read rec, or, after a refresh, is
+// about to hold) and rec the record as just read, nil if there is none:
 //
 //   - rec is newer: e adopts it;
 //   - same version: they agree;
@@ -220,7 +220,10 @@ func (r *replica) reconcile(ctx context.Context, e *entry, cur *tokenState, rec 
 			if err := r.restore(ctx, e, cur); err != nil {
 				return nil, err
 			}
-			return e.state.Load(), nil
+			if st := e.state.Load(); st.version > cur.version {
+				return st, nil // another instance wrote back a newer state
+			}
+			return cur, nil
 		}
 		r.c.end(e, "ended_elsewhere", zapcore.DebugLevel)
 		return nil, errEndedElsewhere

@@ -131,28 +131,45 @@ func (r *replica) refreshWithLease(ctx context.Context, e *entry, old *tokenStat
 	case ok:
 		return st, true, nil
 	}
-	// The record moved on without us: written by an instance that took over
-	// an expired lease (its state wins), ended, or lost by the store while
-	// Rebell answered. Only an end leaves a mark, which refuses the Create.
+	return r.swapFailed(ctx, e, old, st, lease)
+}
+
+// swapFailed settles a refresh whose compare-and-set found the record moved
+// on without it: at another version, or gone. Rebell has spent old's
+// refresh token on this call, so st holds the only live tokens, unless
+// another instance stored a refresh of its own (an instance that took over
+// the lease after ours expired): a record at st's version or later wins.
+// Otherwise the record is behind (a failover to a replica that lagged) or
+// gone (lost by the store, or ended: an end mark refuses the write, and the
+// copy ends), and st is written over it (docs/sessions.md, one rule for a
+// copy and its record). What the store cannot take now is written back
+// later.
+func (r *replica) swapFailed(ctx context.Context, e *entry, old, st *tokenState, lease string) (*tokenState, bool, error) {
 	sctx, cancel := r.storeCtx(context.WithoutCancel(ctx))
 	defer cancel()
-	if cur, err := r.store.Load(sctx, e.key, time.Time{}, 0); err == nil && cur == nil {
-		created, err := r.store.Create(sctx, e.key, rec, r.recordTTL(st, now))
-		switch {
-		case err != nil:
-			r.syncLater(e, st, "", old.version)
-			return st, true, nil
-		case created:
-			r.log.Info("rebell refreshed tokens written back to a store that lost the session", zap.String("session", e.key.Tag()))
-			return st, true, nil
+	defer func() { _ = r.store.Release(sctx, e.key, lease) }()
+	rec, err := r.readRecord(sctx, e, time.Time{}, 0)
+	if err == nil && rec != nil && rec.Version >= st.version {
+		cur, err := r.reconcile(sctx, e, old, rec, endCopy, false)
+		if err != nil {
+			return nil, true, err
 		}
+		r.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
+		return cur, true, nil
 	}
-	cur, err := r.reload(sctx, e)
-	if err != nil {
+	var cur *tokenState
+	if err == nil {
+		cur, err = r.reconcile(sctx, e, st, rec, restoreCopy, true)
+	}
+	switch {
+	case err != nil && errors.Is(err, ErrSessionInvalid):
 		return nil, true, err
+	case err == nil && cur.version >= st.version:
+		return cur, true, nil
 	}
-	r.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
-	return cur, true, nil
+	// The store failed, or moved again while st was written back.
+	r.syncLater(e, st, "", old.version)
+	return st, true, nil
 }
 
 // swap writes rec with Store.Swap, retrying a failing store briefly.
