@@ -192,7 +192,7 @@ func New(cfg Config) (*Cache, error) {
 	c.mem = mem
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if cfg.Store != nil {
-		r := newReplica(c, cfg.Store, cfg.IdleTimeout)
+		r := newReplica(c, cfg.Store)
 		c.back = r
 		r.listen()
 	} else {

@@ -42,10 +42,6 @@ const (
 type replica struct {
 	c     *Cache
 	store Store
-	// log, now and idleTimeout are the cache's.
-	log         *zap.Logger
-	now         func() time.Time
-	idleTimeout int64
 
 	leaseTTL time.Duration
 	// leaseTicker ticks the renewals of a lease held while applyToken runs
@@ -74,19 +70,16 @@ var _ layer = (*replica)(nil)
 
 // newReplica returns the replica layer of c over store. Call listen once c
 // uses it.
-func newReplica(c *Cache, store Store, idleTimeout time.Duration) *replica {
+func newReplica(c *Cache, store Store) *replica {
 	r := &replica{
 		c:            c,
 		store:        store,
-		log:          c.log,
-		now:          c.now,
-		idleTimeout:  int64(idleTimeout),
 		leaseTTL:     defaultLeaseTTL,
 		leaseTicker:  realTicker,
 		recheckEvery: int64(recheckInterval),
 	}
-	if idleTimeout > 0 {
-		r.recheckEvery = int64(min(recheckInterval, max(idleTimeout/4, minRecheckInterval)))
+	if idle := time.Duration(c.idleTimeout); idle > 0 {
+		r.recheckEvery = int64(min(recheckInterval, max(idle/4, minRecheckInterval)))
 	}
 	r.loads.m = make(map[Key]*loadCall)
 	r.pending.m = make(map[*entry]pendingWrite)
@@ -99,13 +92,13 @@ func (r *replica) listen() { r.store.Listen(r.onEvent) }
 
 func (r *replica) close() {
 	if err := r.store.Close(); err != nil {
-		r.log.Warn("rebell session store close", zap.Error(err))
+		r.c.log.Warn("rebell session store close", zap.Error(err))
 	}
 }
 
 // miss reads session k from the store, unless it is known not to exist.
 func (r *replica) miss(k Key) (*entry, error) {
-	if r.unknown.has(&k, r.now().UnixNano()) {
+	if r.unknown.has(&k, r.c.now().UnixNano()) {
 		return nil, ErrSessionInvalid
 	}
 	e, err := r.loadMiss(k)
@@ -150,7 +143,7 @@ func (r *replica) login(ctx context.Context, authCode rebell.Secret) (string, *e
 		if err != nil {
 			// Before Rebell is asked: the auth code is not spent.
 			r.c.reportLogin(resultStoreError)
-			r.log.Error("rebell login could not be claimed in the session store", zap.Error(err))
+			r.c.log.Error("rebell login could not be claimed in the session store", zap.Error(err))
 			return "", nil, storeError(err)
 		}
 		if claimed {
@@ -160,7 +153,7 @@ func (r *replica) login(ctx context.Context, authCode rebell.Secret) (string, *e
 			}
 			fctx, cancel := r.storeCtx(context.WithoutCancel(ctx))
 			if ferr := r.store.FinishLogin(fctx, authCode, id, r.c.dedupWindow); ferr != nil {
-				r.log.Warn("rebell login memo could not be stored", zap.Error(ferr))
+				r.c.log.Warn("rebell login memo could not be stored", zap.Error(ferr))
 			}
 			cancel()
 			return id, e, err
@@ -202,9 +195,9 @@ func (r *replica) login(ctx context.Context, authCode rebell.Secret) (string, *e
 // evicted drops only the copy: the session lives on in the store, and the
 // next request for it reads it back.
 func (r *replica) evicted(e *entry) {
-	r.log.Debug("rebell session dropped from memory for room; kept in the store", zap.String("session", e.key.Tag()))
-	if n, ok := r.c.roomWarn.allow(r.now()); ok {
-		r.log.Warn("rebell memory tier full (max_sessions): copies of sessions dropped from memory; they are read from the store when next used",
+	r.c.log.Debug("rebell session dropped from memory for room; kept in the store", zap.String("session", e.key.Tag()))
+	if n, ok := r.c.roomWarn.allow(r.c.now()); ok {
+		r.c.log.Warn("rebell memory tier full (max_sessions): copies of sessions dropped from memory; they are read from the store when next used",
 			zap.Int("sessions", n))
 	}
 }
@@ -217,7 +210,7 @@ func (r *replica) confirmedEnd(k Key) { r.rememberUnknown(k) }
 // remembered as unknown: it is read back on its next use here, and a
 // retried Logout here reaches the store (docs/sessions.md, unknown ids).
 func (r *replica) logout(ctx context.Context, k Key, held bool, customer string) error {
-	if !held && r.unknown.has(&k, r.now().UnixNano()) {
+	if !held && r.unknown.has(&k, r.c.now().UnixNano()) {
 		return nil // ended already, or never stored
 	}
 	ctx, cancel := r.storeCtx(ctx)
@@ -288,7 +281,7 @@ func (r *replica) endCustomer(ctx context.Context, customerID string, ended map[
 // (any longer), as unknown for a while: its id replayed costs no store
 // command. Not while the store may be getting back sessions it lost.
 func (r *replica) rememberUnknown(k Key) {
-	now := r.now().UnixNano()
+	now := r.c.now().UnixNano()
 	if lost := r.lostAt.Load(); lost != 0 && now-lost < int64(unknownFor) {
 		return
 	}
@@ -301,7 +294,7 @@ func (r *replica) onEvent(ev Event) {
 	case EventResync:
 		// Announcements may have been lost: every copy is compared with the
 		// store before its next use.
-		now := r.now().UnixNano()
+		now := r.c.now().UnixNano()
 		r.resyncAt.Store(now)
 		r.kickSyncer() // tokens refreshed while the store failed go first
 		if ev.Lost {

@@ -46,7 +46,7 @@ func (r *replica) recheck(ctx context.Context, e *entry, ns int64) error {
 	ctx, cancel := r.storeCtx(ctx)
 	defer cancel()
 	var ttl time.Duration // raise the record's lifetime only with an idle timeout
-	if r.idleTimeout > 0 {
+	if r.c.idleTimeout > 0 {
 		ttl = r.recordTTL(e.state.Load(), time.Unix(0, ns))
 	}
 	rec, err := r.readRecord(ctx, e, time.Unix(0, e.lastUsed.Load()), ttl)
@@ -79,7 +79,7 @@ func (r *replica) idle(ctx context.Context, e *entry, ns int64) (bool, error) {
 		r.c.end(e, "ended_elsewhere", zapcore.DebugLevel)
 		return false, ErrSessionInvalid
 	}
-	if used := rec.LastUsed.UnixNano(); ns-used < r.idleTimeout {
+	if used := rec.LastUsed.UnixNano(); ns-used < r.c.idleTimeout {
 		if used > e.lastUsed.Load() {
 			e.lastUsed.Store(used)
 		}
@@ -93,6 +93,6 @@ func (r *replica) idle(ctx context.Context, e *entry, ns int64) (bool, error) {
 // endShared ends session k in the store, logging a failure.
 func (r *replica) endShared(ctx context.Context, k Key, customerID string) {
 	if _, err := r.store.End(ctx, k, customerID); err != nil {
-		r.log.Warn("rebell session end could not be stored", zap.String("session", k.Tag()), zap.Error(err))
+		r.c.log.Warn("rebell session end could not be stored", zap.String("session", k.Tag()), zap.Error(err))
 	}
 }

@@ -79,16 +79,16 @@ func (r *replica) readMiss(ctx context.Context, k Key) (*entry, error) {
 	if rec == nil {
 		return nil, ErrSessionInvalid
 	}
-	st, err := stateOf(rec, r.now())
+	st, err := stateOf(rec, r.c.now())
 	if err != nil {
 		return nil, r.corrupt(ctx, k, nil, err)
 	}
-	now := r.now()
+	now := r.c.now()
 	ns := now.UnixNano()
 	if r.c.pol.classify(st, now) == gone {
 		return nil, ErrSessionInvalid
 	}
-	if r.idleTimeout > 0 && !rec.LastUsed.IsZero() && ns-rec.LastUsed.UnixNano() >= r.idleTimeout {
+	if r.c.idleTimeout > 0 && !rec.LastUsed.IsZero() && ns-rec.LastUsed.UnixNano() >= r.c.idleTimeout {
 		r.endShared(ctx, k, st.grant.CustomerID)
 		return nil, ErrSessionInvalid
 	}

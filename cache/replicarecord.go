@@ -60,7 +60,7 @@ func stateOf(rec *Record, now time.Time) (*tokenState, error) {
 // logCorrupt reports a record of k that cannot be opened; the session is
 // treated as invalid.
 func (r *replica) logCorrupt(k Key, err error) {
-	r.log.Error("rebell session record unreadable: altered, or written with another encryption_key, endpoint or client_id",
+	r.c.log.Error("rebell session record unreadable: altered, or written with another encryption_key, endpoint or client_id",
 		zap.String("session", k.Tag()), zap.Error(err))
 }
 
@@ -111,7 +111,7 @@ func (r *replica) storeFailure(ctx context.Context, e *entry, err error) error {
 func (r *replica) readRecord(ctx context.Context, e *entry, used time.Time, ttl time.Duration) (*Record, error) {
 	rec, err := r.store.Load(ctx, e.key, used, ttl)
 	if err == nil && rec != nil {
-		_, err = stateOf(rec, r.now())
+		_, err = stateOf(rec, r.c.now())
 	}
 	if err != nil {
 		return nil, r.storeFailure(ctx, e, err)
@@ -136,10 +136,10 @@ func (r *replica) recordTTL(st *tokenState, now time.Time) time.Duration {
 // decision itself is the cache's; this lifetime is Redis's backstop for
 // sessions no instance asks about again.
 func (r *replica) idleTTL() time.Duration {
-	if r.idleTimeout <= 0 {
+	if r.c.idleTimeout <= 0 {
 		return 0
 	}
-	return time.Duration(r.idleTimeout) + 2*time.Duration(r.recheckEvery)
+	return time.Duration(r.c.idleTimeout) + 2*time.Duration(r.recheckEvery)
 }
 
 // storeCtx bounds one store call made on the cache's behalf.
@@ -170,7 +170,7 @@ func (r *replica) adopt(e *entry, st *tokenState) *tokenState {
 	}
 	if moved {
 		// Another instance's refresh moved R: so does the copy's lifetime.
-		r.c.extendLifetime(e, cur, r.now())
+		r.c.extendLifetime(e, cur, r.c.now())
 	}
 	return cur
 }
@@ -231,7 +231,7 @@ func (r *replica) reconcile(ctx context.Context, e *entry, cur *tokenState, rec 
 	if used := rec.LastUsed.UnixNano(); !rec.LastUsed.IsZero() && used > e.lastUsed.Load() {
 		e.lastUsed.Store(used)
 	}
-	now := r.now()
+	now := r.c.now()
 	switch {
 	case rec.Version > cur.version:
 		st, err := stateOf(rec, now)
@@ -273,14 +273,14 @@ func (r *replica) lostRecord(e *entry) bool { return e.checked.Load() < r.lostAt
 func (r *replica) restore(ctx context.Context, e *entry, cur *tokenState) error {
 	sctx, cancel := r.storeCtx(ctx)
 	defer cancel()
-	now := r.now()
+	now := r.c.now()
 	e.restored.Store(true)
 	created, err := r.store.Create(sctx, e.key, recordOf(cur, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load())), r.recordTTL(cur, now))
 	if err != nil {
 		return storeError(err)
 	}
 	if created {
-		r.log.Info("rebell session written back to a store that lost it", zap.String("session", e.key.Tag()))
+		r.c.log.Info("rebell session written back to a store that lost it", zap.String("session", e.key.Tag()))
 		e.checked.Store(now.UnixNano())
 		return nil
 	}
@@ -308,13 +308,13 @@ func (r *replica) restoreAll(ctx context.Context) {
 			continue
 		}
 		if err := r.restore(ctx, e, e.state.Load()); err != nil && errors.Is(err, ErrStoreUnavailable) {
-			r.log.Warn("rebell sessions not written back: the store failed again", zap.Int("written_back", n), zap.Error(err))
+			r.c.log.Warn("rebell sessions not written back: the store failed again", zap.Int("written_back", n), zap.Error(err))
 			return
 		}
 		n++
 	}
 	if n > 0 {
-		r.log.Info("rebell sessions held in memory written back to the store", zap.Int("sessions", n))
+		r.c.log.Info("rebell sessions held in memory written back to the store", zap.Int("sessions", n))
 	}
 }
 
@@ -326,15 +326,15 @@ func (r *replica) writeBack(ctx context.Context, e *entry, cur *tokenState, stor
 	sctx, cancel := r.storeCtx(ctx)
 	defer cancel()
 	rec := recordOf(cur, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
-	ok, err := r.store.Swap(sctx, e.key, "", stored, rec, r.recordTTL(cur, r.now()))
+	ok, err := r.store.Swap(sctx, e.key, "", stored, rec, r.recordTTL(cur, r.c.now()))
 	if err != nil {
 		return nil, r.storeFailure(sctx, e, err)
 	}
 	if !ok {
 		return r.reload(sctx, e)
 	}
-	e.checked.Store(r.now().UnixNano())
-	r.log.Info("rebell session tokens written back to the store", zap.String("session", e.key.Tag()),
+	e.checked.Store(r.c.now().UnixNano())
+	r.c.log.Info("rebell session tokens written back to the store", zap.String("session", e.key.Tag()),
 		zap.Uint64("stored_version", stored), zap.Uint64("version", cur.version))
 	return cur, nil
 }

@@ -99,7 +99,7 @@ func (r *replica) refreshWithLease(ctx context.Context, e *entry, old *tokenStat
 	stop := r.keepLease(e.key, lease)
 	tok, err := r.c.exch.Refresh(ctx, old.refreshToken)
 	stop()
-	now := r.now()
+	now := r.c.now()
 	var st *tokenState
 	if err == nil {
 		st, err = refreshedState(old, tok, now)
@@ -124,7 +124,7 @@ func (r *replica) refreshWithLease(ctx context.Context, e *entry, old *tokenStat
 		// Rebell has spent the old refresh token; these tokens are the only
 		// ones left. Keep them here and write them back when the store
 		// answers again.
-		r.log.Error("rebell refreshed tokens could not be stored; kept in this instance's memory until the store is back",
+		r.c.log.Error("rebell refreshed tokens could not be stored; kept in this instance's memory until the store is back",
 			zap.String("session", e.key.Tag()), zap.Error(err))
 		r.syncLater(e, st, lease, old.version)
 		return st, true, nil
@@ -154,7 +154,7 @@ func (r *replica) swapFailed(ctx context.Context, e *entry, old, st *tokenState,
 		if err != nil {
 			return nil, true, err
 		}
-		r.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
+		r.c.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
 		return cur, true, nil
 	}
 	var cur *tokenState
@@ -207,7 +207,7 @@ func (r *replica) deadRefreshToken(ctx context.Context, e *entry, old *tokenStat
 	case err != nil:
 		return nil, true, err
 	case st != old:
-		r.log.Info("rebell refresh token already rotated by another instance; using its tokens",
+		r.c.log.Info("rebell refresh token already rotated by another instance; using its tokens",
 			zap.String("session", e.key.Tag()))
 		return st, true, nil
 	case rec != nil:
@@ -242,7 +242,7 @@ func (r *replica) keepLease(k Key, lease string) (stop func()) {
 			ok, err := r.store.Renew(rctx, k, lease, r.leaseTTL)
 			cancel()
 			if err == nil && !ok {
-				r.log.Warn("rebell refresh lease lost while applyToken was in flight", zap.String("session", k.Tag()))
+				r.c.log.Warn("rebell refresh lease lost while applyToken was in flight", zap.String("session", k.Tag()))
 				return
 			}
 		}
