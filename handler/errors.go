@@ -152,15 +152,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, e *apiError
 	}
 	hd := w.Header()
 	setNoStoreJSON(hd, len(body))
-	if e.challenge != "" {
-		hd.Set("WWW-Authenticate", e.challenge)
-	}
-	if e.retry && hd.Get("Retry-After") == "" { // rejectErr may have set it from the error
-		hd.Set("Retry-After", retryAfter)
-	}
-	if e == errMethodNotAllowed {
-		hd.Set("Allow", http.MethodPost)
-	}
+	setErrorHeaders(hd, e)
 	w.WriteHeader(e.status)
 	_, _ = w.Write(body)
 	return nil
@@ -172,4 +164,18 @@ func setNoStoreJSON(hd http.Header, n int) {
 	hd.Set("Content-Length", strconv.Itoa(n))
 	hd.Set("Cache-Control", "no-store")
 	hd.Set("X-Content-Type-Options", "nosniff")
+}
+
+// setErrorHeaders sets the headers that go with e, whether the handler
+// writes the response or returns e to the host (Config.ReturnErrors).
+func setErrorHeaders(hd http.Header, e *apiError) {
+	if e.challenge != "" {
+		hd.Set("WWW-Authenticate", e.challenge)
+	}
+	if e.retry && hd.Get("Retry-After") == "" { // refuseErr may have set it from the error
+		hd.Set("Retry-After", retryAfter)
+	}
+	if e == errMethodNotAllowed {
+		hd.Set("Allow", http.MethodPost)
+	}
 }

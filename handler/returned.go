@@ -23,15 +23,6 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // returnError sets e's headers on w and returns it as an *Error.
 func returnError(w http.ResponseWriter, e *apiError, resultCode string) *Error {
-	hd := w.Header()
-	if e.challenge != "" {
-		hd.Set("WWW-Authenticate", e.challenge)
-	}
-	if e.retry {
-		hd.Set("Retry-After", retryAfter)
-	}
-	if e == errMethodNotAllowed {
-		hd.Set("Allow", http.MethodPost)
-	}
+	setErrorHeaders(w.Header(), e)
 	return &Error{Status: e.status, Code: e.code, Message: e.message, ResultCode: resultCode}
 }
