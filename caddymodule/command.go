@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,7 +18,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rebell-gateway/caddy-rebell/onboard"
-	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
 func init() {
@@ -253,35 +251,16 @@ func checkAuth(ctx context.Context, raw json.RawMessage) *onboard.Report {
 		if err := a.Provision(cctx); err != nil {
 			return nil, err
 		}
-		t := &onboard.Target{
+		client := a.cache.exchanger.client.Load()
+		return &onboard.Target{
 			ClientID:   a.ClientID,
 			Endpoint:   a.Endpoint,
 			KeyVersion: *a.KeyVersion,
-			Client:     a.cache.exchanger.client.Load(),
-		}
-		if pub := a.merchantPublicKey(); pub != nil {
-			t.MerchantKeyFingerprint = onboard.Fingerprint(pub)
-		}
-		return t, nil
+			Client:     client,
+			// The key Provision loaded and the client signs with.
+			MerchantKeyFingerprint: onboard.Fingerprint(client.MerchantPublicKey()),
+		}, nil
 	})
-}
-
-// merchantPublicKey returns the public half of the configured merchant key
-// (already loaded once by Provision), or nil.
-func (a *Auth) merchantPublicKey() *rsa.PublicKey {
-	var (
-		k   *rsa.PrivateKey
-		err error
-	)
-	if a.PrivateKeyFile != "" {
-		k, err = rebell.ReadPrivateKeyFile(a.PrivateKeyFile)
-	} else {
-		k, err = rebell.ParsePrivateKey([]byte(a.PrivateKey))
-	}
-	if err != nil {
-		return nil
-	}
-	return &k.PublicKey
 }
 
 // writeReport prints one handler's report.

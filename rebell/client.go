@@ -181,6 +181,10 @@ func isLoopback(host string) bool {
 // URL returns the applyToken URL the client posts to.
 func (c *Client) URL() string { return c.url.String() }
 
+// MerchantPublicKey returns the public half of the key the client signs
+// requests with.
+func (c *Client) MerchantPublicKey() *rsa.PublicKey { return c.cfg.Signer.PublicKey() }
+
 // VerifiesResponses reports whether the client checks the signature of every
 // response (at least one Rebell public key is configured).
 func (c *Client) VerifiesResponses() bool { return len(c.pubKeys) > 0 }
