@@ -185,7 +185,9 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 	}
 	switch {
 	case ended && kind == rebell.KindRefreshTokenDead:
-		c.dropEnded(e, "refresh_token_dead", zapcore.InfoLevel)
+		// Only the copy: the layer remembers the end once it is stored
+		// (a shared store may not have taken it).
+		c.dropCopy(e, "refresh_token_dead", zapcore.InfoLevel)
 	case ended:
 		c.dropEnded(e, "ended_elsewhere", zapcore.DebugLevel)
 	case st != nil && !st.grant.SessionExpiry.Equal(old.grant.SessionExpiry):

@@ -1194,3 +1194,30 @@ func TestReconcile(t *testing.T) {
 		})
 	}
 }
+
+// TestSharedDeadRefreshTokenUnconfirmedEnd: Rebell calls the refresh token
+// dead while the store cannot be reached to confirm the end. The copy ends
+// here, but the session, which may live on in the store, is not remembered
+// as unknown: its next request reads the store again. When the store
+// confirms the end, it is remembered.
+func TestSharedDeadRefreshTokenUnconfirmedEnd(t *testing.T) {
+	for _, storeUp := range []bool{false, true} {
+		t.Run(fmt.Sprintf("store up %v", storeUp), func(t *testing.T) {
+			cl := newCluster(t, 1)
+			_, k, g := cl.loginOn(t, 0, "code-1")
+			cl.fake.scriptRefresh(result{err: errUsedRefresh})
+			finish := cl.getDuringRefresh(t, 0, k, g)
+			cl.srv.down.Store(!storeUp)
+			if _, err := finish(); !errors.Is(err, ErrReauthRequired) {
+				t.Fatalf("Get = %v, want ErrReauthRequired", err)
+			}
+			if cl.nodes[0].mem.get(&k) != nil {
+				t.Fatal("the copy was kept")
+			}
+			remembered := cl.nodes[0].replica().unknown.has(&k, cl.clock.Now().UnixNano())
+			if remembered != storeUp {
+				t.Fatalf("remembered as unknown: %v, want %v", remembered, storeUp)
+			}
+		})
+	}
+}

@@ -195,8 +195,10 @@ func (r *replica) swap(ctx context.Context, e *entry, lease string, old uint64, 
 }
 
 // deadRefreshToken handles Rebell's answer that old's refresh token is dead:
-// another instance may have rotated it (docs/freshness.md), so the record is read
-// again; only if nothing newer exists does the session end everywhere.
+// another instance may have rotated it (docs/freshness.md), so the record is
+// read again; only if nothing newer exists does the session end everywhere.
+// The session is remembered as unknown only once the store confirmed its
+// end; if the store could not be read or written, it is not.
 func (r *replica) deadRefreshToken(ctx context.Context, e *entry, old *tokenState, rerr error) (*tokenState, bool, error) {
 	rec, err := r.readRecord(ctx, e, time.Time{}, 0)
 	if err != nil {
@@ -211,8 +213,14 @@ func (r *replica) deadRefreshToken(ctx context.Context, e *entry, old *tokenStat
 			zap.String("session", e.key.Tag()))
 		return st, true, nil
 	case rec != nil:
-		r.endShared(ctx, e.key, old.grant.CustomerID)
+		if _, err := r.store.End(ctx, e.key, old.grant.CustomerID); err != nil {
+			// Not stored: the session may live on in the store, so it is
+			// not remembered as unknown (runRefresh drops only the copy).
+			r.c.log.Warn("rebell session end could not be stored", zap.String("session", e.key.Tag()), zap.Error(err))
+			return nil, true, rerr
+		}
 	}
+	r.rememberUnknown(e.key) // the store holds no session k any more
 	return nil, true, rerr
 }
 
