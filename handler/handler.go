@@ -247,21 +247,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 
 	k, cred := h.credential(r)
 	h.stripCredential(r.Header)
-	if h.public != nil && h.public(r) {
-		return h.servePublic(w, r, next, k, cred)
-	}
-	switch cred {
-	case credAbsent:
-		return h.refuse(w, r, errSessionRequired)
-	case credInvalid:
-		return h.refuse(w, r, errSessionInvalid)
-	}
-	g, err := h.sessions.Get(r.Context(), k)
-	if err != nil || g == nil {
+	// A session that can be served is served the same on every path, so
+	// the public paths are consulted only for a request that has none.
+	if cred == credValid {
+		g, err := h.sessions.Get(r.Context(), k)
+		switch {
+		case err == nil && g != nil:
+			return h.pass(w, r, next, g)
+		case h.isPublic(r):
+			return h.servePublic(w, r, next)
+		}
 		return h.refuseErr(w, r, err, &k)
 	}
-	return h.pass(w, r, next, g)
+	if h.isPublic(r) {
+		return h.servePublic(w, r, next)
+	}
+	if cred == credAbsent {
+		return h.refuse(w, r, errSessionRequired)
+	}
+	return h.refuse(w, r, errSessionInvalid)
 }
+
+func (h *Handler) isPublic(r *http.Request) bool { return h.public != nil && h.public(r) }
 
 // pass sends r, which carries the session of grant g, to next with the
 // identity headers set.
@@ -281,16 +288,11 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next Next, g *cac
 	return h.serveNext(w, r, next)
 }
 
-// servePublic serves a request on a public path: with a valid session it
-// is passed with its identity; any other (no credential, an invalid one, a
-// session that cannot be served right now) goes on without identity, its
-// identity headers and session credential already removed.
-func (h *Handler) servePublic(w http.ResponseWriter, r *http.Request, next Next, k cache.Key, cred credState) error {
-	if cred == credValid {
-		if g, err := h.sessions.Get(r.Context(), k); err == nil && g != nil {
-			return h.pass(w, r, next, g)
-		}
-	}
+// servePublic serves a request on a public path that has no session that
+// can be served (no credential, an invalid one, or a session that cannot be
+// served right now): it goes on without identity, its identity headers and
+// session credential already removed.
+func (h *Handler) servePublic(w http.ResponseWriter, r *http.Request, next Next) error {
 	if h.onPublic != nil {
 		h.onPublic(r)
 	}
