@@ -56,6 +56,18 @@ type Grant struct {
 	SessionExpiry time.Time
 
 	attachment atomic.Pointer[any]
+	bearer     atomic.Pointer[string]
+}
+
+// BearerAccessToken returns "Bearer " followed by the access token, made
+// once per grant: the value of an Authorization header that carries it.
+func (g *Grant) BearerAccessToken() string {
+	if p := g.bearer.Load(); p != nil {
+		return *p
+	}
+	v := "Bearer " + g.AccessToken.Reveal()
+	g.bearer.CompareAndSwap(nil, &v)
+	return *g.bearer.Load()
 }
 
 // Attachment returns the value attached to g with Attach, or nil.

@@ -38,8 +38,12 @@ func (w *nopWriter) WriteHeader(int)             {}
 // cachedRequest returns what one cached request needs: the handler, a
 // request with a typical Mini App header set, and a function that restores
 // the request's credential after a run (without allocating).
-func cachedRequest(tb testing.TB) (*Handler, *http.Request, func()) {
-	h, err := New(Config{Sessions: fixedSessions{testGrant()}, SessionCookie: "rebell_session"})
+func cachedRequest(tb testing.TB, mutate ...func(*Config)) (*Handler, *http.Request, func()) {
+	cfg := Config{Sessions: fixedSessions{testGrant()}, SessionCookie: "rebell_session"}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	h, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -101,5 +105,15 @@ func TestServeHTTPCachedAllocs(t *testing.T) {
 	})
 	if allocs > 1 {
 		t.Errorf("a cached request allocates %v times, want at most 1 (the injected header values)", allocs)
+	}
+	// The access token in Authorization: "Bearer <token>" is made once per
+	// grant, not per request.
+	h, r, reset = cachedRequest(t, func(c *Config) { c.AccessTokenHeader = "Authorization" })
+	allocs = testing.AllocsPerRun(1000, func() {
+		reset()
+		_ = h.ServeHTTP(w, r, nopNext{})
+	})
+	if allocs > 1 {
+		t.Errorf("a cached request with the token in Authorization allocates %v times, want at most 1", allocs)
 	}
 }

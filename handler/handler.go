@@ -277,7 +277,7 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next Next, g *cac
 	// append by a later handler cannot overwrite its neighbour.
 	vals := &[2]string{g.AccessToken.Reveal(), g.CustomerID}
 	if h.accessBearer {
-		vals[0] = "Bearer " + vals[0]
+		vals[0] = g.BearerAccessToken()
 	}
 	r.Header[h.accessHeader] = vals[0:1:1]
 	r.Header[h.customerHeader] = vals[1:2:2]
