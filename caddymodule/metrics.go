@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rebell-gateway/caddy-rebell/guard"
+	"github.com/rebell-gateway/caddy-rebell/handler"
 )
 
 // metrics are created once and registered into every config's registry, so
@@ -29,7 +30,7 @@ var metrics = struct {
 	}, []string{"result"}),
 	requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "rebell", Name: "requests_total",
-		Help: "Requests through rebell_auth by outcome: ok, login, logout, or the error code sent.",
+		Help: "Requests through rebell_auth by outcome: ok, login, logout, public (a public path served without a session), or the error code sent.",
 	}, []string{"outcome"}),
 	applyToken: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy", Subsystem: "rebell", Name: "apply_token_duration_seconds",
@@ -46,17 +47,12 @@ var metrics = struct {
 	}, []string{"reason"}),
 }
 
-// requestOutcomes are the outcomes a request can have (the error codes of docs/contract.md
-// plus ok, login and logout). Their counters are looked up once, so counting
-// a request costs one read of a map that never changes instead of hashing
-// label values.
+// requestOutcomes are the outcomes a request can have (handler.Outcomes).
+// Their counters are looked up once, so counting a request costs one read of
+// a map that never changes instead of hashing label values.
 var requestOutcomes = func() map[string]prometheus.Counter {
 	m := map[string]prometheus.Counter{}
-	for _, o := range []string{
-		"ok", "login", "logout",
-		"invalid_auth_code", "session_required", "session_invalid", "reauth_required", "auth_code_rejected",
-		"method_not_allowed", "request_too_large", "rebell_rejected", "rebell_unavailable", "store_unavailable",
-	} {
+	for _, o := range handler.Outcomes() {
 		m[o] = metrics.requests.WithLabelValues(o)
 	}
 	return m

@@ -58,7 +58,11 @@ type errorBody struct {
 	ResultCode string `json:"resultCode,omitempty"`
 }
 
+// errorCodes lists the code of every apiError, in the order made.
+var errorCodes []string
+
 func newAPIError(status int, code, message string) *apiError {
+	errorCodes = append(errorCodes, code)
 	e := &apiError{status: status, code: code, message: message}
 	switch code {
 	case "session_invalid", "reauth_required":

@@ -318,6 +318,12 @@ const (
 	outcomePublic = "public"
 )
 
+// Outcomes returns every outcome Config.OnOutcome can report: ok, login,
+// logout, public and the error codes of docs/contract.md.
+func Outcomes() []string {
+	return append([]string{outcomeOK, outcomeLogin, outcomeLogout, outcomePublic}, errorCodes...)
+}
+
 func (h *Handler) outcome(o string) {
 	if h.onOutcome != nil {
 		h.onOutcome(o)
