@@ -38,25 +38,27 @@ func NewExchanger(next rebell.TokenExchanger, g *Guard) *Exchanger {
 }
 
 // ExchangeAuthCode calls the wrapped ExchangeAuthCode if g admits it.
-func (x *Exchanger) ExchangeAuthCode(ctx context.Context, authCode rebell.Secret) (*rebell.Token, error) {
+func (x *Exchanger) ExchangeAuthCode(ctx context.Context, authCode rebell.Secret) (tok *rebell.Token, err error) {
 	t, err := x.guard.Acquire(ctx, IsBackground(ctx))
 	if err != nil {
 		return nil, err
 	}
-	tok, err := x.next.ExchangeAuthCode(ctx, authCode)
-	x.guard.Release(t, OutcomeOf(ctx, err))
-	return tok, err
+	// Released however the call ends: a panic must not keep the slot (or
+	// the probe) for good.
+	defer func() { x.guard.Release(t, OutcomeOf(ctx, err)) }()
+	return x.next.ExchangeAuthCode(ctx, authCode)
 }
 
 // Refresh calls the wrapped Refresh if g admits it.
-func (x *Exchanger) Refresh(ctx context.Context, refreshToken rebell.Secret) (*rebell.Token, error) {
+func (x *Exchanger) Refresh(ctx context.Context, refreshToken rebell.Secret) (tok *rebell.Token, err error) {
 	t, err := x.guard.Acquire(ctx, IsBackground(ctx))
 	if err != nil {
 		return nil, err
 	}
-	tok, err := x.next.Refresh(ctx, refreshToken)
-	x.guard.Release(t, OutcomeOf(ctx, err))
-	return tok, err
+	// Released however the call ends: a panic must not keep the slot (or
+	// the probe) for good.
+	defer func() { x.guard.Release(t, OutcomeOf(ctx, err)) }()
+	return x.next.Refresh(ctx, refreshToken)
 }
 
 // OutcomeOf judges the result err of a call made with ctx: nil and every
