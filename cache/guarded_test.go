@@ -128,7 +128,7 @@ func TestRefusedBackgroundRefreshYieldsToRequest(t *testing.T) {
 	gf.hold = make(chan struct{})
 	gf.refuse = func(bg bool) error {
 		if bg {
-			return &guard.Refusal{Reason: guard.ReasonNoSlot, After: time.Second, Background: true}
+			return &guard.Refusal{Reason: guard.ReasonNoSlot, After: time.Second}
 		}
 		return nil
 	}

@@ -100,8 +100,6 @@ type Refusal struct {
 	Reason string
 	// After is when the caller may try again (at least one second).
 	After time.Duration
-	// Background is set when the refused call was a background one.
-	Background bool
 	// Err is the context's error when the call gave up waiting, else nil.
 	Err error
 }
@@ -306,7 +304,7 @@ func (g *Guard) Acquire(ctx context.Context, background bool) (Ticket, error) {
 	queued := g.waiters.Len() > 0
 	switch g.st {
 	case Open:
-		return Ticket{}, g.refuse(ReasonBreakerOpen, g.openLeft(now), background, nil)
+		return Ticket{}, g.refuse(ReasonBreakerOpen, g.openLeft(now), nil)
 	case HalfOpen:
 		if !g.probing && g.inFlight < g.limit && !queued {
 			t := g.admitProbe()
@@ -314,7 +312,7 @@ func (g *Guard) Acquire(ctx context.Context, background bool) (Ticket, error) {
 			return t, nil
 		}
 		if background {
-			return Ticket{}, g.refuse(ReasonBreakerOpen, busyRetryAfter, true, nil)
+			return Ticket{}, g.refuse(ReasonBreakerOpen, busyRetryAfter, nil)
 		}
 	default: // Closed
 		if background {
@@ -324,7 +322,7 @@ func (g *Guard) Acquire(ctx context.Context, background bool) (Ticket, error) {
 				g.unlock()
 				return t, nil
 			}
-			return Ticket{}, g.refuse(ReasonNoSlot, busyRetryAfter, true, nil)
+			return Ticket{}, g.refuse(ReasonNoSlot, busyRetryAfter, nil)
 		}
 		if !queued && g.inFlight < g.limit {
 			g.inFlight++
@@ -334,7 +332,7 @@ func (g *Guard) Acquire(ctx context.Context, background bool) (Ticket, error) {
 		}
 	}
 	if g.waiters.Len() >= g.limit*waitersPerSlot {
-		return Ticket{}, g.refuse(ReasonNoSlot, busyRetryAfter, false, nil)
+		return Ticket{}, g.refuse(ReasonNoSlot, busyRetryAfter, nil)
 	}
 	w := &waiter{ch: make(chan grant, 1)}
 	w.elem = g.waiters.PushBack(w)
@@ -349,7 +347,7 @@ func (g *Guard) Acquire(ctx context.Context, background bool) (Ticket, error) {
 	if w.elem != nil {
 		g.waiters.Remove(w.elem)
 		w.elem = nil
-		return Ticket{}, g.refuse(ReasonNoSlot, busyRetryAfter, false, ctx.Err())
+		return Ticket{}, g.refuse(ReasonNoSlot, busyRetryAfter, ctx.Err())
 	}
 	g.unlock()
 	// Decided meanwhile: hand a granted slot back.
@@ -359,7 +357,7 @@ func (g *Guard) Acquire(ctx context.Context, background bool) (Ticket, error) {
 	}
 	g.Release(gr.t, Abandoned)
 	g.mu.Lock()
-	return Ticket{}, g.refuse(ReasonNoSlot, busyRetryAfter, false, ctx.Err())
+	return Ticket{}, g.refuse(ReasonNoSlot, busyRetryAfter, ctx.Err())
 }
 
 // Release ends the call t was given for, with its outcome: it frees the
@@ -479,10 +477,10 @@ func (g *Guard) dispatch(now time.Time) {
 }
 
 // refuse builds a refusal, counts it and unlocks g.mu.
-func (g *Guard) refuse(reason string, after time.Duration, background bool, err error) *Refusal {
+func (g *Guard) refuse(reason string, after time.Duration, err error) *Refusal {
 	g.count(reason)
 	g.unlock()
-	return &Refusal{Reason: reason, After: after, Background: background, Err: err}
+	return &Refusal{Reason: reason, After: after, Err: err}
 }
 
 func (g *Guard) count(reason string) {
