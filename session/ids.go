@@ -27,6 +27,9 @@ import (
 // base64url.
 const IDLen = 43
 
+// idEncoding is the encoding of session ids: unpadded base64url, canonical.
+var idEncoding = base64.RawURLEncoding.Strict()
+
 // Layout of a session id's 32 bytes (docs/sessions.md): 16 random bytes,
 // then the first 16 bytes of HMAC-SHA256 over them under a session key.
 const (
@@ -190,7 +193,7 @@ func (x *IDs) New() (string, Key) {
 	mac := x.keys[0].tag(&r)
 	copy(raw[:], r[:])
 	copy(raw[idRandomLen:], mac[:idTagLen])
-	id := base64.RawURLEncoding.EncodeToString(raw[:])
+	id := idEncoding.EncodeToString(raw[:])
 	return id, sha256.Sum256([]byte(id))
 }
 
@@ -203,22 +206,15 @@ func (x *IDs) Parse(id string) (Key, bool) {
 	if len(id) != IDLen {
 		return Key{}, false
 	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return Key{}, false
-		}
-	}
-	// The last character carries 4 padding bits that must be zero for the id
-	// to be canonical (32 bytes encode to 43 characters).
-	if base64URLValue(id[IDLen-1])&0x3 != 0 {
-		return Key{}, false
-	}
 	// Read the string's bytes in place: a []byte(id) conversion of 43 bytes
 	// would allocate on every request. Decode and Sum256 only read it.
+	// Strict decoding accepts only the canonical encoding (the last
+	// character's 2 padding bits zero); the newlines the decoder skips make
+	// it decode fewer than 32 bytes. So every id has exactly one spelling,
+	// which the memory of verified ids relies on.
 	b := unsafe.Slice(unsafe.StringData(id), len(id))
 	var raw [idRandomLen + idTagLen]byte
-	if n, err := base64.RawURLEncoding.Decode(raw[:], b); err != nil || n != len(raw) {
+	if n, err := idEncoding.Decode(raw[:], b); err != nil || n != len(raw) {
 		return Key{}, false
 	}
 	if k, ok := x.recall(&raw); ok {
@@ -236,19 +232,4 @@ func (x *IDs) Parse(id string) (Key, bool) {
 	k := Key(sha256.Sum256(b))
 	x.remember(&raw, &k)
 	return k, true
-}
-
-func base64URLValue(c byte) byte {
-	switch {
-	case 'A' <= c && c <= 'Z':
-		return c - 'A'
-	case 'a' <= c && c <= 'z':
-		return c - 'a' + 26
-	case '0' <= c && c <= '9':
-		return c - '0' + 52
-	case c == '-':
-		return 62
-	default:
-		return 63
-	}
 }
