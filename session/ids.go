@@ -37,8 +37,9 @@ const (
 	idTagLen    = 16
 )
 
-// Key identifies a session: the SHA-256 of its session id. The id itself is
-// never stored or compared.
+// Key identifies a session: the SHA-256 of its session id. Sessions are
+// kept and looked up by it; the id itself is never written to a store or
+// logged.
 type Key [sha256.Size]byte
 
 // Tag returns the first 8 hex characters of the key, which name the session

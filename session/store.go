@@ -40,6 +40,7 @@ type Records interface {
 	// record, if a record of k exists or session k ended (End) within
 	// EndMarkLifetime: a session written back after a data loss must not
 	// outlive an end that other instances heard of and this one did not.
+	// The index may gain k even then (see CustomerSessions).
 	Create(ctx context.Context, k Key, rec *Record, ttl time.Duration) (bool, error)
 
 	// Load returns the record of k, or nil if there is none. If used is not
@@ -62,9 +63,10 @@ type Records interface {
 
 	// End deletes the record and lease of session k, leaves a mark that it
 	// ended for EndMarkLifetime, removes k from customerID's index (skipped
-	// when customerID is ""), and announces EventEnded for k to every
-	// instance. It reports whether a record was deleted; it announces the
-	// end either way.
+	// when customerID is ""; a failure to remove it leaves an index entry
+	// for an ended session, which CustomerSessions may list), and announces
+	// EventEnded for k to every instance. It reports whether a record was
+	// deleted; it announces the end either way.
 	End(ctx context.Context, k Key, customerID string) (bool, error)
 }
 
@@ -98,7 +100,8 @@ type LoginMemo interface {
 
 	// FinishLogin ends a claim: it remembers sessionID as the result of
 	// authCode for ttl, or, when sessionID is "", forgets the claim so the
-	// code can be claimed again.
+	// code can be claimed again. "" forgets only a claim in flight, never a
+	// session remembered already.
 	FinishLogin(ctx context.Context, authCode rebell.Secret, sessionID string, ttl time.Duration) error
 }
 
@@ -115,8 +118,9 @@ type Events interface {
 	// Close: EventEnded and EventUpdated as other instances (and this one)
 	// announce them, and EventResync each time the subscription is
 	// (re)established, since announcements may have been missed while it
-	// was not. It is called at most once, and must not block on the store
-	// being reachable. fn must not call Close.
+	// was not, and (with Lost) whenever the store is found to have lost its
+	// data, subscribed or not. It is called at most once, and must not
+	// block on the store being reachable. fn must not call Close.
 	Listen(fn func(Event))
 }
 
@@ -177,8 +181,8 @@ type Event struct {
 	// 0 when the announcement does not say.
 	Version uint64
 	// Lost is set on an EventResync when the store was found to have lost
-	// its data since the previous subscription (it came back empty), and
-	// that subscription ended less than EndMarkLifetime ago: a record
+	// its data (it came back empty, or its data vanished while subscribed),
+	// within EndMarkLifetime of when it was last seen whole: a record
 	// missing now may be one it lost, not a session that ended, and may be
 	// written back with Create (which refuses sessions ended since).
 	Lost bool

@@ -51,7 +51,9 @@ type Config struct {
 	// indexes named with them are still read, but everything is written
 	// with EncryptionKey. Keeping the old key here while the instances
 	// change keys one by one ends no session (docs/key-rotation.md). The
-	// host also uses them to accept session ids tagged under an old key.
+	// host also uses them to accept session ids tagged under an old key:
+	// an id never changes, so removing a key ends every session whose id
+	// was made under it, whatever its record is sealed with now.
 	PreviousEncryptionKeys [][]byte
 	// Realm names whose sessions these are (the gateway uses the Rebell
 	// endpoint and client id). It is part of every sealed value's associated
