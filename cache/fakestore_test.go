@@ -161,6 +161,7 @@ func (s *fakeServer) wipe() {
 	s.customers = map[string]map[Key]bool{}
 	s.logins = map[string]fakeMemo{}
 	s.endMarks = map[Key]time.Time{}
+	s.garbled = map[Key]bool{} // a store that lost its data lost these too
 	s.mu.Unlock()
 }
 

@@ -38,6 +38,7 @@ func Run(t *testing.T, h Harness) {
 		{"LastUse", testLastUse},
 		{"Leases", testLeases},
 		{"LeaseExpiry", testLeaseExpiry},
+		{"RecordLifetime", testRecordLifetime},
 		{"CustomerIndex", testCustomerIndex},
 		{"LoginMemo", testLoginMemo},
 		{"Events", testEvents},
@@ -249,7 +250,8 @@ func testLeases(t *testing.T, h Harness) {
 	if ok, _ := s.Swap(ctx, k, lease2, 1, next(rec), time.Hour); !ok {
 		t.Fatal("Swap")
 	}
-	if _, res, _ := s.Acquire(ctx, k, 2, time.Minute); res != session.LeaseAcquired {
+	lease3, res, _ := s.Acquire(ctx, k, 2, time.Minute)
+	if res != session.LeaseAcquired {
 		t.Fatalf("Acquire after a Swap with the lease = %v, want LeaseAcquired", res)
 	}
 	// End takes the lease with the record.
@@ -258,6 +260,35 @@ func testLeases(t *testing.T, h Harness) {
 	}
 	if _, res, _ := s.Acquire(ctx, k, 2, time.Minute); res != session.LeaseGone {
 		t.Fatalf("Acquire after End = %v, want LeaseGone", res)
+	}
+	if ok, err := s.Renew(ctx, k, lease3, time.Minute); ok || err != nil {
+		t.Fatalf("Renew of a lease held when End ran = %v, %v; want false", ok, err)
+	}
+}
+
+// testRecordLifetime: a record lives for the ttl Create or Swap gave it; a
+// Load with a ttl raises a shorter remaining lifetime to it.
+func testRecordLifetime(t *testing.T, h Harness) {
+	s, ctx := h.New(t), ctxOf(t)
+	const short = 100 * time.Millisecond
+	created, swapped, raised := newKey(), newKey(), newKey()
+	for _, k := range []session.Key{created, swapped, raised} {
+		if ok, err := s.Create(ctx, k, NewRecord(h.Now(), "cust-1"), short); !ok || err != nil {
+			t.Fatalf("Create = %v, %v", ok, err)
+		}
+	}
+	if ok, err := s.Swap(ctx, swapped, "", 1, next(NewRecord(h.Now(), "cust-1")), time.Minute); !ok || err != nil {
+		t.Fatalf("Swap = %v, %v", ok, err)
+	}
+	if rec, err := s.Load(ctx, raised, h.Now(), time.Minute); rec == nil || err != nil {
+		t.Fatalf("Load = %v, %v", rec, err)
+	}
+	h.Advance(t, 2*short+50*time.Millisecond)
+	for k, want := range map[session.Key]bool{created: false, swapped: true, raised: true} {
+		rec, err := s.Load(ctx, k, time.Time{}, 0)
+		if err != nil || (rec != nil) != want {
+			t.Fatalf("record after its first ttl: %v, %v; want present %v", rec, err, want)
+		}
 	}
 }
 
