@@ -92,9 +92,7 @@ func (a *Auth) provisionStore(repl *caddy.Replacer) (*redisstore.Config, error) 
 	var addrs []string
 	for _, entry := range rs.Address {
 		entry = repl.ReplaceKnown(entry, "")
-		addrs = append(addrs, strings.FieldsFunc(entry, func(r rune) bool {
-			return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r'
-		})...)
+		addrs = append(addrs, splitList(entry)...)
 	}
 	rs.Address = addrs
 	for _, f := range []*string{&rs.MasterName, &rs.Username, &rs.Password, &rs.KeyPrefix, &rs.EncryptionKey} {
@@ -120,7 +118,7 @@ func (a *Auth) provisionStore(repl *caddy.Replacer) (*redisstore.Config, error) 
 		TLS:           rs.TLS,
 		KeyPrefix:     rs.KeyPrefix,
 		EncryptionKey: key,
-		// The lead wires these to the session-id tag verifier too.
+		// They verify session ids too (sessionKeys).
 		PreviousEncryptionKeys: previous,
 	}
 	if err := cfg.Validate(); err != nil {
@@ -177,9 +175,7 @@ func decodePreviousKeys(repl *caddy.Replacer, entries []string) ([][]byte, error
 	var keys [][]byte
 	for _, entry := range entries {
 		entry = repl.ReplaceKnown(entry, "")
-		for _, s := range strings.FieldsFunc(entry, func(r rune) bool {
-			return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r'
-		}) {
+		for _, s := range splitList(entry) {
 			key, err := decodeEncryptionKey(s)
 			if err != nil {
 				return nil, fmt.Errorf("store: previous_encryption_keys: entry %d: %s", len(keys)+1,
@@ -188,10 +184,15 @@ func decodePreviousKeys(repl *caddy.Replacer, entries []string) ([][]byte, error
 			keys = append(keys, key)
 		}
 	}
-	if len(keys) > redisstore.MaxPreviousEncryptionKeys {
-		return nil, fmt.Errorf("store: previous_encryption_keys: %d keys, at most %d", len(keys), redisstore.MaxPreviousEncryptionKeys)
-	}
-	return keys, nil
+	return keys, nil // their number is checked by redisstore.Config.Validate
+}
+
+// splitList splits a configured list of values separated by commas or
+// blanks.
+func splitList(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool {
+		return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r'
+	})
 }
 
 // newStore builds the Redis store of cfg; it does not connect.
