@@ -265,9 +265,6 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	}
 	a.warnDebugToken()
 
-	if a.MaxConcurrentCalls < 0 || a.MaxConcurrentCalls > guard.MaxMaxConcurrent {
-		return fmt.Errorf("max_concurrent_calls: %d is not between 1 and %d", a.MaxConcurrentCalls, guard.MaxMaxConcurrent)
-	}
 	var err error
 	if a.guard, err = a.loadGuard(); err != nil {
 		return err
@@ -329,9 +326,6 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	a.poolKey, a.pooled = key, true
 	a.cache = val.(*pooledCache)
 
-	if a.Errors != "" && a.Errors != "json" && a.Errors != "caddy" {
-		return fmt.Errorf("errors: %q is not json or caddy", a.Errors)
-	}
 	cookie := a.SessionCookie
 	if cookie == "off" {
 		cookie = ""

@@ -7,6 +7,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/rebell-gateway/caddy-rebell/guard"
 )
 
 // Bounds of the numbers a configuration may hold. A value outside them is
@@ -59,6 +61,10 @@ func (a *Auth) checkBounds() error {
 		return fmt.Errorf("retries: %d is not between 0 and %d", *a.Retries, maxRetries)
 	case a.MaxSessions < 1 || a.MaxSessions > maxMaxSessions:
 		return fmt.Errorf("max_sessions: %d is not between 1 and %d (100 million)", a.MaxSessions, maxMaxSessions)
+	case a.MaxConcurrentCalls < 0 || a.MaxConcurrentCalls > guard.MaxMaxConcurrent:
+		return fmt.Errorf("max_concurrent_calls: %d is not between 1 and %d", a.MaxConcurrentCalls, guard.MaxMaxConcurrent)
+	case a.Errors != "" && a.Errors != "json" && a.Errors != "caddy":
+		return fmt.Errorf("errors: %q is not json or caddy", a.Errors)
 	}
 	for _, d := range []struct {
 		field    string
