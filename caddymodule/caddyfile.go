@@ -1,9 +1,7 @@
 package caddymodule
 
 import (
-	"os"
 	"strconv"
-	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -220,12 +218,10 @@ func (a *Auth) unmarshalPublicKey(d *caddyfile.Dispenser, sub string) error {
 		return d.ArgErr()
 	}
 	for _, v := range vals {
-		if sub == "rebell_public_key_file" && !strings.Contains(v, "{") {
-			f, err := os.Open(v)
-			if err != nil {
-				return d.Errf("%s: %v", sub, err)
+		if sub == "rebell_public_key_file" {
+			if err := checkFile(d, sub, v); err != nil {
+				return err
 			}
-			_ = f.Close()
 		}
 		if *single == "" {
 			*single = v

@@ -30,12 +30,18 @@ func fileArg(d *caddyfile.Dispenser, dst *string) error {
 	if err := oneArg(d, dst); err != nil {
 		return err
 	}
-	if strings.Contains(*dst, "{") {
+	return checkFile(d, name, *dst)
+}
+
+// checkFile reports, at the Caddyfile line of field, a path without
+// placeholders that does not name a readable file.
+func checkFile(d *caddyfile.Dispenser, field, path string) error {
+	if strings.Contains(path, "{") {
 		return nil
 	}
-	f, err := os.Open(*dst)
+	f, err := os.Open(path)
 	if err != nil {
-		return d.Errf("%s: %v", name, err)
+		return d.Errf("%s: %v", field, err)
 	}
 	_ = f.Close()
 	return nil
