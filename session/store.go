@@ -29,6 +29,7 @@ type Store interface {
 	LoginMemo
 	CustomerIndex
 	Events
+	PendingCancels
 	// Close stops Listen's delivery and releases the store's connections.
 	Close() error
 }
