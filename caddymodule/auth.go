@@ -18,6 +18,8 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/handler"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/revoke"
+	"github.com/rebell-gateway/caddy-rebell/session"
 	"github.com/rebell-gateway/caddy-rebell/store/redisstore"
 )
 
@@ -193,6 +195,20 @@ type Auth struct {
 	// modes.
 	Errors string `json:"errors,omitempty"`
 
+	// Whether an end the gateway decides also ends the authorization at
+	// Rebell: a Mini App logout, an admin end of a customer's sessions and
+	// a session dropped to make room in a full memory tier cancel the
+	// session's current access token (cancelToken), which revokes its
+	// refresh token too. Ends Rebell decided (a dead refresh token) and
+	// expired sessions call nothing. The cancel never delays the answer: it
+	// runs in the background, through the same guard as applyToken but
+	// never in a request's way, retried with backoff (at most 30 s apart)
+	// until Rebell answers for good or the tokens expire; with store redis
+	// it is kept in Redis until then, and another instance finishes it if
+	// this one stops (docs/contract.md, revoke). "on" or "off".
+	// Default: on.
+	Revoke string `json:"revoke,omitempty"`
+
 	logger   *zap.Logger
 	handler  *handler.Handler
 	cache    *pooledCache
@@ -222,12 +238,28 @@ func (Auth) CaddyModule() caddy.ModuleInfo {
 type pooledCache struct {
 	*cache.Cache
 	exchanger *swapExchanger
+	// revoker cancels the tokens of the sessions the cache ends, while
+	// revoke (the newest config's revoke setting) is on; pending is its
+	// last count of pending cancels, for the gauge.
+	revoker *revoke.Revoker
+	revoke  atomic.Bool
+	pending atomic.Int64
 }
 
-// Destruct stops the cache when the last config using it is unloaded.
+// Destruct stops the revoker and the cache when the last config using them
+// is unloaded. The revoker goes first: the cache closes the store it uses.
 func (p *pooledCache) Destruct() error {
+	p.revoker.Close()
 	p.Close()
 	return nil
+}
+
+// queueCancel queues the cancel of the tokens of a session the cache ended
+// for reason, if revoke is on.
+func (p *pooledCache) queueCancel(ctx context.Context, tok session.Cancel, reason string) {
+	if p.revoke.Load() {
+		p.revoker.Enqueue(ctx, tok, reason)
+	}
 }
 
 // swapExchanger forwards to the Rebell client of the newest config.
@@ -239,6 +271,10 @@ func (s *swapExchanger) ExchangeAuthCode(ctx context.Context, code rebell.Secret
 
 func (s *swapExchanger) Refresh(ctx context.Context, rt rebell.Secret) (*rebell.Token, error) {
 	return s.client.Load().Refresh(ctx, rt)
+}
+
+func (s *swapExchanger) CancelToken(ctx context.Context, at rebell.Secret) error {
+	return s.client.Load().CancelToken(ctx, at)
 }
 
 // Provision sets defaults, loads the keys, builds the Rebell client and finds
@@ -299,10 +335,29 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			}
 			store = st
 		}
+		guarded := guard.NewExchanger(ex, a.guard.Guard)
+		p := &pooledCache{exchanger: ex}
+		var queue session.PendingCancels
+		if store != nil {
+			queue = store
+		}
+		if p.revoker, err = revoke.New(revoke.Config{
+			Queue:     queue,
+			Canceller: guarded,
+			Refresher: guarded,
+			Logger:    a.logger,
+			OnResult:  func(result string) { metrics.cancels.WithLabelValues(result).Inc() },
+			OnPending: func(n int) { p.pending.Store(int64(n)) },
+		}); err != nil {
+			if store != nil {
+				_ = store.Close()
+			}
+			return nil, err
+		}
 		c, err := cache.New(cache.Config{
 			Store:            store,
 			SessionKeys:      sessionKeys,
-			Exchanger:        guard.NewExchanger(ex, a.guard.Guard),
+			Exchanger:        guarded,
 			MaxSessions:      a.MaxSessions,
 			RefreshAhead:     time.Duration(a.RefreshAhead),
 			IdleTimeout:      time.Duration(a.IdleTimeout),
@@ -318,7 +373,9 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			}
 			return nil, err
 		}
-		return &pooledCache{Cache: c, exchanger: ex}, nil
+		p.Cache = c
+		p.revoker.Start()
+		return p, nil
 	}))
 	if err != nil {
 		return err
@@ -352,6 +409,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	// Only now that everything is in place does this config's client serve
 	// the (possibly shared) cache, and its bound apply to the shared guard.
 	a.cache.exchanger.client.Store(client)
+	a.cache.revoke.Store(a.Revoke == "on")
 	return a.guard.SetLimit(a.MaxConcurrentCalls)
 }
 
@@ -400,6 +458,9 @@ func (a *Auth) setDefaults() {
 	}
 	if a.CustomerIDHeader == "" {
 		a.CustomerIDHeader = defaultCustomerHeader
+	}
+	if a.Revoke == "" {
+		a.Revoke = "on"
 	}
 }
 

@@ -199,6 +199,13 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := a.unmarshalStore(d); err != nil {
 				return err
 			}
+		case "revoke":
+			if err := oneArg(d, &a.Revoke); err != nil {
+				return err
+			}
+			if a.Revoke != "on" && a.Revoke != "off" {
+				return d.Errf("revoke: %q is not on or off", a.Revoke)
+			}
 		default:
 			return d.Errf("unrecognized subdirective %s", strconv.Quote(sub))
 		}

@@ -53,6 +53,7 @@ var poolSettings = map[string]poolSetting{
 	"max_concurrent_calls":    {false, func(a *Auth) { a.MaxConcurrentCalls = 8 }},
 	"public":                  {false, func(a *Auth) { a.Public = []string{"/health"} }},
 	"errors":                  {false, func(a *Auth) { a.Errors = "caddy" }},
+	"revoke":                  {false, func(a *Auth) { a.Revoke = "off" }},
 
 	"store.address":        {true, func(a *Auth) { a.Store.Redis.Address = []string{"10.0.0.1:6379"} }},
 	"store.master_name":    {true, func(a *Auth) { a.Store.Redis.MasterName = "m" }},
