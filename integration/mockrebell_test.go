@@ -50,8 +50,8 @@ type mockRebell struct {
 	reused   int // USED_REFRESH_TOKEN answers
 	// access maps a live access token to its refresh token; cancels are
 	// the cancelToken calls, kept apart from calls.
-	access  map[string]string
-	cancels []mockCancel
+	access   map[string]string
+	cancels  []mockCancel
 	firstOK  time.Time
 	okSince  time.Time // first success after the last mode change to OK
 	modeFrom time.Time
