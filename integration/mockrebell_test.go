@@ -51,6 +51,7 @@ type mockRebell struct {
 	// access maps a live access token to its refresh token; cancels are
 	// the cancelToken calls, kept apart from calls.
 	access   map[string]string
+	issued   map[string]string // every access token issued → its refresh token
 	cancels  []mockCancel
 	firstOK  time.Time
 	okSince  time.Time // first success after the last mode change to OK
@@ -79,7 +80,7 @@ func newMockRebell(t testing.TB) *mockRebell {
 		t.Fatal(err)
 	}
 	m := &mockRebell{t: t, signer: signer, codes: map[string]bool{}, refresh: map[string]string{}, spent: map[string]bool{},
-		changed: make(chan struct{}), access: map[string]string{}}
+		changed: make(chan struct{}), access: map[string]string{}, issued: map[string]string{}}
 	m.accessTTL.Store(int64(time.Hour))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -212,6 +213,10 @@ func (m *mockRebell) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		m.codes[req.AuthCode] = true
 		customer = "2188" + fmt.Sprintf("%012d", len(m.codes))
+		// A code "customer-<id>-<n>" logs in as customer <id>.
+		if parts := strings.SplitN(req.AuthCode, "-", 3); len(parts) == 3 && parts[0] == "customer" {
+			customer = parts[1]
+		}
 	case rebell.GrantRefreshToken:
 		var ok bool
 		if customer, ok = m.refresh[req.RefreshToken]; !ok {
@@ -230,6 +235,7 @@ func (m *mockRebell) serve(w http.ResponseWriter, r *http.Request) {
 	if fail == "" {
 		m.refresh[rt] = customer
 		m.access[at] = rt
+		m.issued[at] = rt
 	}
 	m.mu.Unlock()
 	if fail != "" {
@@ -310,10 +316,16 @@ func (m *mockRebell) cancelCalls() []mockCancel {
 	return append([]mockCancel(nil), m.cancels...)
 }
 
-// refreshLive reports whether refresh token rt can still be redeemed.
-func (m *mockRebell) refreshLive(rt string) bool {
+// refreshLiveFor reports whether the refresh token issued with access
+// token at can still be redeemed.
+func (m *mockRebell) refreshLiveFor(at string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	_, ok := m.refresh[rt]
+	rt, ok := m.issued[at]
+	if !ok {
+		m.t.Errorf("the mock never issued access token %.8s…", at)
+		return false
+	}
+	_, ok = m.refresh[rt]
 	return ok
 }
