@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // Defaults of Config.
@@ -91,6 +92,17 @@ type Config struct {
 	// "ended_elsewhere" (another instance ended it). Sessions dropped by
 	// Close are not reported.
 	OnSessionEnded func(reason string)
+	// Revoke, if set, is called once for each session whose end the
+	// gateway decides: a Logout (RevokeLogout), an EndCustomer
+	// (RevokeCustomer) and, without a Store, a session ended to make room
+	// in the full memory tier (RevokeEvicted). It gets the session's
+	// current tokens (with a Store, those of the record whose end this
+	// cache stored), so that they are cancelled at Rebell
+	// (docs/contract.md, revoke). Logout and EndCustomer call it before
+	// they return; it must only queue the cancel, never call Rebell. Ends
+	// Rebell decided (a dead refresh token), expiries, idle ends and ends
+	// announced by other instances do not call it.
+	Revoke func(ctx context.Context, tokens session.Cancel, reason string)
 	// OnSessionsChanged, if set, is called with the number of sessions in
 	// memory after it changes. It is called with an internal lock held: it
 	// must be quick and must not call the Cache other than Len.
@@ -112,6 +124,7 @@ type Cache struct {
 	onLogin        func(string)
 	onRefresh      func(string)
 	onEnded        func(string)
+	revokeFn       func(context.Context, session.Cancel, string)
 
 	ids    *SessionIDs
 	mem    *memoryTier
@@ -164,6 +177,7 @@ func New(cfg Config) (*Cache, error) {
 		onLogin:        cfg.OnLogin,
 		onRefresh:      cfg.OnRefresh,
 		onEnded:        cfg.OnSessionEnded,
+		revokeFn:       cfg.Revoke,
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -299,8 +313,11 @@ func (c *Cache) Logout(ctx context.Context, k Key) error {
 	customer := ""
 	e := c.mem.get(&k)
 	if e != nil {
-		customer = e.state.Load().grant.CustomerID
-		c.endCopy(e, "logout", zapcore.InfoLevel)
+		st := e.state.Load()
+		customer = st.grant.CustomerID
+		if c.endCopy(e, "logout", zapcore.InfoLevel) && c.memoryOnlyBack() {
+			c.revoke(ctx, st, RevokeLogout)
+		}
 	}
 	return c.back.logout(ctx, k, e != nil, customer)
 }
@@ -315,6 +332,9 @@ func (c *Cache) EndCustomer(ctx context.Context, customerID string) (int, error)
 		if c.endCopy(e, "customer", zapcore.InfoLevel) {
 			ended[e.key] = true
 			n++
+			if c.memoryOnlyBack() {
+				c.revoke(ctx, e.state.Load(), RevokeCustomer)
+			}
 		}
 	}
 	serr := c.back.endCustomer(ctx, customerID, ended, &n)

@@ -102,6 +102,9 @@ func (m memoryOnly) evicted(e *entry) {
 		return
 	}
 	c.logEnd(e, "evicted", zapcore.InfoLevel)
+	if !c.closing() {
+		c.revoke(context.Background(), e.state.Load(), RevokeEvicted)
+	}
 	if n, ok := c.roomWarn.allow(c.now()); ok {
 		c.log.Warn("rebell memory tier full (max_sessions): sessions used least recently ended to make room",
 			zap.Int("sessions", n))

@@ -366,6 +366,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			OnLogin:          func(result string) { metrics.logins.WithLabelValues(result).Inc() },
 			OnRefresh:        func(result string) { metrics.refreshes.WithLabelValues(result).Inc() },
 			OnSessionEnded:   func(reason string) { metrics.ended.WithLabelValues(reason).Inc() },
+			Revoke:           p.queueCancel,
 		})
 		if err != nil {
 			if store != nil {

@@ -52,6 +52,7 @@ type mockRebell struct {
 	// the cancelToken calls, kept apart from calls.
 	access   map[string]string
 	issued   map[string]string // every access token issued → its refresh token
+	lastAT   string            // the access token issued last
 	cancels  []mockCancel
 	firstOK  time.Time
 	okSince  time.Time // first success after the last mode change to OK
@@ -236,6 +237,7 @@ func (m *mockRebell) serve(w http.ResponseWriter, r *http.Request) {
 		m.refresh[rt] = customer
 		m.access[at] = rt
 		m.issued[at] = rt
+		m.lastAT = at
 	}
 	m.mu.Unlock()
 	if fail != "" {
@@ -307,6 +309,13 @@ func (m *mockRebell) serveCancel(w http.ResponseWriter, r *http.Request) {
 		c.result = rebell.CodeSuccess
 		m.write(w, r, map[string]any{"result": applyResult{"S", c.result, "Success."}})
 	}
+}
+
+// lastAccessToken returns the access token issued last.
+func (m *mockRebell) lastAccessToken() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lastAT
 }
 
 // cancelCalls returns the cancelToken calls so far.
