@@ -18,9 +18,9 @@ export interface RebellResponse<T = any> {
  */
 export interface RebellSessionError extends Partial<Error> {
   /**
-   * my.request's error code, when the platform gave one: 11 no permission
-   * for the cross-domain call, 12 network error, 13 timeout, 14 decoding
-   * failed, 19 HTTP error, 20 request stopped (also after abort()).
+   * my.request's error code, when the platform gave one (MY_REQUEST_ERRORS;
+   * the table and its source are in rebell-session.js's header); 20 after
+   * abort().
    */
   error?: number;
   /** my.request's message, when it gave one. */

@@ -25,6 +25,9 @@
 // returns a RequestTask: a Promise of the success result with abort().
 // success or fail is called exactly once per call, then complete exactly
 // once, after any hidden login and retry; the Promise settles after them.
+// timeout applies to each my.request attempt (the login's has the
+// platform's default). With fail or complete given, a task nobody awaits
+// reports no unhandled rejection.
 //
 // What it does for the app:
 // - logs in lazily: my.getAuthCode, then POST <loginPath> {"authCode"}, and
@@ -67,8 +70,9 @@
 // FAQ "my.request 错误码"); the Alipay+ family's pages (miniprogram.alipay.com
 // mpdev/api_network_request, and the wallets built on it) document the same
 // API: headers (not header), status, timeout 30000 ms by default, dataType
-// json/text/base64, a RequestTask with abort(). They are kept here, in
-// MY_REQUEST_ERRORS, and nowhere else:
+// json/text/base64, a RequestTask with abort(). This table, with
+// MY_REQUEST_ERRORS below (whose types rebell-session.d.ts mirrors), is the
+// one place they are kept; the docs point here:
 //   11  no permission for the cross-domain call (domain not whitelisted)
 //   12  network error
 //   13  timeout
@@ -76,6 +80,11 @@
 //   19  HTTP error: a status outside 2xx (status, data and headers come with it)
 //   20  request stopped, or rate-limited by the platform; also what the
 //       helper's abort() reports
+// (The FAQ lists a few more, 1 page left before the answer, 2 bad
+// parameters, 15 page parameters not urlencoded, 23 proxy failure: the
+// helper passes them on like any failure without an answer.) success
+// receives { data, status, headers }; what fail receives after
+// RequestTask.abort() is not documented, and the helper does not wait for it.
 // Platforms that deliver every HTTP answer to success (status outside 2xx
 // included), or name the fields statusCode/header, are read the same way:
 // the helper looks at the status, not at the callback, to find the 401s it
@@ -323,7 +332,7 @@ function createRebellSession(options) {
     var fields = {};
     if (src && typeof src === 'object') {
       for (var k in src) {
-        if (Object.prototype.hasOwnProperty.call(src, k)) {
+        if (Object.prototype.hasOwnProperty.call(src, k) && k !== 'message' && k !== 'stack') {
           fields[k] = src[k];
         }
       }
