@@ -59,7 +59,7 @@ export interface RebellRequestOptions<T = any> {
   /** The HTTP method; GET by default. */
   method?: string;
   /** The request's data: an object (sent as JSON, or as a GET's query) or a string. */
-  data?: string | Record<string, any>;
+  data?: string | Record<string, any> | ArrayBuffer;
   /** Request headers; Authorization is set by the helper. */
   headers?: Record<string, string>;
   /** my.request's timeout of each attempt, in milliseconds. */
