@@ -280,3 +280,33 @@ func TestClusterRevokeSurvivesTheInstance(t *testing.T) {
 	}
 	m.assertLogsClean()
 }
+
+// TestRevokeExpiredAccessTokenRefreshesFirst: a logout after the access
+// token expired (the refresh token lives) refreshes first, then cancels
+// the new access token; the refresh token is dead afterwards.
+func TestRevokeExpiredAccessTokenRefreshesFirst(t *testing.T) {
+	g := startGuardGateway(t, "")
+	g.mock.accessTTL.Store(int64(2 * time.Second))
+	sid := g.mustLogin()
+	at := g.accessToken(sid)
+	// Past the access token's expiry (RFC 3339 seconds: up to 1 s more),
+	// without a request that would refresh it.
+	time.Sleep(3100 * time.Millisecond)
+	g.logout(sid)
+	waitUntil(t, 5*time.Second, "a cancel", func() (bool, string) {
+		ok := successfulCancels(g.mock)
+		return len(ok) == 1, fmt.Sprint(len(g.mock.cancelCalls()))
+	})
+	fresh := successfulCancels(g.mock)[0]
+	if fresh == at {
+		t.Fatal("the expired access token was cancelled instead of a refreshed one")
+	}
+	for _, c := range g.mock.cancelCalls() {
+		if c.accessToken == at {
+			t.Fatal("the expired access token was sent")
+		}
+	}
+	if g.mock.refreshLiveFor(fresh) {
+		t.Fatal("the refreshed pair's refresh token still works at Rebell")
+	}
+}
