@@ -148,7 +148,7 @@ func (r *Revoker) Enqueue(ctx context.Context, tok session.Cancel, reason string
 			return
 		}
 		r.log.Warn("rebell cancel kept in this instance's memory only: the store cannot take it",
-			zap.String("reason", reason), zap.Error(err))
+			zap.String("end", reason), zap.Error(err))
 		c.ID = ""
 	}
 	if err := r.memory.AddCancel(context.Background(), &c); err != nil {
@@ -294,7 +294,7 @@ func (r *Revoker) try(ctx context.Context, q session.PendingCancels, c *session.
 	case err == nil:
 		r.remove(q, c)
 		r.log.Info("rebell authorization cancelled",
-			zap.String("reason", c.Reason), zap.Int("attempts", c.Attempts+1),
+			zap.String("end", c.Reason), zap.Int("attempts", c.Attempts+1),
 			zap.Duration("after", now.Sub(c.Queued).Round(time.Millisecond)))
 	case kind == rebell.KindNothingToCancel:
 		if rebell.ResultCodeOf(err) == rebell.CodeExpiredAccessToken && !c.RefreshToken.IsZero() &&
@@ -306,7 +306,7 @@ func (r *Revoker) try(ctx context.Context, q session.PendingCancels, c *session.
 		}
 		r.remove(q, c)
 		r.log.Info("rebell authorization cancelled: nothing was left to cancel",
-			zap.String("reason", c.Reason), zap.String("result_code", rebell.ResultCodeOf(err)),
+			zap.String("end", c.Reason), zap.String("result_code", rebell.ResultCodeOf(err)),
 			zap.Int("attempts", c.Attempts+1))
 	case kind == rebell.KindConfiguration:
 		r.remove(q, c)
@@ -332,7 +332,7 @@ func (r *Revoker) refreshFirst(ctx context.Context, q session.PendingCancels, c 
 	case rebell.ErrorKind(err) == rebell.KindRefreshTokenDead:
 		r.remove(q, c)
 		r.log.Info("rebell authorization cancelled: nothing was left to cancel",
-			zap.String("reason", c.Reason), zap.String("result_code", rebell.ResultCodeOf(err)),
+			zap.String("end", c.Reason), zap.String("result_code", rebell.ResultCodeOf(err)),
 			zap.Int("attempts", c.Attempts+1))
 	case rebell.ErrorKind(err) == rebell.KindConfiguration:
 		r.remove(q, c)
@@ -354,7 +354,7 @@ func (r *Revoker) retry(q session.PendingCancels, c *session.Cancel, lease strin
 		wait = min(ref.RetryAfter(), r.cfg.BackoffMax)
 	}
 	c.Attempts++
-	r.log.Debug("rebell cancel to be tried again", zap.String("reason", c.Reason),
+	r.log.Debug("rebell cancel to be tried again", zap.String("end", c.Reason),
 		zap.Int("attempts", c.Attempts), zap.Duration("in", wait), zap.Error(err))
 	r.putBack(q, c, lease, now.Add(wait))
 }
@@ -392,7 +392,7 @@ func (r *Revoker) remove(q session.PendingCancels, c *session.Cancel) {
 
 func (r *Revoker) giveUp(c *session.Cancel, why string, err error) {
 	r.result(ResultGivenUp)
-	fields := []zap.Field{zap.String("reason", c.Reason), zap.String("why", why), zap.Int("attempts", c.Attempts)}
+	fields := []zap.Field{zap.String("end", c.Reason), zap.String("why", why), zap.Int("attempts", c.Attempts)}
 	if err != nil {
 		fields = append(fields, zap.Error(err))
 	}

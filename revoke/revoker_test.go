@@ -128,7 +128,7 @@ func TestCancelConfirmed(t *testing.T) {
 		t.Fatalf("pending %d results %v", e.pending.Load(), e.results)
 	}
 	infos := e.logs.FilterMessage("rebell authorization cancelled").All()
-	if len(infos) != 1 || infos[0].ContextMap()["reason"] != "logout" {
+	if len(infos) != 1 || infos[0].ContextMap()["end"] != "logout" {
 		t.Fatalf("INFO lines %v", infos)
 	}
 	for _, l := range e.logs.All() {
