@@ -36,8 +36,8 @@ func TestNewValidatesConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if c.pol.refreshAhead != defaultRefreshAhead || c.pol.grace != time.Hour ||
-		c.refreshTimeout != defaultRefreshTimeout || c.retryCooldown != defaultRetryCooldown || c.dedupWindow != 0 {
+	if c.pol.refreshAhead != DefaultRefreshAhead || c.pol.grace != time.Hour ||
+		c.refreshTimeout != DefaultRefreshTimeout || c.retryCooldown != DefaultRetryCooldown || c.dedupWindow != 0 {
 		t.Errorf("defaults not applied: %+v", c.pol)
 	}
 	if p := newPolicy(8*time.Second, 10*time.Minute); p.grace != 10*time.Minute {
@@ -52,7 +52,7 @@ func TestGetFreshSession(t *testing.T) {
 		!g.AccessTokenExpiry.Equal(t0.Add(accessTTL)) || !g.SessionExpiry.Equal(t0.Add(refreshTTL)) {
 		t.Fatalf("grant = %+v", g)
 	}
-	h.clock.Advance(accessTTL - defaultRefreshAhead - time.Second)
+	h.clock.Advance(accessTTL - DefaultRefreshAhead - time.Second)
 	if got := mustGet(t, h, k); got != g {
 		t.Fatalf("Get returned another grant")
 	}

@@ -200,6 +200,34 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 	close(call.done)
 }
 
+// adopt makes st, read from the store, e's state if it is newer than what e
+// holds, and wakes refreshes waiting for it. It returns e's state afterwards.
+func (c *Cache) adopt(e *entry, st *tokenState) *tokenState {
+	e.mu.Lock()
+	cur := e.state.Load()
+	moved := false
+	adopted := st.version > cur.version
+	if adopted {
+		moved = !st.grant.SessionExpiry.Equal(cur.grant.SessionExpiry)
+		e.state.Store(st)
+		e.failure.Store(nil)
+		cur = st
+	}
+	if e.wake != nil {
+		close(e.wake)
+		e.wake = nil
+	}
+	e.mu.Unlock()
+	if adopted {
+		c.noteWindow(e, st)
+	}
+	if moved {
+		// Another instance's refresh moved R: so does the copy's lifetime.
+		c.extendLifetime(e, cur, c.now())
+	}
+	return cur
+}
+
 // extendLifetime keeps e in memory until st's R + grace, after a refresh (here or,
 // with a shared store, on another instance) moved R. If ristretto dropped the
 // entry meanwhile, it is not brought back.

@@ -261,6 +261,7 @@ func TestSharedLeaseExpiresMidCall(t *testing.T) {
 			cl := newCluster(t, 2)
 			slow := newFakeExchanger(cl.clock)
 			cl.nodes[0].exch = slow
+			cl.nodes[0].replica().exch = slow // the layer holds its own copy of the settings
 			_, k, g := cl.loginOn(t, 1, "code-1")
 			mustGet(t, cl.nodes[0], k)
 			cl.clock.Set(g.AccessTokenExpiry.Add(-30 * time.Second))
@@ -851,7 +852,7 @@ func TestSharedAdoptMovesMemoryLifetime(t *testing.T) {
 		refreshToken: cur.refreshToken,
 		version:      cur.version + 1,
 	}
-	node.replica().adopt(e, next)
+	node.adopt(e, next)
 	after, ok := node.mem.rc.GetTTL(hashKey(&k))
 	if !ok {
 		t.Fatal("session left memory")
