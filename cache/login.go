@@ -10,7 +10,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
@@ -92,7 +91,7 @@ func (c *Cache) exchangeCode(ctx context.Context, authCode rebell.Secret) (strin
 	if err != nil {
 		// An exchange cancelled by Close is not Rebell's answer, and one the
 		// exchanger's guard refused never reached Rebell (counted there).
-		if !c.closing() && !guard.IsRefusal(err) {
+		if !c.closing() && !refused(err) {
 			c.reportLoginFailure(err)
 		}
 		return "", nil, loginError(err)

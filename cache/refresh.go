@@ -9,7 +9,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
@@ -82,7 +81,7 @@ func (c *Cache) awaitRefresh(ctx context.Context, e *entry, st *tokenState, now 
 			if call.err == nil {
 				return &call.st.grant, nil
 			}
-			if call.background && guard.IsRefusal(call.err) {
+			if call.background && refused(call.err) {
 				continue // a refresh-ahead call yielded: this one must not
 			}
 			// A failed refresh leaves the state as it was.
@@ -140,7 +139,7 @@ func fallback(err error, st *tokenState, now time.Time) (*Grant, error) {
 // session is kept and no background refresh starts for RetryCooldown.
 func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call *refreshCall) {
 	if call.background {
-		ctx = guard.WithBackground(ctx)
+		ctx = rebell.WithBackground(ctx)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.refreshTimeout)
 	var (
@@ -155,7 +154,7 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 	closing := c.closing()
 	// A call the exchanger's guard refused never reached Rebell: it is
 	// counted there, not as a refresh.
-	called = called && !guard.IsRefusal(err)
+	called = called && !refused(err)
 
 	// Publish the outcome under mu: the new state (or the failure) becomes
 	// visible before flight clears, so no request can start a second refresh
