@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // Defaults of Config: what its zero values select.
@@ -61,16 +62,16 @@ type Config struct {
 	// 0 means 5s.
 	RetryCooldown time.Duration
 	// SessionKeys are the keys session ids are tagged with (see
-	// SessionIDs): the first tags new ids, every one verifies. With a
+	// session.IDs): the first tags new ids, every one verifies. With a
 	// shared store they must be the same on every instance (the gateway
-	// derives them from the store's encryption key with DeriveSessionKey).
+	// derives them from the store's encryption key with session.DeriveKey).
 	// Empty means one random key, kept as long as the Cache.
 	SessionKeys [][]byte
 	// Store, if set, is the record of truth shared with other instances
 	// (docs/sessions.md): logins are confirmed in it, memory misses read it, refreshes
 	// take its lease, and its announcements end or update the copies held in
 	// memory. The Cache owns it: Close closes it. nil means memory only.
-	Store Store
+	Store session.Store
 	// Now is the clock. nil means time.Now.
 	Now func() time.Time
 	// Logger receives login, refresh and session-end events, naming a session
@@ -165,9 +166,9 @@ func New(cfg Config) (*Cache, error) {
 		c.now = time.Now
 	}
 	if len(cfg.SessionKeys) == 0 {
-		c.ids = RandomSessionIDs()
+		c.ids = session.RandomIDs()
 	} else {
-		ids, err := NewSessionIDs(cfg.SessionKeys...)
+		ids, err := session.NewIDs(cfg.SessionKeys...)
 		if err != nil {
 			return nil, err
 		}
@@ -229,7 +230,7 @@ func orDefault[T comparable](v, def T) T {
 
 // ParseSessionID checks that id is a session id this cache made (its tag
 // verifies under one of the session keys) and returns its key; see
-// SessionIDs.Parse. A made-up id costs no lookup.
+// session.IDs.Parse. A made-up id costs no lookup.
 func (c *Cache) ParseSessionID(id string) (Key, bool) { return c.ids.Parse(id) }
 
 // Get returns the Grant a request for session k acts with, refreshing the

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 func TestNewValidatesConfig(t *testing.T) {
@@ -68,7 +69,7 @@ func TestGetUnknownSession(t *testing.T) {
 	h := newHarness(t)
 	k, _ := h.login(t, "code-1")
 
-	_, other := RandomSessionIDs().New()
+	_, other := session.RandomIDs().New()
 	if _, err := h.get(t, other); err != ErrSessionInvalid {
 		t.Fatalf("unknown session: %v", err)
 	}
@@ -234,7 +235,7 @@ func TestLogoutIsIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, unknown := RandomSessionIDs().New()
+	_, unknown := session.RandomIDs().New()
 	if err := h.Logout(ctx, unknown); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // layer is what lies behind the memory tier (docs/design.md). The core
@@ -85,7 +86,7 @@ type settings struct {
 	// log receives events; it is never nil.
 	log *zap.Logger
 	// ids verifies session ids (the store's login memo holds them).
-	ids *SessionIDs
+	ids *session.IDs
 	// ctx is the parent of the cache's own work; Close cancels it.
 	ctx context.Context
 }

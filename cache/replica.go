@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // Timings of the shared store (docs/sessions.md).
@@ -43,7 +44,7 @@ type replica struct {
 	settings
 	// h is the cache that holds the copies.
 	h     host
-	store Store
+	store session.Store
 	// roomWarn limits the WARN of a full memory tier to one a minute.
 	roomWarn rateLimited
 
@@ -74,7 +75,7 @@ var _ layer = (*replica)(nil)
 
 // newReplica returns the replica layer over store of the cache h, whose
 // settings are s. Call listen once h uses it.
-func newReplica(s settings, h host, store Store) *replica {
+func newReplica(s settings, h host, store session.Store) *replica {
 	r := &replica{
 		settings:     s,
 		h:            h,
@@ -166,7 +167,7 @@ func (r *replica) login(ctx context.Context, authCode rebell.Secret) (string, *e
 		if sid != "" {
 			k, ok := r.ids.Parse(sid)
 			if !ok {
-				return "", nil, storeError(fmt.Errorf("%w: login memo", ErrRecordCorrupt))
+				return "", nil, storeError(fmt.Errorf("%w: login memo", session.ErrRecordCorrupt))
 			}
 			e := r.h.held(k)
 			if e == nil {
@@ -223,7 +224,7 @@ func (r *replica) logout(ctx context.Context, k Key, held bool, customer string)
 	if customer == "" {
 		rec, err := r.store.Load(ctx, k, time.Time{}, 0)
 		switch {
-		case err != nil && !errors.Is(err, ErrRecordCorrupt):
+		case err != nil && !errors.Is(err, session.ErrRecordCorrupt):
 			return storeError(err)
 		case err == nil && rec == nil:
 			r.rememberUnknown(k)
@@ -294,9 +295,9 @@ func (r *replica) rememberUnknown(k Key) {
 }
 
 // onEvent applies an announcement of the store.
-func (r *replica) onEvent(ev Event) {
+func (r *replica) onEvent(ev session.Event) {
 	switch ev.Kind {
-	case EventResync:
+	case session.EventResync:
 		// Announcements may have been lost: every copy is compared with the
 		// store before its next use.
 		now := r.now().UnixNano()
@@ -307,7 +308,7 @@ func (r *replica) onEvent(ev Event) {
 			r.unknown.clear() // sessions may come back
 			r.h.spawn(r.restoreAll)
 		}
-	case EventEnded:
+	case session.EventEnded:
 		r.endedWhileLoading(ev.Key)
 		r.rememberUnknown(ev.Key)
 		if e := r.h.held(ev.Key); e != nil {
@@ -323,7 +324,7 @@ func (r *replica) onEvent(ev Event) {
 				})
 			}
 		}
-	case EventUpdated:
+	case session.EventUpdated:
 		e := r.h.held(ev.Key)
 		if e == nil || e.ended.Load() || (ev.Version != 0 && (e.state.Load().version >= ev.Version || e.storing.Load() >= ev.Version)) {
 			return // not news: held already, or this instance's own write

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // loginOn logs in on node i and returns the session id and key.
@@ -81,7 +82,7 @@ func TestSharedSessionWorksOnEveryInstance(t *testing.T) {
 		t.Fatalf("cached requests made %d store calls", d)
 	}
 	// An unknown session is invalid everywhere.
-	_, unknown := RandomSessionIDs().New()
+	_, unknown := session.RandomIDs().New()
 	cl.wantInvalid(t, 1, unknown, "unknown session")
 }
 
@@ -177,7 +178,7 @@ func TestSharedStoreDown(t *testing.T) {
 	cl.clock.Advance(2 * recheckInterval)
 	mustGet(t, cl.nodes[1], k)
 	// Not in memory: store_unavailable.
-	_, unknown := RandomSessionIDs().New()
+	_, unknown := session.RandomIDs().New()
 	if _, err := cl.nodes[1].Get(context.Background(), unknown); !errors.Is(err, ErrStoreUnavailable) {
 		t.Fatalf("miss with the store down: %v", err)
 	}
@@ -1030,7 +1031,7 @@ func TestSharedUnknownSessionsRemembered(t *testing.T) {
 		t.Fatal("remembered for longer than a minute")
 	}
 	// Another cache's ids do not verify here.
-	foreign, _ := RandomSessionIDs().New()
+	foreign, _ := session.RandomIDs().New()
 	if _, ok := node.ParseSessionID(foreign); ok {
 		t.Fatal("an id of another key verifies")
 	}
@@ -1093,7 +1094,7 @@ func TestReconcile(t *testing.T) {
 		}
 		return setup{cl: cl, r: cl.nodes[0].replica(), e: e, k: k, cur: e.state.Load()}
 	}
-	stored := func(t *testing.T, s setup) *Record {
+	stored := func(t *testing.T, s setup) *session.Record {
 		t.Helper()
 		rec, err := s.r.store.Load(ctx, s.k, time.Time{}, 0)
 		if err != nil {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // loadCall is a read of one session's record on a memory miss, shared by the
@@ -71,7 +73,7 @@ func (r *replica) endedWhileLoading(k Key) {
 func (r *replica) readMiss(ctx context.Context, k Key) (*entry, error) {
 	rec, err := r.store.Load(ctx, k, time.Time{}, 0)
 	if err != nil {
-		if errors.Is(err, ErrRecordCorrupt) {
+		if errors.Is(err, session.ErrRecordCorrupt) {
 			return nil, r.corrupt(ctx, k, nil, err)
 		}
 		return nil, storeError(err)

@@ -8,6 +8,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // Records and copies: reading a record, the rule that reconciles a copy
@@ -25,8 +27,8 @@ func storeError(err error) error {
 }
 
 // recordOf is the store record of st.
-func recordOf(st *tokenState, created, lastUsed time.Time) *Record {
-	return &Record{
+func recordOf(st *tokenState, created, lastUsed time.Time) *session.Record {
+	return &session.Record{
 		Version:            st.version,
 		CustomerID:         st.grant.CustomerID,
 		AccessToken:        st.grant.AccessToken,
@@ -40,9 +42,9 @@ func recordOf(st *tokenState, created, lastUsed time.Time) *Record {
 
 // stateOf is the token state of a store record read at now, or an error if
 // the record cannot make a session.
-func stateOf(rec *Record, now time.Time) (*tokenState, error) {
+func stateOf(rec *session.Record, now time.Time) (*tokenState, error) {
 	if rec.Version == 0 || rec.CustomerID == "" || rec.AccessToken.IsZero() || rec.RefreshToken.IsZero() {
-		return nil, fmt.Errorf("%w: incomplete record", ErrRecordCorrupt)
+		return nil, fmt.Errorf("%w: incomplete record", session.ErrRecordCorrupt)
 	}
 	return &tokenState{
 		grant: Grant{
@@ -96,7 +98,7 @@ func (r *replica) corrupt(ctx context.Context, k Key, e *entry, err error) error
 // storeFailure is what a failed store call about e means: the session's end
 // if its record is corrupt, else ErrStoreUnavailable.
 func (r *replica) storeFailure(ctx context.Context, e *entry, err error) error {
-	if errors.Is(err, ErrRecordCorrupt) {
+	if errors.Is(err, session.ErrRecordCorrupt) {
 		return r.corrupt(ctx, e.key, e, err)
 	}
 	return storeError(err)
@@ -108,7 +110,7 @@ func (r *replica) storeFailure(ctx context.Context, e *entry, err error) error {
 // corrupt record, or one that cannot make a session, ends the session
 // everywhere and is an ErrSessionInvalid; any other failure an
 // ErrStoreUnavailable.
-func (r *replica) readRecord(ctx context.Context, e *entry, used time.Time, ttl time.Duration) (*Record, error) {
+func (r *replica) readRecord(ctx context.Context, e *entry, used time.Time, ttl time.Duration) (*session.Record, error) {
 	rec, err := r.store.Load(ctx, e.key, used, ttl)
 	if err == nil && rec != nil {
 		_, err = stateOf(rec, r.now())
@@ -183,7 +185,7 @@ const (
 // state e holds afterwards: cur, unless it adopted rec or wrote cur back
 // and found a newer record. Errors: ErrSessionInvalid (the session is
 // over, and e ended) and ErrStoreUnavailable (writing back failed).
-func (r *replica) reconcile(ctx context.Context, e *entry, cur *tokenState, rec *Record, missing onMissing, writeBack bool) (*tokenState, error) {
+func (r *replica) reconcile(ctx context.Context, e *entry, cur *tokenState, rec *session.Record, missing onMissing, writeBack bool) (*tokenState, error) {
 	if rec == nil {
 		switch {
 		case missing == keepCopy:

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // A refresh under the store's lease: exactly one instance calls Rebell for
@@ -27,15 +28,15 @@ func (r *replica) refresh(ctx context.Context, e *entry, old *tokenState) (st *t
 			return nil, false, r.storeFailure(ctx, e, err)
 		}
 		switch res {
-		case LeaseAcquired:
+		case session.LeaseAcquired:
 			return r.refreshWithLease(ctx, e, old, lease)
-		case LeaseGone:
+		case session.LeaseGone:
 			st, err := r.reconcile(ctx, e, old, nil, restoreIfLost, false)
 			if err != nil {
 				return nil, false, err
 			}
 			old = st
-		case LeaseStale:
+		case session.LeaseStale:
 			rec, err := r.readRecord(ctx, e, time.Time{}, 0)
 			if err != nil {
 				return nil, false, err
@@ -52,7 +53,7 @@ func (r *replica) refresh(ctx context.Context, e *entry, old *tokenState) (st *t
 			if st, err := r.reconcile(ctx, e, old, rec, endCopy, true); err != nil || st != old {
 				return st, false, err
 			}
-		case LeaseHeld:
+		case session.LeaseHeld:
 			if st := r.waitNewer(ctx, e, old); st != nil {
 				return st, false, nil
 			}
@@ -118,7 +119,7 @@ func (r *replica) refreshWithLease(ctx context.Context, e *entry, old *tokenStat
 	e.storing.Store(st.version) // refreshes of e run one at a time
 	ok, err := r.swap(ctx, e, lease, old.version, rec, r.recordTTL(st, now))
 	switch {
-	case err != nil && errors.Is(err, ErrRecordCorrupt):
+	case err != nil && errors.Is(err, session.ErrRecordCorrupt):
 		return nil, true, r.corrupt(ctx, e.key, e, err)
 	case err != nil:
 		// Rebell has spent the old refresh token; these tokens are the only
@@ -173,7 +174,7 @@ func (r *replica) swapFailed(ctx context.Context, e *entry, old, st *tokenState,
 }
 
 // swap writes rec with Store.Swap, retrying a failing store briefly.
-func (r *replica) swap(ctx context.Context, e *entry, lease string, old uint64, rec *Record, ttl time.Duration) (bool, error) {
+func (r *replica) swap(ctx context.Context, e *entry, lease string, old uint64, rec *session.Record, ttl time.Duration) (bool, error) {
 	var err error
 	for i, backoff := 0, 50*time.Millisecond; i < 3; i, backoff = i+1, backoff*2 {
 		sctx, cancel := r.storeCtx(context.WithoutCancel(ctx))

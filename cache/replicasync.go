@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // pendingWrites are the refreshed states the store could not be told about
@@ -125,7 +127,7 @@ func (r *replica) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry 
 	ok, err := r.store.Swap(sctx, e.key, w.lease, w.stored,
 		recordOf(w.st, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load())), r.recordTTL(w.st, now))
 	switch {
-	case err != nil && errors.Is(err, ErrRecordCorrupt):
+	case err != nil && errors.Is(err, session.ErrRecordCorrupt):
 		_ = r.corrupt(sctx, e.key, e, err)
 		return false
 	case err != nil:

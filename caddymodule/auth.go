@@ -18,6 +18,7 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/handler"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 	"github.com/rebell-gateway/caddy-rebell/store/redisstore"
 )
 
@@ -291,7 +292,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		var store cache.Store
+		var store session.Store
 		if a.storeCfg != nil {
 			st, err := newStore(a.storeCfg, a.logger.Named("store"))
 			if err != nil {
