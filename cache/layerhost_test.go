@@ -70,11 +70,11 @@ func (h *testHost) adopt(e *entry, st *tokenState) *tokenState {
 }
 
 func (h *testHost) endSession(e *entry, reason string, level zapcore.Level) bool {
-	if !e.ended.CompareAndSwap(false, true) {
-		return false
+	ended := e.ended.CompareAndSwap(false, true)
+	if ended {
+		h.dropEnded(e, reason, level)
 	}
-	h.dropEnded(e, reason, level)
-	return true
+	return ended
 }
 
 func (h *testHost) dropEnded(e *entry, reason string, level zapcore.Level) {
@@ -205,6 +205,19 @@ func (rig *layerRig) login(t testing.TB, i int, code string) (string, *entry) {
 	return id, e
 }
 
+// invalidMisses misses session k on instance i n times, each answered
+// ErrSessionInvalid, and returns the store calls they made.
+func (rig *layerRig) invalidMisses(t testing.TB, i int, k Key, n int) int64 {
+	t.Helper()
+	before := rig.srv.calls.Load()
+	for range n {
+		if _, err := rig.rs[i].miss(k); !errors.Is(err, ErrSessionInvalid) {
+			t.Fatalf("miss on %d: %v, want ErrSessionInvalid", i, err)
+		}
+	}
+	return rig.srv.calls.Load() - before
+}
+
 // TestLayerMissReadsTheStore: a session created through one instance's
 // layer is read from the store by another's on a miss and held by its
 // host; an unknown session costs one store call, then none.
@@ -227,13 +240,7 @@ func TestLayerMissReadsTheStore(t *testing.T) {
 	}
 
 	_, unknown := session.RandomIDs().New()
-	before := rig.srv.calls.Load()
-	for i := 0; i < 3; i++ {
-		if _, err := rig.rs[1].miss(unknown); !errors.Is(err, ErrSessionInvalid) {
-			t.Fatalf("miss of an unknown session: %v", err)
-		}
-	}
-	if d := rig.srv.calls.Load() - before; d != 1 {
+	if d := rig.invalidMisses(t, 1, unknown, 3); d != 1 {
 		t.Fatalf("three misses of an unknown session made %d store calls, want 1", d)
 	}
 }
@@ -264,11 +271,7 @@ func TestLayerLogoutEndsEveryCopy(t *testing.T) {
 	if got := rig.hosts[1].endReasons(); !slices.Equal(got, []string{"ended_elsewhere"}) {
 		t.Fatalf("instance 1's ends = %v, want [ended_elsewhere]", got)
 	}
-	before := rig.srv.calls.Load()
-	if _, err := rig.rs[1].miss(e0.key); !errors.Is(err, ErrSessionInvalid) {
-		t.Fatalf("miss after logout: %v", err)
-	}
-	if d := rig.srv.calls.Load() - before; d != 0 {
+	if d := rig.invalidMisses(t, 1, e0.key, 1); d != 0 {
 		t.Fatalf("a miss of a session ended here made %d store calls", d)
 	}
 }
