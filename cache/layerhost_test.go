@@ -60,11 +60,17 @@ func (h *testHost) hold(e *entry, _ *tokenState, _ time.Time) (*entry, error) {
 	return e, nil
 }
 
+// adopt takes st if it is newer, and wakes the refreshes waiting for it, as
+// Cache.adopt does (the memory lifetime it also moves is the map's none).
 func (h *testHost) adopt(e *entry, st *tokenState) *tokenState {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if st.version > e.state.Load().version {
 		e.state.Store(st)
+	}
+	if e.wake != nil {
+		close(e.wake)
+		e.wake = nil
 	}
 	return e.state.Load()
 }
