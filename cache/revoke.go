@@ -14,13 +14,13 @@ const (
 	RevokeEvicted  = "evicted"
 )
 
-// revoke hands the tokens of st, a session this cache just ended for
+// revokeState hands the tokens of st, a session this cache just ended for
 // reason, to Config.Revoke.
-func (c *Cache) revoke(ctx context.Context, st *tokenState, reason string) {
-	if c.revokeFn == nil || st == nil {
+func (s *settings) revokeState(ctx context.Context, st *tokenState, reason string) {
+	if s.revoke == nil || st == nil {
 		return
 	}
-	c.revokeFn(ctx, session.Cancel{
+	s.revoke(ctx, session.Cancel{
 		AccessToken:        st.grant.AccessToken,
 		AccessTokenExpiry:  st.grant.AccessTokenExpiry,
 		RefreshToken:       st.refreshToken,
@@ -30,11 +30,11 @@ func (c *Cache) revoke(ctx context.Context, st *tokenState, reason string) {
 
 // revokeRecord hands the tokens of rec, a record whose end this cache just
 // stored, to Config.Revoke.
-func (c *Cache) revokeRecord(ctx context.Context, rec *Record, reason string) {
-	if c.revokeFn == nil || rec == nil {
+func (s *settings) revokeRecord(ctx context.Context, rec *session.Record, reason string) {
+	if s.revoke == nil || rec == nil {
 		return
 	}
-	c.revokeFn(ctx, session.Cancel{
+	s.revoke(ctx, session.Cancel{
 		AccessToken:        rec.AccessToken,
 		AccessTokenExpiry:  rec.AccessTokenExpiry,
 		RefreshToken:       rec.RefreshToken,
@@ -46,6 +46,6 @@ func (c *Cache) revokeRecord(ctx context.Context, rec *Record, reason string) {
 // shared store): then ending the copy ends the session, and this cache
 // hands its tokens to Config.Revoke itself.
 func (c *Cache) memoryOnlyBack() bool {
-	_, ok := c.back.(memoryOnly)
+	_, ok := c.back.(*memoryOnly)
 	return ok
 }

@@ -279,7 +279,7 @@ func (r *Revoker) try(ctx context.Context, q session.PendingCancels, c *session.
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.cfg.LeaseTTL/2)
 	defer cancel()
-	cctx = guard.WithBackground(cctx)
+	cctx = rebell.WithBackground(cctx)
 	if !now.Before(c.AccessTokenExpiry) {
 		r.refreshFirst(cctx, q, c, lease)
 		return
