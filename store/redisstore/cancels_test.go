@@ -3,7 +3,9 @@ package redisstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,6 +69,58 @@ func TestPendingCancelsSealedAndRotated(t *testing.T) {
 		}
 		if n, _ := b.CountCancels(ctx); n != 0 {
 			t.Fatalf("%s: %d pending after the drop", name, n)
+		}
+	}
+}
+
+// TestPendingCancelsRace: several stores (instances) lease from one queue
+// at once: every pending cancel is leased by exactly one of them.
+func TestPendingCancelsRace(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	key := newKey()
+	const instances, cancels = 4, 60
+	stores := make([]*Store, instances)
+	for i := range stores {
+		stores[i] = newStoreConfig(t, Config{Addresses: []string{srv.Addr}, EncryptionKey: key})
+	}
+	now := time.Now()
+	for i := range cancels {
+		c := &session.Cancel{AccessToken: secret(fmt.Sprintf("AT%d", i)), AccessTokenExpiry: now.Add(time.Hour), RefreshTokenExpiry: now.Add(time.Hour)}
+		if err := stores[i%instances].AddCancel(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for _, s := range stores {
+		wg.Go(func() {
+			for {
+				c, _, err := s.LeaseCancel(ctx, now, time.Hour)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if c == nil {
+					return
+				}
+				mu.Lock()
+				seen[c.AccessToken.Reveal()]++
+				mu.Unlock()
+				if err := s.RemoveCancel(ctx, c.ID); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != cancels {
+		t.Fatalf("%d cancels leased, want %d", len(seen), cancels)
+	}
+	for at, n := range seen {
+		if n != 1 {
+			t.Fatalf("%s leased %d times", at, n)
 		}
 	}
 }
