@@ -9,7 +9,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 	"github.com/rebell-gateway/caddy-rebell/session"
 )
@@ -285,7 +284,7 @@ func (r *Revoker) try(ctx context.Context, q session.PendingCancels, c *session.
 		return
 	}
 	err := r.cfg.Canceller.CancelToken(cctx, c.AccessToken)
-	if guard.IsRefusal(err) {
+	if refusedAfter(err) > 0 {
 		r.result(ResultRefused)
 	} else {
 		r.result(rebell.MetricResult(err))
@@ -338,7 +337,7 @@ func (r *Revoker) refreshFirst(ctx context.Context, q session.PendingCancels, c 
 		r.remove(q, c)
 		r.giveUp(c, "Rebell refused the refresh it needs for good", err)
 	default:
-		if guard.IsRefusal(err) {
+		if refusedAfter(err) > 0 {
 			r.result(ResultRefused)
 		}
 		r.retry(q, c, lease, now, err)
@@ -349,9 +348,8 @@ func (r *Revoker) refreshFirst(ctx context.Context, q session.PendingCancels, c 
 // Retry-After, if longer).
 func (r *Revoker) retry(q session.PendingCancels, c *session.Cancel, lease string, now time.Time, err error) {
 	wait := r.backoff(c.Attempts)
-	var ref *guard.Refusal
-	if errors.As(err, &ref) && ref.RetryAfter() > wait {
-		wait = min(ref.RetryAfter(), r.cfg.BackoffMax)
+	if after := refusedAfter(err); after > wait {
+		wait = min(after, r.cfg.BackoffMax)
 	}
 	c.Attempts++
 	r.log.Debug("rebell cancel to be tried again", zap.String("end", c.Reason),
@@ -369,6 +367,18 @@ func (r *Revoker) backoff(attempts int) time.Duration {
 		}
 	}
 	return d/2 + rand.N(d/2+1)
+}
+
+// refusedAfter returns when a call the guard refused (nothing was sent)
+// may be tried again, and 0 for any other error. A refusal is recognised by
+// its RetryAfter method, as the cache does: this package does not import
+// guard.
+func refusedAfter(err error) time.Duration {
+	var r interface{ RetryAfter() time.Duration }
+	if errors.As(err, &r) {
+		return max(r.RetryAfter(), time.Nanosecond)
+	}
+	return 0
 }
 
 func (r *Revoker) putBack(q session.PendingCancels, c *session.Cancel, lease string, due time.Time) {
