@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/sandbox"
 )
 
 // TestCancelTokenAgainstSandbox: a cancel revokes the authorization at the
@@ -183,5 +184,35 @@ func TestCancelTokenRequest(t *testing.T) {
 	}
 	if err := rebell.ParseCancelTokenResponse(400, []byte(`<html>`)); rebell.ErrorKind(err) != rebell.KindConfiguration {
 		t.Errorf("HTTP 400 without result: %v", err)
+	}
+}
+
+// BenchmarkCancelTokenRoundTrip measures one signed, verified cancelToken
+// against the sandbox over loopback HTTP.
+func BenchmarkCancelTokenRoundTrip(b *testing.B) {
+	clk := &clock{now: time.Now()}
+	sb, err := sandbox.New(sandbox.Config{ClientID: "MERCHANT_1", MerchantPublicKey: &key(b, 0).PublicKey, PrivateKey: key(b, 1), Now: clk.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(sb)
+	defer srv.Close()
+	signer, _ := rebell.NewSigner("MERCHANT_1", key(b, 0), 1, "")
+	c, _ := rebell.NewClient(rebell.ClientConfig{Endpoint: srv.URL, Signer: signer, RebellPublicKey: &key(b, 1).PublicKey})
+	tokens := make([]rebell.Secret, b.N)
+	for i := range tokens {
+		code, _ := sb.IssueAuthCode("")
+		tok, err := c.ExchangeAuthCode(context.Background(), rebell.NewSecret(code))
+		if err != nil {
+			b.Fatal(err)
+		}
+		tokens[i] = tok.AccessToken
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := c.CancelToken(context.Background(), tokens[i]); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
