@@ -348,6 +348,11 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			}
 			return nil, err
 		}
+		if store != nil {
+			// The revoker hears the store's announcements of pending
+			// cancels; the cache hears the rest.
+			store = p.revoker.Watch(store)
+		}
 		c, err := cache.New(cache.Config{
 			Store:            store,
 			SessionKeys:      sessionKeys,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -59,8 +60,11 @@ type Config struct {
 	// LeaseTTL is how long a try holds a pending cancel (0 means
 	// DefaultLeaseTTL); one try is given half of it.
 	LeaseTTL time.Duration
-	// Poll is how often Start's goroutine looks at the queues (0 means
-	// DefaultPoll).
+	// Poll is how often Start's goroutine looks at the queues while some
+	// cancel may be pending (0 means DefaultPoll). An idle Revoker sends
+	// nothing to the store: it looks again when it queues a cancel, when
+	// the store announces one (see Watch) and when its subscription is
+	// re-established.
 	Poll time.Duration
 	// Logger receives one INFO line per cancel Rebell confirmed and a WARN
 	// per cancel given up. It never receives a token. nil means none.
@@ -85,7 +89,11 @@ type Revoker struct {
 	now     func() time.Time
 	log     *zap.Logger
 
-	wake      chan struct{}
+	wake chan struct{}
+	// busy is set while a cancel may be pending (the last look found one,
+	// or one was queued or announced since): the goroutine looks every
+	// Poll only then.
+	busy      atomic.Bool
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -158,6 +166,7 @@ func (r *Revoker) Enqueue(ctx context.Context, tok session.Cancel, reason string
 }
 
 func (r *Revoker) kick() {
+	r.busy.Store(true)
 	select {
 	case r.wake <- struct{}{}:
 	default:
@@ -189,8 +198,11 @@ func (r *Revoker) loop() {
 	defer r.wg.Done()
 	t := time.NewTicker(r.cfg.Poll)
 	defer t.Stop()
+	r.busy.Store(true) // at start: cancels other instances left behind
 	for {
-		r.Drain(r.ctx)
+		if r.busy.Load() {
+			r.Drain(r.ctx)
+		}
 		select {
 		case <-r.ctx.Done():
 			return
@@ -204,11 +216,18 @@ func (r *Revoker) loop() {
 // none is left due or ctx ends, and reports the pending count to
 // OnPending.
 func (r *Revoker) Drain(ctx context.Context) {
+	r.busy.Store(false) // a kick from now on sets it again
 	for _, q := range r.queues() {
 		for ctx.Err() == nil && r.one(ctx, q) {
 		}
 	}
-	r.reportPending()
+	n, err := r.Pending(context.Background())
+	if err != nil || n > 0 {
+		r.busy.Store(true) // look again at the next Poll
+	}
+	if err == nil && r.cfg.OnPending != nil {
+		r.cfg.OnPending(n)
+	}
 }
 
 func (r *Revoker) queues() []session.PendingCancels {
@@ -232,15 +251,6 @@ func (r *Revoker) Pending(ctx context.Context) (int, error) {
 		total += n
 	}
 	return total, nil
-}
-
-func (r *Revoker) reportPending() {
-	if r.cfg.OnPending == nil {
-		return
-	}
-	if n, err := r.Pending(context.Background()); err == nil {
-		r.cfg.OnPending(n)
-	}
 }
 
 // one leases one due cancel of q and tries it. It reports whether it found
@@ -413,4 +423,28 @@ func (r *Revoker) result(res string) {
 	if r.cfg.OnResult != nil {
 		r.cfg.OnResult(res)
 	}
+}
+
+// Watch returns st, whose pending cancels this Revoker works, for the cache:
+// its announcements of a queued pending cancel, and the re-establishment
+// of its subscription, make this Revoker look for due cancels, and the
+// cache hears every other announcement as before.
+func (r *Revoker) Watch(st session.Store) session.Store { return watched{Store: st, r: r} }
+
+type watched struct {
+	session.Store
+	r *Revoker
+}
+
+func (w watched) Listen(fn func(session.Event)) {
+	w.Store.Listen(func(ev session.Event) {
+		switch ev.Kind {
+		case session.EventCancelQueued:
+			w.r.kick()
+			return
+		case session.EventResync:
+			w.r.kick()
+		}
+		fn(ev)
+	})
 }

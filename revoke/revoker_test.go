@@ -392,3 +392,59 @@ func TestQueueRace(t *testing.T) {
 		}
 	}
 }
+
+// countingQueue counts the calls a queue gets.
+type countingQueue struct {
+	*MemoryQueue
+	calls atomic.Int64
+}
+
+func (q *countingQueue) LeaseCancel(ctx context.Context, now time.Time, ttl time.Duration) (*session.Cancel, string, error) {
+	q.calls.Add(1)
+	return q.MemoryQueue.LeaseCancel(ctx, now, ttl)
+}
+
+func (q *countingQueue) CountCancels(ctx context.Context) (int, error) {
+	q.calls.Add(1)
+	return q.MemoryQueue.CountCancels(ctx)
+}
+
+// TestIdleRevokerIsQuiet: a Revoker with nothing pending sends nothing to
+// the store between polls; a queued or announced cancel wakes it.
+func TestIdleRevokerIsQuiet(t *testing.T) {
+	q := &countingQueue{MemoryQueue: NewMemoryQueue()}
+	e := &env{clock: fakeclock.New(t0), rebell: &fakeRebell{}, results: map[string]int{}}
+	r, err := New(Config{Queue: q, Canceller: e.rebell, Refresher: e.rebell, Now: e.clock.Now, Poll: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	r.Start()
+	deadline := time.Now().Add(5 * time.Second)
+	for q.calls.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // the first look ends
+	idle := q.calls.Load()
+	time.Sleep(100 * time.Millisecond) // twenty polls
+	if n := q.calls.Load(); n != idle || idle == 0 {
+		t.Fatalf("%d calls at start, %d after idle polls", idle, n)
+	}
+	// Another instance queued one, and the store announced it.
+	_ = q.AddCancel(context.Background(), &session.Cancel{AccessToken: rebell.NewSecret("AT9"),
+		AccessTokenExpiry: t0.Add(time.Hour), RefreshTokenExpiry: t0.Add(time.Hour)})
+	watched := r.Watch(fakeListener{})
+	watched.Listen(func(session.Event) { t.Error("the cache heard a cancel announcement") })
+	for time.Now().Before(deadline) {
+		if c, _ := e.rebell.calls(); len(c) == 1 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("the announced cancel was not made")
+}
+
+// fakeListener is a store whose Listen announces one queued cancel.
+type fakeListener struct{ session.Store }
+
+func (fakeListener) Listen(fn func(session.Event)) { fn(session.Event{Kind: session.EventCancelQueued}) }

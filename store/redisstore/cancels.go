@@ -33,7 +33,8 @@ const cancelSlack = time.Hour
 const maxCancelScan = 16
 
 // addCancelScript: KEYS data, due, lease; ARGV id, sealed, due (ms),
-// lifetime (ms).
+// lifetime (ms), channel, message. Announces the cancel, so that idle
+// instances look for due ones.
 var addCancelScript = redis.NewScript(`
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
@@ -41,6 +42,7 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 for i = 1, 2 do
   if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
 end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 `)
 
@@ -167,7 +169,7 @@ func (s *Store) AddCancel(ctx context.Context, c *session.Cancel) error {
 	if err != nil {
 		return err
 	}
-	if err := s.run(ctx, addCancelScript, ks, c.ID, sealed, unixMilli(c.Due), cancelLifetime(c)).Err(); err != nil {
+	if err := s.run(ctx, addCancelScript, ks, c.ID, sealed, unixMilli(c.Due), cancelLifetime(c), s.keys.channel, cancelQueuedMessage).Err(); err != nil {
 		return s.fail("add cancel", err)
 	}
 	return nil
