@@ -151,9 +151,9 @@ type Handler struct {
 	accessHeader, accessNorm     string
 	customerHeader, customerNorm string
 	identityHeader, identityNorm string // "" without Identity
-	bearer                       bool // sessionHeader is Authorization
-	accessBearer                 bool // accessHeader is Authorization: "Bearer <token>"
-	accessIsSession              bool // accessHeader and sessionHeader are the same header
+	bearer                       bool   // sessionHeader is Authorization
+	accessBearer                 bool   // accessHeader is Authorization: "Bearer <token>"
+	accessIsSession              bool   // accessHeader and sessionHeader are the same header
 	cookie                       string
 	omitAccess                   bool
 	identity                     *identity.Signer
