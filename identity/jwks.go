@@ -1,8 +1,11 @@
 package identity
 
 import (
+	"encoding/json"
 	"net/http"
 	"strconv"
+
+	"github.com/go-jose/go-jose/v4"
 )
 
 // JWKSCacheControl is the Cache-Control of the JWKS responses: verifiers may
@@ -32,4 +35,20 @@ func ServeJWKS(w http.ResponseWriter, r *http.Request, doc []byte) {
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(doc)
 	}
+}
+
+// JWKSOf returns the JWKS document of keys (public halves only), without
+// duplicate kids, in the order given. The admin API's /rebell/jwks lists the
+// keys of every site this way.
+func JWKSOf(keys ...*Key) ([]byte, error) {
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{}}
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if k == nil || seen[k.kid] {
+			continue
+		}
+		seen[k.kid] = true
+		set.Keys = append(set.Keys, k.publicJWK())
+	}
+	return json.Marshal(set)
 }

@@ -21,7 +21,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -137,11 +136,7 @@ func New(cfg Config) (*Signer, error) {
 			s.keys = append(s.keys, k)
 		}
 	}
-	set := jose.JSONWebKeySet{}
-	for _, k := range s.keys {
-		set.Keys = append(set.Keys, k.publicJWK())
-	}
-	if s.jwks, err = json.Marshal(set); err != nil {
+	if s.jwks, err = JWKSOf(s.keys...); err != nil {
 		return nil, fmt.Errorf("identity: JWKS: %w", err)
 	}
 	return s, nil
