@@ -18,6 +18,7 @@ import (
 
 	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/identity"
+	"github.com/rebell-gateway/caddy-rebell/internal/fakeclock"
 )
 
 // testSigner returns an identity.Signer with a new Ed25519 key and the
@@ -256,3 +257,40 @@ func BenchmarkServeHTTPCachedIdentity(b *testing.B) {
 }
 
 var _ identity.Memo = (*cache.Grant)(nil)
+
+// TestIdentityReSignedAfterRefresh: a refresh makes a new grant, and the
+// first request with it gets a new assertion, although the old one had
+// time left.
+func TestIdentityReSignedAfterRefresh(t *testing.T) {
+	k := testSigner(t, "api").Keys()[0]
+	clock := fakeclock.New(testNow)
+	s, err := identity.New(identity.Config{Key: k, Audience: "api", Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(c *Config) { c.Identity = s })
+	id := e.s.add()
+	key, _ := testIDs.Parse(id)
+	assertion := func() string {
+		up := &upstream{}
+		if w, err := e.serve(get("/api", "Authorization", bearer(id)), up); err != nil || w.Code != 200 {
+			t.Fatalf("%v %d", err, w.Code)
+		}
+		return up.header.Get("X-Rebell-Identity")
+	}
+	first := assertion()
+	clock.Advance(10 * time.Second)
+	if assertion() != first {
+		t.Fatal("re-signed within half the ttl without a refresh")
+	}
+	e.s.mu.Lock()
+	e.s.sessions[key] = testGrant() // what a refresh does: a new grant
+	e.s.mu.Unlock()
+	renewed := assertion()
+	if renewed == first {
+		t.Fatal("the new grant reused the old grant's assertion")
+	}
+	if c := verifyAssertion(t, s, renewed); c.IssuedAt != testNow.Unix()+10 {
+		t.Errorf("iat %d", c.IssuedAt)
+	}
+}
