@@ -51,6 +51,16 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		customer_id_header     <name>
 //		public                 <paths...>
 //		errors                 json|caddy
+//		identity_assertion {
+//			signing_key_file  <path>
+//			signing_key       <value>
+//			previous_key_file <path>...
+//			header            <name>
+//			audience          <aud>
+//			issuer            <iss>
+//			ttl               <duration>
+//			jwks_path         <path>
+//		}
 //		store redis {
 //			address        <host:port>...
 //			master_name    <name>
@@ -205,6 +215,10 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if a.Revoke != "on" && a.Revoke != "off" {
 				return d.Errf("revoke: %q is not on or off", a.Revoke)
+			}
+		case "identity_assertion":
+			if err := a.unmarshalIdentity(d); err != nil {
+				return err
 			}
 		default:
 			return d.Errf("unrecognized subdirective %s", strconv.Quote(sub))

@@ -447,4 +447,6 @@ func TestIdleRevokerIsQuiet(t *testing.T) {
 // fakeListener is a store whose Listen announces one queued cancel.
 type fakeListener struct{ session.Store }
 
-func (fakeListener) Listen(fn func(session.Event)) { fn(session.Event{Kind: session.EventCancelQueued}) }
+func (fakeListener) Listen(fn func(session.Event)) {
+	fn(session.Event{Kind: session.EventCancelQueued})
+}
