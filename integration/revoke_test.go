@@ -314,3 +314,25 @@ func TestRevokeExpiredAccessTokenRefreshesFirst(t *testing.T) {
 		t.Fatal("the refreshed pair's refresh token still works at Rebell")
 	}
 }
+
+// TestRevokeWalkthrough is the README's walkthrough against the sandbox:
+// after a logout the sandbox's stats count one cancelToken that revoked
+// the authorization, and no refresh token is left alive.
+func TestRevokeWalkthrough(t *testing.T) {
+	g := startGateway(t, "", "")
+	resp, lr := g.login(issueCode(t, g.sandbox, "2188000000000001"))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("login: %d", resp.StatusCode)
+	}
+	if st := getCancelStats(t, g.sandbox); st.LiveRefreshTokens != 1 || st.CancelTokenCalls != 0 {
+		t.Fatalf("before the logout: %+v", st)
+	}
+	if resp, _ := g.call(http.MethodPost, "/rebell/logout", bearer(lr.SessionID)); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("logout: %d", resp.StatusCode)
+	}
+	waitUntil(t, 5*time.Second, "the sandbox counting the cancel", func() (bool, string) {
+		st := getCancelStats(t, g.sandbox)
+		return st.CancelTokenCalls == 1 && st.AuthorizationsCancelled == 1 && st.CancelByResultCode[rebell.CodeSuccess] == 1 &&
+			st.LiveRefreshTokens == 0, fmt.Sprintf("%+v", st)
+	})
+}
