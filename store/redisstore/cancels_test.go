@@ -124,3 +124,21 @@ func TestPendingCancelsRace(t *testing.T) {
 		}
 	}
 }
+
+// TestAddCancelAnnounces: every instance hears of a pending cancel queued
+// on another, so an idle one looks for due cancels.
+func TestAddCancelAnnounces(t *testing.T) {
+	srv := redistest.Start(t)
+	key := newKey()
+	a, b := newStore(t, key, srv.Addr), newStore(t, key, srv.Addr)
+	eb := newEvents()
+	b.Listen(eb.fn)
+	eb.next(t, session.EventResync)
+	now := time.Now()
+	if err := a.AddCancel(context.Background(), &session.Cancel{AccessToken: secret("AT"), AccessTokenExpiry: now.Add(time.Hour), RefreshTokenExpiry: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := eb.next(t, session.EventCancelQueued); ev.Key != (session.Key{}) {
+		t.Fatalf("announcement %+v", ev)
+	}
+}
