@@ -95,7 +95,9 @@ func TestRevokeOnLogout(t *testing.T) {
 	if !g.mock.refreshLiveFor(at) {
 		t.Fatal("the refresh token is dead before the logout")
 	}
-	if took := g.logout(sid); took > time.Second {
+	took := g.logout(sid)
+	answered := time.Now()
+	if took > time.Second {
 		t.Errorf("logout took %v", took)
 	}
 	waitUntil(t, 5*time.Second, "one cancelToken", func() (bool, string) {
@@ -103,6 +105,7 @@ func TestRevokeOnLogout(t *testing.T) {
 		return len(c) == 1 && c[0].result != "", fmt.Sprint(len(c))
 	})
 	c := g.mock.cancelCalls()[0]
+	t.Logf("logout answered in %v; the cancel reached Rebell %v after the answer", took.Round(time.Microsecond), c.at.Sub(answered).Round(time.Microsecond))
 	if !c.signed || c.accessToken != at || c.result != rebell.CodeSuccess {
 		t.Fatalf("cancel: signed %v, token matches %v, result %s", c.signed, c.accessToken == at, c.result)
 	}
@@ -136,6 +139,8 @@ func TestRevokeWhileRebellDown(t *testing.T) {
 	g.mock.setMode(mockRefuse)
 	if took := g.logout(sid); took > time.Second {
 		t.Errorf("logout with Rebell down took %v", took)
+	} else {
+		t.Logf("logout with Rebell down answered in %v", took.Round(time.Microsecond))
 	}
 	waitUntil(t, 5*time.Second, "a refused cancel", func() (bool, string) {
 		n := len(g.mock.cancelCalls())
@@ -255,6 +260,8 @@ func TestClusterRevokeSurvivesTheInstance(t *testing.T) {
 	m.logout(m.nodes[0], s.SessionID)
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("logout took %v", took)
+	} else {
+		t.Logf("logout with store redis, Rebell failing, answered in %v", took.Round(time.Microsecond))
 	}
 	waitUntil(t, 5*time.Second, "a failed cancel", func() (bool, string) {
 		st := getCancelStats(t, m.sandbox)
