@@ -206,6 +206,9 @@ type Auth struct {
 
 	guard    *pooledGuard
 	guardKey *guardKey // set once this config holds a reference to guard
+
+	skew    *pooledSkew
+	skewKey *guardKey // set once this config holds a reference to skew
 }
 
 // CaddyModule returns the Caddy module information.
@@ -246,6 +249,7 @@ func (s *swapExchanger) Refresh(ctx context.Context, rt rebell.Secret) (*rebell.
 func (a *Auth) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	registerMetrics(ctx.GetMetricsRegistry())
+	registerSkewMetrics(ctx.GetMetricsRegistry())
 	repl := caddy.NewReplacer()
 	for _, f := range []*string{
 		&a.Endpoint, &a.ClientID, &a.PrivateKeyFile, &a.PrivateKey, &a.RebellPublicKeyFile, &a.RebellPublicKey,
@@ -267,6 +271,9 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 
 	var err error
 	if a.guard, err = a.loadGuard(); err != nil {
+		return err
+	}
+	if a.skew, err = a.loadClockSkew(); err != nil {
 		return err
 	}
 	client, err := a.newClient()
@@ -458,6 +465,7 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 		Retries:           *a.Retries,
 		HTTPClient:        a.httpClient,
 		MayRetry:          a.guard.MayRetry,
+		ClockSkew:         a.clockSkew(),
 		Observe: func(grantType, _ string, took time.Duration) {
 			metrics.applyToken.WithLabelValues(grantType).Observe(took.Seconds())
 		},
@@ -471,7 +479,7 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 // Cleanup releases this config's reference to the token cache; the cache
 // stops when no config uses it any more.
 func (a *Auth) Cleanup() error {
-	gerr := a.releaseGuard()
+	gerr := errors.Join(a.releaseGuard(), a.releaseClockSkew())
 	if !a.pooled {
 		return gerr
 	}

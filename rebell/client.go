@@ -66,6 +66,10 @@ type ClientConfig struct {
 	// result (a resultCode, or transport_error, bad_signature, bad_response,
 	// http_error) and how long it took. Metrics hook; keep it cheap.
 	Observe func(grantType, result string, took time.Duration)
+	// ClockSkew, if set, measures the offset of this machine's clock from
+	// Rebell's on every verified answer (its Response-Time against the
+	// middle of the round trip, read from Now). nil measures nothing.
+	ClockSkew *ClockSkew
 }
 
 // Client calls Rebell's applyToken. It is safe for concurrent use and
@@ -281,13 +285,15 @@ func (c *Client) attempt(ctx context.Context, grantType string, body []byte) (to
 	if err != nil {
 		return nil, &Error{Kind: KindConfiguration, Err: err}
 	}
-	if err := c.cfg.Signer.Sign(req.Header, HeaderRequestTime, http.MethodPost, c.uri, body, c.now()); err != nil {
+	sent := c.now()
+	if err := c.cfg.Signer.Sign(req.Header, HeaderRequestTime, http.MethodPost, c.uri, body, sent); err != nil {
 		return nil, &Error{Kind: KindConfiguration, Err: err}
 	}
 	resp, err := c.httpClient.Do(req)
 	if err != nil {
 		return nil, &Error{Kind: KindRetryable, Err: transportError(err)}
 	}
+	received := c.now() // the headers are in
 	defer resp.Body.Close()
 	respBody, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
@@ -314,6 +320,8 @@ func (c *Client) attempt(ctx context.Context, grantType string, body []byte) (to
 			}
 			return nil, e
 		}
+		// Only a verified Response-Time says what Rebell's clock reads.
+		c.cfg.ClockSkew.Observe(sent, received, resp.Header.Get(HeaderResponseTime))
 	}
 	tok, e = parseApplyToken(resp.StatusCode, respBody, grantType)
 	if e != nil && len(c.pubKeys) > 0 {
