@@ -17,6 +17,7 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/handler"
+	"github.com/rebell-gateway/caddy-rebell/probe"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 	"github.com/rebell-gateway/caddy-rebell/store/redisstore"
 )
@@ -225,10 +226,15 @@ func (Auth) CaddyModule() caddy.ModuleInfo {
 type pooledCache struct {
 	*cache.Cache
 	exchanger *swapExchanger
+	// storeProbe PINGs the shared store for /rebell/ready; nil without one.
+	storeProbe *probe.Prober
 }
 
 // Destruct stops the cache when the last config using it is unloaded.
 func (p *pooledCache) Destruct() error {
+	if p.storeProbe != nil {
+		p.storeProbe.Stop()
+	}
 	p.Close()
 	return nil
 }
@@ -298,13 +304,16 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		var store cache.Store
+		var (
+			store      cache.Store
+			redisStore *redisstore.Store
+		)
 		if a.storeCfg != nil {
 			st, err := newStore(a.storeCfg, a.logger.Named("store"))
 			if err != nil {
 				return nil, err
 			}
-			store = st
+			store, redisStore = st, st
 		}
 		c, err := cache.New(cache.Config{
 			Store:            store,
@@ -325,7 +334,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			}
 			return nil, err
 		}
-		return &pooledCache{Cache: c, exchanger: ex}, nil
+		return &pooledCache{Cache: c, exchanger: ex, storeProbe: startStoreProbe(redisStore)}, nil
 	}))
 	if err != nil {
 		return err
