@@ -243,10 +243,12 @@ func (p *pooledCache) Destruct() error {
 type swapExchanger struct{ client atomic.Pointer[rebell.Client] }
 
 func (s *swapExchanger) ExchangeAuthCode(ctx context.Context, code rebell.Secret) (*rebell.Token, error) {
+	markAdmitted(ctx) // the guard let it through (tracing.go)
 	return s.client.Load().ExchangeAuthCode(ctx, code)
 }
 
 func (s *swapExchanger) Refresh(ctx context.Context, rt rebell.Secret) (*rebell.Token, error) {
+	markAdmitted(ctx)
 	return s.client.Load().Refresh(ctx, rt)
 }
 
@@ -313,12 +315,12 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			if err != nil {
 				return nil, err
 			}
-			store, redisStore = st, st
+			store, redisStore = tracedStore{st}, st
 		}
 		c, err := cache.New(cache.Config{
 			Store:            store,
 			SessionKeys:      sessionKeys,
-			Exchanger:        guard.NewExchanger(ex, a.guard.Guard),
+			Exchanger:        &tracingExchanger{next: guard.NewExchanger(ex, a.guard.Guard), breaker: a.guard.State},
 			MaxSessions:      a.MaxSessions,
 			RefreshAhead:     time.Duration(a.RefreshAhead),
 			IdleTimeout:      time.Duration(a.IdleTimeout),
@@ -475,6 +477,7 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 		HTTPClient:        a.httpClient,
 		MayRetry:          a.guard.MayRetry,
 		ClockSkew:         a.clockSkew(),
+		OnAttempt:         traceAttempt,
 		Observe: func(grantType, _ string, took time.Duration) {
 			metrics.applyToken.WithLabelValues(grantType).Observe(took.Seconds())
 		},

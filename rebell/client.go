@@ -66,6 +66,9 @@ type ClientConfig struct {
 	// result (a resultCode, or transport_error, bad_signature, bad_response,
 	// http_error) and how long it took. Metrics hook; keep it cheap.
 	Observe func(grantType, result string, took time.Duration)
+	// OnAttempt, if set, is called after every attempt with the call's
+	// context and what the attempt got (tracing hook; keep it cheap).
+	OnAttempt func(ctx context.Context, a AttemptInfo)
 	// ClockSkew, if set, measures the offset of this machine's clock from
 	// Rebell's on every verified answer (its Response-Time against the
 	// middle of the round trip, read from Now). nil measures nothing.
@@ -270,6 +273,7 @@ func (c *Client) backoff(attempt int) time.Duration {
 
 func (c *Client) attempt(ctx context.Context, grantType string, body []byte) (tok *Token, e *Error) {
 	start := time.Now()
+	status := 0 // the response's, for OnAttempt
 	defer func() {
 		if c.cfg.Observe != nil {
 			result := CodeSuccess
@@ -278,6 +282,7 @@ func (c *Client) attempt(ctx context.Context, grantType string, body []byte) (to
 			}
 			c.cfg.Observe(grantType, result, time.Since(start))
 		}
+		c.onAttempt(ctx, grantType, status, time.Since(start), tok, e)
 	}()
 	actx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
@@ -294,6 +299,7 @@ func (c *Client) attempt(ctx context.Context, grantType string, body []byte) (to
 		return nil, &Error{Kind: KindRetryable, Err: transportError(err)}
 	}
 	received := c.now() // the headers are in
+	status = resp.StatusCode
 	defer resp.Body.Close()
 	respBody, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {

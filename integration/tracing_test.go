@@ -1,0 +1,199 @@
+package integration
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rebell-gateway/caddy-rebell/internal/redistest"
+)
+
+// otlpReceiver is an OTLP/HTTP trace receiver on 127.0.0.1: it decodes every
+// protobuf export Caddy's tracing module sends and keeps the spans.
+type otlpReceiver struct {
+	URL string
+
+	mu    sync.Mutex
+	spans []*tracepb.Span
+	raw   bytes.Buffer // every body received, for the secrets check
+}
+
+func newOTLPReceiver(t *testing.T) *otlpReceiver {
+	t.Helper()
+	r := &otlpReceiver{}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var body io.Reader = req.Body
+		if req.Header.Get("Content-Encoding") == "gzip" {
+			gz, err := gzip.NewReader(req.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			body = gz
+		}
+		b, err := io.ReadAll(io.LimitReader(body, 16<<20))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var export collectortrace.ExportTraceServiceRequest
+		if err := proto.Unmarshal(b, &export); err != nil {
+			t.Errorf("OTLP export %s %s is not an ExportTraceServiceRequest: %v", req.Method, req.URL.Path, err)
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.mu.Lock()
+		r.raw.Write(b)
+		for _, rs := range export.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				r.spans = append(r.spans, ss.Spans...)
+			}
+		}
+		r.mu.Unlock()
+		out, _ := proto.Marshal(&collectortrace.ExportTraceServiceResponse{})
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		_, _ = w.Write(out)
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	r.URL = "http://" + l.Addr().String()
+	return r
+}
+
+// find returns the spans received so far named name.
+func (r *otlpReceiver) find(name string) []*tracepb.Span {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*tracepb.Span
+	for _, s := range r.spans {
+		if s.Name == name {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func spanAttr(s *tracepb.Span, key string) string {
+	for _, kv := range s.Attributes {
+		if kv.Key != key {
+			continue
+		}
+		switch v := kv.Value.Value.(type) {
+		case *commonpb.AnyValue_StringValue:
+			return v.StringValue
+		case *commonpb.AnyValue_IntValue:
+			return fmt.Sprint(v.IntValue)
+		case *commonpb.AnyValue_BoolValue:
+			return fmt.Sprint(v.BoolValue)
+		case *commonpb.AnyValue_DoubleValue:
+			return fmt.Sprint(v.DoubleValue)
+		}
+	}
+	return ""
+}
+
+// TestTracingThroughCaddy: with Caddy's tracing directive, a login through a
+// real Caddy exports (OTLP/HTTP, to a receiver on 127.0.0.1) a
+// rebell.applyToken span and the store's round trips as children of the
+// request's span, with the call's attributes and no auth code, token, session
+// id or customer id anywhere in the export.
+func TestTracingThroughCaddy(t *testing.T) {
+	recv := newOTLPReceiver(t)
+	t.Setenv("OTEL_TRACES_EXPORTER", "otlp")
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", recv.URL+"/v1/traces")
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+	rs := redistest.Start(t)
+	mock := newMockRebell(t)
+	kf := writeKeys(t, t.TempDir())
+	up := newUpstream(t)
+	port := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	tracing {
+		span gateway_request
+	}
+	rebell_auth {
+		endpoint %s
+		client_id MERCHANT_IT
+		private_key_file %s
+		rebell_public_key_file %s
+		login_dedup_window 0
+		store redis {
+			address %s
+			encryption_key AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=
+		}
+	}
+	reverse_proxy %s
+}
+`, port, mock.URL, kf.MerchantPrivate, kf.PlatformPublic, rs.Addr, strings.TrimPrefix(up.URL, "http://")), port)
+
+	const code = "trace-auth-code-0001"
+	resp, err := http.Post(base+"/rebell/login", "application/json", strings.NewReader(`{"authCode":"`+code+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("login: %d %s", resp.StatusCode, body)
+	}
+
+	deadline := time.Now().Add(20 * time.Second)
+	var reqSpans, applySpans []*tracepb.Span
+	for time.Now().Before(deadline) {
+		reqSpans, applySpans = recv.find("gateway_request"), recv.find("rebell.applyToken")
+		if len(reqSpans) > 0 && len(applySpans) > 0 && len(recv.find("redis.create")) > 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(reqSpans) != 1 || len(applySpans) != 1 {
+		t.Fatalf("%d request spans and %d applyToken spans received, want 1 and 1", len(reqSpans), len(applySpans))
+	}
+	req, apply := reqSpans[0], applySpans[0]
+	if !bytes.Equal(apply.ParentSpanId, req.SpanId) || !bytes.Equal(apply.TraceId, req.TraceId) {
+		t.Errorf("applyToken's parent %s, want the request's span %s", hex.EncodeToString(apply.ParentSpanId), hex.EncodeToString(req.SpanId))
+	}
+	for k, want := range map[string]string{
+		"rebell.grant_type": "AUTHORIZATION_CODE", "rebell.result_status": "S", "rebell.result_code": "SUCCESS",
+		"rebell.breaker_state": "closed", "http.response.status_code": "200", "rebell.attempts": "1",
+	} {
+		if got := spanAttr(apply, k); got != want {
+			t.Errorf("applyToken %s = %q, want %q", k, got, want)
+		}
+	}
+	stores := recv.find("redis.create")
+	if len(stores) == 0 || !bytes.Equal(stores[0].ParentSpanId, req.SpanId) {
+		t.Errorf("no redis.create child of the request's span (%d)", len(stores))
+	}
+	var lr loginResult
+	_ = json.Unmarshal(body, &lr)
+	recv.mu.Lock()
+	raw := recv.raw.String()
+	recv.mu.Unlock()
+	for _, secret := range []string{code, lr.SessionID, lr.CustomerID, "AT0000", "RT0000"} {
+		if secret != "" && strings.Contains(raw, secret) {
+			t.Errorf("the OTLP export holds %q", secret)
+		}
+	}
+}
