@@ -204,7 +204,7 @@ func TestTraceBackgroundLinked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bg := guard.WithBackground(carrySpan(reqCtx, context.Background(), true))
+	bg := rebell.WithBackground(carrySpan(reqCtx, context.Background(), true))
 	if _, err := r.ex.Refresh(bg, tok.RefreshToken); err != nil {
 		t.Fatal(err)
 	}
