@@ -324,6 +324,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			OnLogin:          func(result string) { metrics.logins.WithLabelValues(result).Inc() },
 			OnRefresh:        func(result string) { metrics.refreshes.WithLabelValues(result).Inc() },
 			OnSessionEnded:   func(reason string) { metrics.ended.WithLabelValues(reason).Inc() },
+			Carry:            carrySpan, // a request's trace goes with the work it starts (tracing.go)
 		})
 		if err != nil {
 			if store != nil {

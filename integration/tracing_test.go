@@ -137,7 +137,6 @@ http://127.0.0.1:%d {
 		client_id MERCHANT_IT
 		private_key_file %s
 		rebell_public_key_file %s
-		login_dedup_window 0
 		store redis {
 			address %s
 			encryption_key AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=
