@@ -67,7 +67,9 @@ type Auth struct {
 
 	// Path of the merchant's RSA private key (2048 bits or more): PEM PKCS#1,
 	// PEM PKCS#8 or bare base64 DER. Exactly one of private_key_file and
-	// private_key is required.
+	// private_key is required. Key files are read when the config is
+	// provisioned (caddy validate, run, reload), not by caddy adapt, so the
+	// adapted JSON carries the path and never the key.
 	PrivateKeyFile string `json:"private_key_file,omitempty"`
 
 	// The merchant's private key inline, in the same formats, e.g.
