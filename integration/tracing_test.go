@@ -113,8 +113,9 @@ func spanAttr(s *tracepb.Span, key string) string {
 // TestTracingThroughCaddy: with Caddy's tracing directive, a login through a
 // real Caddy exports (OTLP/HTTP, to a receiver on 127.0.0.1) a
 // rebell.applyToken span and the store's round trips as children of the
-// request's span, with the call's attributes and no auth code, token, session
-// id or customer id anywhere in the export.
+// request's span, with the call's attributes; a refresh-ahead is a root span
+// linked to the request that started it; no auth code, token, session id or
+// customer id is anywhere in the export.
 func TestTracingThroughCaddy(t *testing.T) {
 	recv := newOTLPReceiver(t)
 	t.Setenv("OTEL_TRACES_EXPORTER", "otlp")
@@ -146,6 +147,10 @@ http://127.0.0.1:%d {
 }
 `, port, mock.URL, kf.MerchantPrivate, kf.PlatformPublic, rs.Addr, strings.TrimPrefix(up.URL, "http://")), port)
 
+	// Access tokens live 8 s: the refresh-ahead window opens 4 s after a
+	// login, and a request waits for a new token from 6 s on
+	// (docs/freshness.md).
+	mock.accessTTL.Store(int64(8 * time.Second))
 	const code = "trace-auth-code-0001"
 	resp, err := http.Post(base+"/rebell/login", "application/json", strings.NewReader(`{"authCode":"`+code+`"}`))
 	if err != nil {
@@ -157,19 +162,59 @@ http://127.0.0.1:%d {
 		t.Fatalf("login: %d %s", resp.StatusCode, body)
 	}
 
+	obtained := time.Now()
+	var lr loginResult
+	_ = json.Unmarshal(body, &lr)
+	// A request in the refresh-ahead window starts a background refresh it
+	// does not wait for.
+	time.Sleep(time.Until(obtained.Add(4500 * time.Millisecond)))
+	get, _ := http.NewRequest(http.MethodGet, base+"/api/ahead", nil)
+	get.Header.Set("Authorization", "Bearer "+lr.SessionID)
+	gresp, err := http.DefaultClient.Do(get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gresp.Body.Close()
+	if gresp.StatusCode != http.StatusOK {
+		t.Fatalf("request in the refresh-ahead window: %d", gresp.StatusCode)
+	}
+
 	deadline := time.Now().Add(20 * time.Second)
 	var reqSpans, applySpans []*tracepb.Span
 	for time.Now().Before(deadline) {
 		reqSpans, applySpans = recv.find("gateway_request"), recv.find("rebell.applyToken")
-		if len(reqSpans) > 0 && len(applySpans) > 0 && len(recv.find("redis.create")) > 0 {
+		if len(reqSpans) > 1 && len(applySpans) > 1 && len(recv.find("redis.create")) > 0 {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if len(reqSpans) != 1 || len(applySpans) != 1 {
-		t.Fatalf("%d request spans and %d applyToken spans received, want 1 and 1", len(reqSpans), len(applySpans))
+	if len(reqSpans) != 2 || len(applySpans) != 2 {
+		t.Fatalf("%d request spans and %d applyToken spans received, want 2 and 2", len(reqSpans), len(applySpans))
 	}
-	req, apply := reqSpans[0], applySpans[0]
+	var req, ahead, apply, refresh *tracepb.Span
+	for _, s := range reqSpans {
+		if spanAttr(s, "http.request.method") == http.MethodGet {
+			ahead = s
+		} else {
+			req = s
+		}
+	}
+	for _, s := range applySpans {
+		if spanAttr(s, "rebell.grant_type") == "REFRESH_TOKEN" {
+			refresh = s
+		} else {
+			apply = s
+		}
+	}
+	if req == nil || ahead == nil || apply == nil || refresh == nil {
+		t.Fatalf("spans: login request %v, GET %v, login call %v, refresh %v", req != nil, ahead != nil, apply != nil, refresh != nil)
+	}
+	// The refresh-ahead is a root span of its own, linked to the request
+	// that started it.
+	if len(refresh.ParentSpanId) != 0 || len(refresh.Links) != 1 || !bytes.Equal(refresh.Links[0].SpanId, ahead.SpanId) ||
+		spanAttr(refresh, "rebell.background") != "true" {
+		t.Errorf("refresh-ahead span: parent %x, links %v, background %q", refresh.ParentSpanId, refresh.Links, spanAttr(refresh, "rebell.background"))
+	}
 	if !bytes.Equal(apply.ParentSpanId, req.SpanId) || !bytes.Equal(apply.TraceId, req.TraceId) {
 		t.Errorf("applyToken's parent %s, want the request's span %s", hex.EncodeToString(apply.ParentSpanId), hex.EncodeToString(req.SpanId))
 	}
@@ -185,8 +230,6 @@ http://127.0.0.1:%d {
 	if len(stores) == 0 || !bytes.Equal(stores[0].ParentSpanId, req.SpanId) {
 		t.Errorf("no redis.create child of the request's span (%d)", len(stores))
 	}
-	var lr loginResult
-	_ = json.Unmarshal(body, &lr)
 	recv.mu.Lock()
 	raw := recv.raw.String()
 	recv.mu.Unlock()
