@@ -73,6 +73,10 @@ func TestReadyMemoryOnly(t *testing.T) {
 		t.Errorf("clock 90 s off: %+v", checkOf(in, "clock"))
 	}
 	w := httptest.NewRecorder()
+	if err := handleReady(w, httptest.NewRequest(http.MethodHead, "/rebell/ready", nil)); err != nil || w.Code != http.StatusOK || w.Body.Len() != 0 {
+		t.Errorf("HEAD: %v %d %q", err, w.Code, w.Body)
+	}
+	w = httptest.NewRecorder()
 	err := handleReady(w, httptest.NewRequest(http.MethodPost, "/rebell/ready", nil))
 	var apiErr caddy.APIError
 	if !errors.As(err, &apiErr) || apiErr.HTTPStatus != http.StatusMethodNotAllowed {
