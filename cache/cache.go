@@ -111,6 +111,13 @@ type Config struct {
 	// memory after it changes. It is called with an internal lock held: it
 	// must be quick and must not call the Cache other than Len.
 	OnSessionsChanged func(n int)
+	// Carry, if set, gives work a request starts in one of the cache's own
+	// goroutines (a login, a refresh) what it keeps of the request's
+	// context: the gateway passes its tracing span on this way
+	// (docs/operations.md, "Tracing"). background is true for work the
+	// request does not wait for (refresh-ahead). It returns the context
+	// the work runs with, derived from work.
+	Carry func(from, work context.Context, background bool) context.Context
 }
 
 // Cache holds the gateway's sessions and keeps their tokens fresh
@@ -122,6 +129,7 @@ type Cache struct {
 	onLogin   func(string)
 	onRefresh func(string)
 	onEnded   func(string)
+	carry     func(from, work context.Context, background bool) context.Context
 
 	mem    *memoryTier
 	logins loginMemo
@@ -173,6 +181,7 @@ func New(cfg Config) (*Cache, error) {
 		onLogin:   cfg.OnLogin,
 		onRefresh: cfg.OnRefresh,
 		onEnded:   cfg.OnSessionEnded,
+		carry:     cfg.Carry,
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -283,7 +292,7 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 		return &st.grant, nil
 	case refreshAhead:
 		e.touch(ns)
-		c.joinRefresh(e, st, now, true) // start a refresh-ahead; do not wait for it
+		c.joinRefresh(ctx, e, st, now, true) // start a refresh-ahead; do not wait for it
 		return &st.grant, nil
 	case mustRefresh:
 		e.touch(ns)
@@ -376,6 +385,15 @@ func (c *Cache) spawn(f func(ctx context.Context)) bool {
 	return true
 }
 
+// spawnFor is spawn for work that the request of ctx starts: the work's
+// context gets what Config.Carry keeps of ctx.
+func (c *Cache) spawnFor(ctx context.Context, background bool, f func(ctx context.Context)) bool {
+	if c.carry == nil {
+		return c.spawn(f)
+	}
+	return c.spawn(func(work context.Context) { f(c.carry(ctx, work, background)) })
+}
+
 // closing reports whether Close has begun.
 func (c *Cache) closing() bool { return c.ctx.Err() != nil }
 
@@ -460,6 +478,6 @@ func (c *Cache) reportEnd(e *entry, reason string, level zapcore.Level) {
 	}
 	if ce := c.log.Check(level, "rebell session ended"); ce != nil {
 		age := c.now().Sub(time.Unix(0, e.created)).Round(time.Second)
-		ce.Write(zap.String("session", e.key.Tag()), zap.String("reason", reason), zap.Duration("age", age))
+		ce.Write(zap.String("session", e.key.Tag()), zap.String("reason", reason), zap.Float64("age_seconds", age.Seconds()))
 	}
 }

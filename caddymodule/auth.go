@@ -17,6 +17,7 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/handler"
+	"github.com/rebell-gateway/caddy-rebell/probe"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 	"github.com/rebell-gateway/caddy-rebell/revoke"
 	"github.com/rebell-gateway/caddy-rebell/session"
@@ -67,7 +68,9 @@ type Auth struct {
 
 	// Path of the merchant's RSA private key (2048 bits or more): PEM PKCS#1,
 	// PEM PKCS#8 or bare base64 DER. Exactly one of private_key_file and
-	// private_key is required.
+	// private_key is required. Key files are read when the config is
+	// provisioned (caddy validate, run, reload), not by caddy adapt, so the
+	// adapted JSON carries the path and never the key.
 	PrivateKeyFile string `json:"private_key_file,omitempty"`
 
 	// The merchant's private key inline, in the same formats, e.g.
@@ -222,6 +225,9 @@ type Auth struct {
 
 	guard    *pooledGuard
 	guardKey *guardKey // set once this config holds a reference to guard
+
+	skew    *pooledSkew
+	skewKey *guardKey // set once this config holds a reference to skew
 }
 
 // CaddyModule returns the Caddy module information.
@@ -244,12 +250,17 @@ type pooledCache struct {
 	revoker *revoke.Revoker
 	revoke  atomic.Bool
 	pending atomic.Int64
+	// storeProbe PINGs the shared store for /rebell/ready; nil without one.
+	storeProbe *probe.Prober
 }
 
 // Destruct stops the revoker and the cache when the last config using them
 // is unloaded. The revoker goes first: the cache closes the store it uses.
 func (p *pooledCache) Destruct() error {
 	p.revoker.Close()
+	if p.storeProbe != nil {
+		p.storeProbe.Stop()
+	}
 	p.Close()
 	return nil
 }
@@ -266,10 +277,12 @@ func (p *pooledCache) queueCancel(ctx context.Context, tok session.Cancel, reaso
 type swapExchanger struct{ client atomic.Pointer[rebell.Client] }
 
 func (s *swapExchanger) ExchangeAuthCode(ctx context.Context, code rebell.Secret) (*rebell.Token, error) {
+	markAdmitted(ctx) // the guard let it through (tracing.go)
 	return s.client.Load().ExchangeAuthCode(ctx, code)
 }
 
 func (s *swapExchanger) Refresh(ctx context.Context, rt rebell.Secret) (*rebell.Token, error) {
+	markAdmitted(ctx)
 	return s.client.Load().Refresh(ctx, rt)
 }
 
@@ -282,6 +295,7 @@ func (s *swapExchanger) CancelToken(ctx context.Context, at rebell.Secret) error
 func (a *Auth) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	registerMetrics(ctx.GetMetricsRegistry())
+	registerSkewMetrics(ctx.GetMetricsRegistry())
 	repl := caddy.NewReplacer()
 	for _, f := range []*string{
 		&a.Endpoint, &a.ClientID, &a.PrivateKeyFile, &a.PrivateKey, &a.RebellPublicKeyFile, &a.RebellPublicKey,
@@ -303,6 +317,9 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 
 	var err error
 	if a.guard, err = a.loadGuard(); err != nil {
+		return err
+	}
+	if a.skew, err = a.loadClockSkew(); err != nil {
 		return err
 	}
 	client, err := a.newClient()
@@ -327,13 +344,16 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		var store session.Store
+		var (
+			store      session.Store
+			redisStore *redisstore.Store
+		)
 		if a.storeCfg != nil {
 			st, err := newStore(a.storeCfg, a.logger.Named("store"))
 			if err != nil {
 				return nil, err
 			}
-			store = st
+			store, redisStore = tracedStore{st}, st
 		}
 		guarded := guard.NewExchanger(ex, a.guard.Guard)
 		p := &pooledCache{exchanger: ex}
@@ -362,7 +382,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		c, err := cache.New(cache.Config{
 			Store:            store,
 			SessionKeys:      sessionKeys,
-			Exchanger:        guarded,
+			Exchanger:        &tracingExchanger{next: guarded, breaker: a.guard.State},
 			MaxSessions:      a.MaxSessions,
 			RefreshAhead:     time.Duration(a.RefreshAhead),
 			IdleTimeout:      time.Duration(a.IdleTimeout),
@@ -372,6 +392,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			OnRefresh:        func(result string) { metrics.refreshes.WithLabelValues(result).Inc() },
 			OnSessionEnded:   func(reason string) { metrics.ended.WithLabelValues(reason).Inc() },
 			Revoke:           p.queueCancel,
+			Carry:            carrySpan, // a request's trace goes with the work it starts (tracing.go)
 		})
 		if err != nil {
 			if store != nil {
@@ -380,6 +401,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			return nil, err
 		}
 		p.Cache = c
+		p.storeProbe = startStoreProbe(redisStore)
 		p.revoker.Start()
 		return p, nil
 	}))
@@ -528,6 +550,8 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 		Retries:           *a.Retries,
 		HTTPClient:        a.httpClient,
 		MayRetry:          a.guard.MayRetry,
+		ClockSkew:         a.clockSkew(),
+		OnAttempt:         traceAttempt,
 		Observe: func(grantType, _ string, took time.Duration) {
 			metrics.applyToken.WithLabelValues(grantType).Observe(took.Seconds())
 		},
@@ -542,7 +566,7 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 // stops when no config uses it any more.
 func (a *Auth) Cleanup() error {
 	a.releaseIdentity()
-	gerr := a.releaseGuard()
+	gerr := errors.Join(a.releaseGuard(), a.releaseClockSkew())
 	if !a.pooled {
 		return gerr
 	}

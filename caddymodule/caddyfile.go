@@ -239,11 +239,7 @@ func (a *Auth) unmarshalPublicKey(d *caddyfile.Dispenser, sub string) error {
 		return d.ArgErr()
 	}
 	for _, v := range vals {
-		if sub == "rebell_public_key_file" {
-			if err := checkFile(d, sub, v); err != nil {
-				return err
-			}
-		}
+		// A file is read at provisioning, not here (see fileArg).
 		if *single == "" {
 			*single = v
 		} else {

@@ -182,6 +182,14 @@ func TestMetricsThroughCaddy(t *testing.T) {
 			}
 			continue
 		}
+		// The sandbox runs on this machine's clock: the skew measured from
+		// its verified answers is within the second Response-Time rounds to.
+		if strings.HasPrefix(series, "caddy_rebell_clock_skew_seconds{") {
+			if v < -2 || v > 2 {
+				diffs = append(diffs, fmt.Sprintf("%s = %v, want about 0", series, v))
+			}
+			continue
+		}
 		if _, ok := want[series]; !ok && v != 0 {
 			diffs = append(diffs, fmt.Sprintf("unexpected %s = %v", series, v))
 		}

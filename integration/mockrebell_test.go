@@ -34,9 +34,10 @@ type mockRebell struct {
 	URL    string
 	signer *rebell.Signer
 
-	mode      atomic.Int32
-	accessTTL atomic.Int64 // ns
-	changed   chan struct{}
+	mode       atomic.Int32
+	clockAhead atomic.Int64 // ns Rebell's clock (Response-Time) runs ahead
+	accessTTL  atomic.Int64 // ns
+	changed    chan struct{}
 
 	inFlight, peak atomic.Int64
 
@@ -257,7 +258,8 @@ func (m *mockRebell) serve(w http.ResponseWriter, r *http.Request) {
 
 func (m *mockRebell) write(w http.ResponseWriter, r *http.Request, v any) {
 	body, _ := json.Marshal(v)
-	if err := m.signer.Sign(w.Header(), rebell.HeaderResponseTime, http.MethodPost, r.URL.RequestURI(), body, time.Now()); err != nil {
+	if err := m.signer.Sign(w.Header(), rebell.HeaderResponseTime, http.MethodPost, r.URL.RequestURI(), body,
+		time.Now().Add(time.Duration(m.clockAhead.Load()))); err != nil {
 		m.t.Error(err)
 	}
 	w.WriteHeader(http.StatusOK)

@@ -69,6 +69,13 @@ type ClientConfig struct {
 	// ObserveCancel, if set, is called after every cancelToken attempt with
 	// its result (as for Observe) and how long it took.
 	ObserveCancel func(result string, took time.Duration)
+	// OnAttempt, if set, is called after every attempt with the call's
+	// context and what the attempt got (tracing hook; keep it cheap).
+	OnAttempt func(ctx context.Context, a AttemptInfo)
+	// ClockSkew, if set, measures the offset of this machine's clock from
+	// Rebell's on every verified answer (its Response-Time against the
+	// middle of the round trip, read from Now). nil measures nothing.
+	ClockSkew *ClockSkew
 }
 
 // Client calls Rebell's applyToken and cancelToken. It is safe for
@@ -230,7 +237,7 @@ func (c *Client) applyToken(ctx context.Context, grantType string, credential Se
 	}
 	var tok *Token
 	op := &call{
-		url: c.url, uri: c.uri, body: body,
+		url: c.url, uri: c.uri, body: body, grantType: grantType,
 		parse: func(status int, respBody []byte) (e *Error) {
 			tok, e = parseApplyToken(status, respBody, grantType)
 			return e
@@ -261,6 +268,8 @@ type call struct {
 	observe func(result string, took time.Duration)
 	// op names the call in its errors ("" means applyToken).
 	op string
+	// grantType is applyToken's grant, for OnAttempt ("" for cancelToken).
+	grantType string
 }
 
 // do sends op, retrying a retryable failure as ClientConfig says, and
@@ -310,6 +319,7 @@ func (c *Client) backoff(attempt int) time.Duration {
 
 func (c *Client) attempt(ctx context.Context, op *call) (e *Error) {
 	start := time.Now()
+	status := 0 // the response's, for OnAttempt
 	defer func() {
 		if op.observe != nil {
 			result := CodeSuccess
@@ -318,6 +328,7 @@ func (c *Client) attempt(ctx context.Context, op *call) (e *Error) {
 			}
 			op.observe(result, time.Since(start))
 		}
+		c.onAttempt(ctx, op.grantType, status, time.Since(start), e)
 	}()
 	actx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
@@ -325,13 +336,16 @@ func (c *Client) attempt(ctx context.Context, op *call) (e *Error) {
 	if err != nil {
 		return &Error{Kind: KindConfiguration, Err: err}
 	}
-	if err := c.cfg.Signer.Sign(req.Header, HeaderRequestTime, http.MethodPost, op.uri, op.body, c.now()); err != nil {
+	sent := c.now()
+	if err := c.cfg.Signer.Sign(req.Header, HeaderRequestTime, http.MethodPost, op.uri, op.body, sent); err != nil {
 		return &Error{Kind: KindConfiguration, Err: err}
 	}
 	resp, err := c.httpClient.Do(req)
 	if err != nil {
 		return &Error{Kind: KindRetryable, Err: transportError(err)}
 	}
+	received := c.now() // the headers are in
+	status = resp.StatusCode
 	defer resp.Body.Close()
 	respBody, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
@@ -358,6 +372,8 @@ func (c *Client) attempt(ctx context.Context, op *call) (e *Error) {
 			}
 			return e
 		}
+		// Only a verified Response-Time says what Rebell's clock reads.
+		c.cfg.ClockSkew.Observe(sent, received, resp.Header.Get(HeaderResponseTime))
 	}
 	e = op.parse(resp.StatusCode, respBody)
 	if e != nil && len(c.pubKeys) > 0 {
