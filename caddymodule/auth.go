@@ -154,13 +154,24 @@ type Auth struct {
 
 	// How many applyToken calls this instance makes toward the endpoint at
 	// once, per client id; shared by every config using them, across
-	// reloads. A login or a refresh that a request waits on waits for a slot
-	// (503 rebell_unavailable with Retry-After if none frees in time);
-	// background refresh-ahead calls take at most three quarters of the
-	// slots and are tried later when none is free. A circuit breaker stops
-	// calls while Rebell keeps failing: see docs/rebell-calls.md.
-	// Between 1 and 10000. Default: 64.
+	// reloads. A refresh that a request waits on may take any slot; logins
+	// may hold at most three quarters of them (all but one when that is
+	// less), so a flood of logins cannot hold up signed-in users'
+	// refreshes; both wait for a slot, refreshes first (503
+	// rebell_unavailable with Retry-After if none frees in time).
+	// Background refresh-ahead calls take at most three quarters of the
+	// slots, only while nobody waits, and are tried later otherwise. A
+	// circuit breaker stops calls while Rebell keeps failing: see
+	// docs/rebell-calls.md. Between 1 and 10000. Default: 64.
 	MaxConcurrentCalls int `json:"max_concurrent_calls,omitempty"`
+
+	// How many login calls per second this instance sends toward the
+	// endpoint, per client id (shared like max_concurrent_calls): a login
+	// over it gets 503 rebell_unavailable with Retry-After, and its auth
+	// code is not spent. It bounds the share of the merchant's Rebell quota
+	// that a flood of logins from many addresses can spend. Between 1 and
+	// 100000. Default: 50.
+	LoginCallsPerSecond int `json:"login_calls_per_second,omitempty"`
 
 	// Upstream request header that receives the access token.
 	// Default: X-Rebell-Access-Token.
@@ -352,6 +363,9 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	// Only now that everything is in place does this config's client serve
 	// the (possibly shared) cache, and its bound apply to the shared guard.
 	a.cache.exchanger.client.Store(client)
+	if err := a.guard.SetLoginRate(a.LoginCallsPerSecond); err != nil {
+		return err
+	}
 	return a.guard.SetLimit(a.MaxConcurrentCalls)
 }
 

@@ -47,6 +47,7 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		login_dedup_window     <duration>
 //		max_sessions           <n>
 //		max_concurrent_calls   <n>
+//		login_calls_per_second <n>
 //		access_token_header    <name>
 //		customer_id_header     <name>
 //		public                 <paths...>
@@ -162,6 +163,13 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if a.MaxConcurrentCalls < 1 || a.MaxConcurrentCalls > guard.MaxMaxConcurrent {
 				return d.Errf("max_concurrent_calls: %d is not between 1 and %d", a.MaxConcurrentCalls, guard.MaxMaxConcurrent)
+			}
+		case "login_calls_per_second":
+			if err := intArg(d, &a.LoginCallsPerSecond); err != nil {
+				return err
+			}
+			if a.LoginCallsPerSecond < 1 || a.LoginCallsPerSecond > guard.MaxLoginRate {
+				return d.Errf("login_calls_per_second: %d is not between 1 and %d", a.LoginCallsPerSecond, guard.MaxLoginRate)
 			}
 		case "login_dedup_window":
 			var v caddy.Duration

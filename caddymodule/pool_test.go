@@ -51,6 +51,7 @@ var poolSettings = map[string]poolSetting{
 	"rebell_public_key_files": {false, func(a *Auth) { a.RebellPublicKeyFiles = []string{"/etc/caddy/rebell/next.pem"} }},
 	"rebell_public_keys":      {false, func(a *Auth) { a.RebellPublicKeys = []string{"another key"} }},
 	"max_concurrent_calls":    {false, func(a *Auth) { a.MaxConcurrentCalls = 8 }},
+	"login_calls_per_second":  {false, func(a *Auth) { a.LoginCallsPerSecond = 5 }},
 	"public":                  {false, func(a *Auth) { a.Public = []string{"/health"} }},
 	"errors":                  {false, func(a *Auth) { a.Errors = "caddy" }},
 
