@@ -223,7 +223,9 @@ func (n *timeoutNext) ExchangeAuthCode(context.Context, rebell.Secret) (*rebell.
 	return n.answer()
 }
 
-func (n *timeoutNext) Refresh(context.Context, rebell.Secret) (*rebell.Token, error) { return n.answer() }
+func (n *timeoutNext) Refresh(context.Context, rebell.Secret) (*rebell.Token, error) {
+	return n.answer()
+}
 
 func TestQueueTimeoutsDoNotOpenTheBreaker(t *testing.T) {
 	c := newClock()
