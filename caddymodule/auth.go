@@ -189,6 +189,23 @@ type Auth struct {
 	// to requests that reach rebell_auth.
 	Public []string `json:"public,omitempty"`
 
+	// Per-client-address limit of logins: see LoginRateConfig. In the
+	// Caddyfile: login_rate <n>/<period> [burst <n>], or login_rate off.
+	LoginRate *LoginRateConfig `json:"login_rate,omitempty"`
+
+	// Web origins (scheme://host[:port]) besides the site's own from which
+	// a browser may log in or out while the session cookie is on. A login
+	// or logout whose Sec-Fetch-Site is cross-site, or whose Origin is a web
+	// origin whose host is not the request's Host and not listed here, gets
+	// 403 cross_site_request before anything else: no call to Rebell, no
+	// cookie set, no session ended. Requests with neither header (a Mini
+	// App's my.request) are not affected; with session_cookie off nothing
+	// is checked.
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+
+	// The session cookie's attributes: see CookieConfig.
+	Cookie *CookieConfig `json:"cookie,omitempty"`
+
 	// A shared session store, for several Caddy instances that serve the
 	// same Mini App: a session created on one works on every other, a
 	// logout ends it everywhere, and a refresh calls Rebell once for all of
@@ -274,6 +291,9 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	if err := a.checkBounds(); err != nil {
 		return err
 	}
+	if err := a.checkAbuseSettings(); err != nil {
+		return err
+	}
 	a.warnDebugToken()
 
 	var err error
@@ -341,7 +361,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	if cookie == "off" {
 		cookie = ""
 	}
-	a.handler, err = handler.New(handler.Config{
+	hcfg := handler.Config{
 		Sessions:          a.cache,
 		LoginPath:         a.LoginPath,
 		LogoutPath:        a.LogoutPath,
@@ -356,7 +376,9 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		Public:            publicPredicate(a.Public),
 		OnPublic:          setPublicPlaceholders,
 		ReturnErrors:      a.Errors == "caddy",
-	})
+	}
+	a.abuseConfig(&hcfg)
+	a.handler, err = handler.New(hcfg)
 	if err != nil {
 		return err
 	}

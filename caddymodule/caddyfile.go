@@ -51,6 +51,13 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		access_token_header    <name>
 //		customer_id_header     <name>
 //		public                 <paths...>
+//		login_rate             <n>/<period> [burst <n>] | off
+//		allowed_origins        <origins...>
+//		cookie {
+//			secure    auto|always
+//			same_site lax|strict|none
+//			domain    <domain>
+//		}
 //		errors                 json|caddy
 //		store redis {
 //			address        <host:port>...
@@ -205,6 +212,19 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "store":
 			if err := a.unmarshalStore(d); err != nil {
+				return err
+			}
+		case "login_rate":
+			if err := a.unmarshalLoginRate(d); err != nil {
+				return err
+			}
+		case "allowed_origins":
+			a.AllowedOrigins = d.RemainingArgs()
+			if len(a.AllowedOrigins) == 0 {
+				return d.Err("allowed_origins: at least one origin is required")
+			}
+		case "cookie":
+			if err := a.unmarshalCookie(d); err != nil {
 				return err
 			}
 		default:

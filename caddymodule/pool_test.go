@@ -52,6 +52,9 @@ var poolSettings = map[string]poolSetting{
 	"rebell_public_keys":      {false, func(a *Auth) { a.RebellPublicKeys = []string{"another key"} }},
 	"max_concurrent_calls":    {false, func(a *Auth) { a.MaxConcurrentCalls = 8 }},
 	"login_calls_per_second":  {false, func(a *Auth) { a.LoginCallsPerSecond = 5 }},
+	"login_rate":              {false, func(a *Auth) { a.LoginRate = &LoginRateConfig{Off: true} }},
+	"allowed_origins":         {false, func(a *Auth) { a.AllowedOrigins = []string{"https://shop.example"} }},
+	"cookie":                  {false, func(a *Auth) { a.Cookie = &CookieConfig{SameSite: "strict"} }},
 	"public":                  {false, func(a *Auth) { a.Public = []string{"/health"} }},
 	"errors":                  {false, func(a *Auth) { a.Errors = "caddy" }},
 
