@@ -234,6 +234,8 @@ type Auth struct {
 
 	guard    *pooledGuard
 	guardKey *guardKey // set once this config holds a reference to guard
+
+	warnedTwice *atomic.Bool // warnSecondDirective logged; set at Provision
 }
 
 // CaddyModule returns the Caddy module information.
@@ -295,6 +297,8 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.warnDebugToken()
+	a.warnIfMatched(ctx)
+	a.warnedTwice = new(atomic.Bool)
 
 	var err error
 	if a.guard, err = a.loadGuard(); err != nil {
@@ -518,6 +522,10 @@ func (a *Auth) Cleanup() error {
 
 // ServeHTTP handles login, logout and every other request as docs/contract.md says.
 func (a *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if alreadyHandled(r) {
+		a.warnSecondDirective()
+		return next.ServeHTTP(w, r)
+	}
 	return caddyError(r, a.handler.ServeHTTP(w, r, next))
 }
 

@@ -220,8 +220,8 @@ func New(cfg Config) (*Handler, error) {
 		{"customer_id_header", orDefault(cfg.CustomerIDHeader, defaultCustomerIDHeader), &h.customerHeader, &h.customerNorm},
 	}
 	for i, hd := range headers {
-		if !validToken(hd.name) {
-			return nil, fmt.Errorf("handler: %s %q is not a valid header name", hd.field, hd.name)
+		if err := CheckHeaderName(hd.field, hd.name); err != nil {
+			return nil, fmt.Errorf("handler: %w", err)
 		}
 		*hd.canon = http.CanonicalHeaderKey(hd.name)
 		*hd.norm = normalizeHeaderName(hd.name)
