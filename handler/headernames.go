@@ -12,18 +12,25 @@ import (
 // the gateway and browsers manage; and the forwarding headers, which
 // reverse_proxy sets itself.
 var unusableHeaders = map[string]string{
-	"connection":        "a hop-by-hop header",
-	"keep-alive":        "a hop-by-hop header",
-	"te":                "a hop-by-hop header",
-	"trailer":           "a hop-by-hop header",
-	"transfer-encoding": "a framing header",
-	"upgrade":           "a hop-by-hop header",
-	"content-length":    "a framing header",
-	"host":              "the request's host",
-	"cookie":            "the cookie header",
-	"set-cookie":        "the cookie header",
-	"forwarded":         "a header proxies set",
+	"connection":        hopByHop,
+	"keep-alive":        hopByHop,
+	"te":                hopByHop,
+	"trailer":           hopByHop,
+	"upgrade":           hopByHop,
+	"transfer-encoding": framing,
+	"content-length":    framing,
+	"host":              "it names the requested host, which Go and proxies handle apart from other headers",
+	"cookie":            cookies,
+	"set-cookie":        cookies,
+	"forwarded":         forwarding,
 }
+
+const (
+	hopByHop   = "it is a hop-by-hop header, which proxies remove"
+	framing    = "it is a framing header, which proxies interpret and rewrite"
+	cookies    = "it is a cookie header, which the gateway and browsers manage"
+	forwarding = "it is a forwarding header, which reverse_proxy sets itself"
+)
 
 // CheckHeaderName checks that name, the value of the setting field, is a
 // header the gateway can use to carry a session id or an identity: a valid
@@ -42,11 +49,11 @@ func CheckHeaderName(field, name string) error {
 	switch {
 	case bad:
 	case strings.HasPrefix(n, "proxy-"):
-		why = "a header meant for proxies"
+		why = "it is meant for proxies, which remove it"
 	case strings.HasPrefix(n, "x-forwarded-"):
-		why = "a header proxies set"
+		why = forwarding
 	default:
 		return nil
 	}
-	return fmt.Errorf("%s %q cannot be used: it is %s, which proxies drop, rewrite or set themselves; choose another name, such as X-Rebell-…", field, name, why)
+	return fmt.Errorf("%s %q cannot be used: %s; choose another name, such as X-Rebell-…", field, name, why)
 }
