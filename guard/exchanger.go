@@ -8,21 +8,6 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
-type backgroundKey struct{}
-
-// WithBackground marks the calls made with ctx as background work (a
-// refresh-ahead call): they never wait for a slot and yield to logins and
-// refreshes that a request waits on.
-func WithBackground(ctx context.Context) context.Context {
-	return context.WithValue(ctx, backgroundKey{}, true)
-}
-
-// IsBackground reports whether ctx was marked by WithBackground.
-func IsBackground(ctx context.Context) bool {
-	b, _ := ctx.Value(backgroundKey{}).(bool)
-	return b
-}
-
 // Exchanger is a rebell.TokenExchanger that asks a Guard before each call
 // and reports the call's outcome to it. A refused call returns a *Refusal
 // and sends nothing to Rebell. Whatever the breaker decides meanwhile, a
@@ -39,7 +24,8 @@ func NewExchanger(next rebell.TokenExchanger, g *Guard) *Exchanger {
 }
 
 // ExchangeAuthCode calls the wrapped ExchangeAuthCode if g admits it, as a
-// login (ClassLogin) unless ctx is marked as background work.
+// login (ClassLogin) unless ctx is marked as background work
+// (rebell.WithBackground).
 func (x *Exchanger) ExchangeAuthCode(ctx context.Context, authCode rebell.Secret) (*rebell.Token, error) {
 	return x.call(ctx, ClassLogin, func() (*rebell.Token, error) { return x.next.ExchangeAuthCode(ctx, authCode) })
 }
@@ -53,7 +39,7 @@ func (x *Exchanger) Refresh(ctx context.Context, refreshToken rebell.Secret) (*r
 // call runs f as a call of class c if the guard admits it, and reports its
 // outcome, judged by OutcomeOfCall.
 func (x *Exchanger) call(ctx context.Context, c Class, f func() (*rebell.Token, error)) (tok *rebell.Token, err error) {
-	if IsBackground(ctx) {
+	if rebell.IsBackground(ctx) {
 		c = ClassBackground
 	}
 	asked := x.guard.now()

@@ -317,7 +317,7 @@ func TestExchangerClassesItsCalls(t *testing.T) {
 	}()
 	waitFor(t, "the refresh in flight", func() bool { return g.InFlight() == 4 })
 	// Background work yields.
-	if _, err := x.Refresh(WithBackground(context.Background()), rebell.NewSecret("rt")); refusal(t, err).Reason != ReasonNoSlot {
+	if _, err := x.Refresh(rebell.WithBackground(context.Background()), rebell.NewSecret("rt")); refusal(t, err).Reason != ReasonNoSlot {
 		t.Fatalf("background refresh: %v", err)
 	}
 	close(next.release)
