@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -151,8 +152,52 @@ func (g *abuseGateway) mustLogin(c *http.Client) string {
 }
 
 type hit struct {
-	at     time.Time
-	status int
+	sent, at time.Time
+	status   int
+}
+
+// floodConn posts logins on one kept-alive connection from 127.0.0.2,
+// reconnecting when the gateway closes it.
+type floodConn struct {
+	addr string
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+func (f *floodConn) post(code string) int {
+	if f.conn == nil {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", f.addr)
+		if err != nil {
+			return 0
+		}
+		f.conn, f.br = c, bufio.NewReader(c)
+	}
+	body := `{"authCode":"` + code + `"}`
+	_ = f.conn.SetDeadline(time.Now().Add(45 * time.Second))
+	_, err := fmt.Fprintf(f.conn, "POST /rebell/login HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", f.addr, len(body), body)
+	if err != nil {
+		f.close()
+		return 0
+	}
+	resp, err := http.ReadResponse(f.br, nil)
+	if err != nil {
+		f.close()
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.Close {
+		f.close()
+	}
+	return resp.StatusCode
+}
+
+func (f *floodConn) close() {
+	if f.conn != nil {
+		f.conn.Close()
+		f.conn = nil
+	}
 }
 
 // TestAbuseLoginFloodKeepsSessionsServed: with max_concurrent_calls 8, a
@@ -198,17 +243,16 @@ func floodAndMeasure(t *testing.T, g *abuseGateway, otherLogins bool) {
 	var wg sync.WaitGroup
 
 	// The flood: 160 clients at 127.0.0.2, each at most 10 made-up codes
-	// a second.
-	attacker := clientFrom("127.0.0.2", clients)
+	// a second, on a kept-alive connection with a minimal client (the
+	// test's own CPU must not be what slows the gateway down).
 	var floodStatus sync.Map // status -> *atomic.Int64
 	var seq atomic.Int64
 	for range clients {
 		wg.Go(func() {
+			fc := &floodConn{addr: fmt.Sprintf("127.0.0.1:%d", g.port)}
+			defer fc.close()
 			for tick := time.Now(); time.Now().Before(end); tick = tick.Add(100 * time.Millisecond) {
-				status := 0
-				if resp, _, err := g.post(attacker, fmt.Sprintf("bogus-%d", seq.Add(1))); err == nil {
-					status = resp.StatusCode
-				}
+				status := fc.post(fmt.Sprintf("bogus-%d", seq.Add(1)))
 				n, _ := floodStatus.LoadOrStore(status, new(atomic.Int64))
 				n.(*atomic.Int64).Add(1)
 				time.Sleep(time.Until(tick.Add(100 * time.Millisecond)))
@@ -223,13 +267,13 @@ func floodAndMeasure(t *testing.T, g *abuseGateway, otherLogins bool) {
 			for time.Now().Before(end) {
 				req, _ := http.NewRequest(http.MethodGet, g.base+"/api/orders", nil)
 				req.Header.Set("Authorization", "Bearer "+sids[i])
-				status := 0
+				status, sent := 0, time.Now()
 				if resp, err := local.Do(req); err == nil {
 					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 					status = resp.StatusCode
 				}
-				hits[i] = append(hits[i], hit{time.Now(), status})
+				hits[i] = append(hits[i], hit{sent, time.Now(), status})
 				time.Sleep(100 * time.Millisecond)
 			}
 		})
@@ -260,32 +304,40 @@ func floodAndMeasure(t *testing.T, g *abuseGateway, otherLogins bool) {
 	for i, hs := range hits {
 		ok := 0
 		var statuses []string
-		last, maxGap := start, time.Duration(0)
-		for _, h := range hs {
+		var slowest, unserved time.Duration
+		for j, h := range hs {
 			if h.status == http.StatusOK {
 				ok++
-				maxGap = max(maxGap, h.at.Sub(last))
-				last = h.at
-			} else {
-				statuses = append(statuses, fmt.Sprint(h.status))
+				slowest = max(slowest, h.at.Sub(h.sent))
+				continue
 			}
+			statuses = append(statuses, fmt.Sprint(h.status))
+			// How long from this failed request until the session was
+			// served again (or the flood ended).
+			servedAt := end
+			for _, later := range hs[j+1:] {
+				if later.status == http.StatusOK {
+					servedAt = later.at
+					break
+				}
+			}
+			unserved = max(unserved, servedAt.Sub(h.sent))
 		}
-		maxGap = max(maxGap, end.Sub(last))
 		ratio := float64(ok) / float64(len(hs))
-		t.Logf("session %d: %d/%d requests 200 (%.0f%%), longest time without a 200 %v, others %v",
-			i, ok, len(hs), 100*ratio, maxGap.Round(time.Millisecond), statuses)
+		t.Logf("session %d: %d/%d requests 200 (%.0f%%), slowest 200 %v, longest unserved after a failure %v, failures %v",
+			i, ok, len(hs), 100*ratio, slowest.Round(time.Millisecond), unserved.Round(time.Millisecond), statuses)
 		if ratio < 0.8 {
 			t.Errorf("session %d: only %.0f%% of its requests were 200", i, 100*ratio)
 		}
-		if maxGap > 2*time.Second {
-			t.Errorf("session %d: %v without being served", i, maxGap.Round(time.Millisecond))
+		if slowest > 2*time.Second || unserved > 2*time.Second {
+			t.Errorf("session %d: not served within 2 s (slowest 200 %v, unserved %v)", i, slowest.Round(time.Millisecond), unserved.Round(time.Millisecond))
 		}
 	}
 	if g.rb.refreshN.Load() < sessions {
 		t.Errorf("only %d refreshes reached Rebell: the tokens did not expire during the flood", g.rb.refreshN.Load())
 	}
 	if otherLogins {
-		if len(loginStatuses) < 5 {
+		if len(loginStatuses) < 3 {
 			t.Errorf("only %d logins from the other address were tried", len(loginStatuses))
 		}
 		for _, s := range loginStatuses {
