@@ -168,13 +168,19 @@ type Auth struct {
 	// 100000. Default: 50.
 	LoginCallsPerSecond int `json:"login_calls_per_second,omitempty"`
 
-	// Upstream request header that receives the access token.
-	// Default: X-Rebell-Access-Token.
+	// Upstream request header that receives the access token, or "off":
+	// no header carries it (recommended for upstreams that never call
+	// Rebell; the identity assertion or the customer id tells them who the
+	// user is). Default: X-Rebell-Access-Token.
 	AccessTokenHeader string `json:"access_token_header,omitempty"`
 
 	// Upstream request header that receives the customer id.
 	// Default: X-Rebell-Customer-Id.
 	CustomerIDHeader string `json:"customer_id_header,omitempty"`
+
+	// A signed identity assertion for the upstream, and the JWKS that
+	// verifies it (see IdentityAssertion). Absent: none.
+	IdentityAssertion *IdentityAssertion `json:"identity_assertion,omitempty"`
 
 	// Paths, in Caddy's path matcher syntax (e.g. "/health", "/public/*"),
 	// where no session is required. A request there with a valid session
@@ -377,8 +383,10 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		ReturnErrors:      a.Errors == "caddy",
 	}
 	a.abuseConfig(&hcfg)
-	a.handler, err = handler.New(hcfg)
-	if err != nil {
+	if err := a.provisionIdentity(repl, &hcfg); err != nil {
+		return err
+	}
+	if a.handler, err = handler.New(hcfg); err != nil {
 		return err
 	}
 	// Only now that everything is in place does this config's client serve
@@ -506,6 +514,7 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 // Cleanup releases this config's reference to the token cache; the cache
 // stops when no config uses it any more.
 func (a *Auth) Cleanup() error {
+	a.releaseIdentity()
 	gerr := a.releaseGuard()
 	if !a.pooled {
 		return gerr

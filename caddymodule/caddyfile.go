@@ -59,6 +59,16 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //			domain    <domain>
 //		}
 //		errors                 json|caddy
+//		identity_assertion {
+//			signing_key_file  <path>
+//			signing_key       <value>
+//			previous_key_file <path>...
+//			header            <name>
+//			audience          <aud>
+//			issuer            <iss>
+//			ttl               <duration>
+//			jwks_path         <path>
+//		}
 //		store redis {
 //			address        <host:port>...
 //			master_name    <name>
@@ -225,6 +235,10 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "cookie":
 			if err := a.unmarshalCookie(d); err != nil {
+				return err
+			}
+		case "identity_assertion":
+			if err := a.unmarshalIdentity(d); err != nil {
 				return err
 			}
 		default:
