@@ -44,3 +44,15 @@ func TestUnusableHeaderNamesRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestIdentityHeaderNameChecked: the identity assertion's header goes
+// through the same check as the others.
+func TestIdentityHeaderNameChecked(t *testing.T) {
+	s := testSigner(t, "api")
+	for _, name := range []string{"Connection", "X-Forwarded-User", "Cookie", "Host"} {
+		_, err := New(Config{Sessions: newFakeSessions(), Identity: s, IdentityHeader: name})
+		if err == nil || !strings.Contains(err.Error(), "cannot be used") {
+			t.Errorf("identity header %s: %v", name, err)
+		}
+	}
+}
