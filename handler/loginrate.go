@@ -110,17 +110,20 @@ func (l *loginLimiter) allow(addr netip.Addr, now time.Time) (time.Duration, boo
 			e.last = now
 		}
 	} else {
+		var el *list.Element
 		if l.lru.Len() >= l.size {
-			// Forget the address seen least recently, reusing its entry.
-			el := l.lru.Back()
+			// Forget the address seen least recently, reusing its entry
+			// and list element: a full table allocates nothing.
+			el = l.lru.Back()
 			e = el.Value.(*bucketEntry)
 			delete(l.entries, e.addr)
-			l.lru.Remove(el)
+			l.lru.MoveToFront(el)
 		} else {
 			e = new(bucketEntry)
+			el = l.lru.PushFront(e)
 		}
 		*e = bucketEntry{addr: addr, tokens: l.burst, last: now}
-		l.entries[addr] = l.lru.PushFront(e)
+		l.entries[addr] = el
 	}
 	if e.tokens >= 1 {
 		e.tokens--
