@@ -529,3 +529,60 @@ http://127.0.0.1:%d {
 		t.Errorf("%d warnings of the second directive, want 1:\n%s", n, logs)
 	}
 }
+
+// TestAbuseLoginCallsPerSecond: logins over login_calls_per_second (all
+// addresses together) get 503 rebell_unavailable with Retry-After before
+// Rebell sees their code, which stays good for a later login.
+func TestAbuseLoginCallsPerSecond(t *testing.T) {
+	rb := newAbuseRebell(t, 0)
+	g := startAbuseGateway(t, rb, "", "login_rate off\n\t\tlogin_calls_per_second 2")
+	c := clientFrom("127.0.0.1", 4)
+	statuses := map[int]int{}
+	var refused string
+	for i := range 6 {
+		code := fmt.Sprintf("cap-%d", i)
+		resp, body, err := g.post(c, code)
+		if err != nil {
+			t.Fatal(err)
+		}
+		statuses[resp.StatusCode]++
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			if resp.Header.Get("Retry-After") == "" || !strings.Contains(body, `"error":"rebell_unavailable"`) || rb.spent(code) {
+				t.Fatalf("refused login: %v %s, code spent %v", resp.Header, body, rb.spent(code))
+			}
+			refused = code
+		}
+	}
+	// The bucket holds one second's worth: 2 go through at once.
+	if statuses[http.StatusOK] != 2 || statuses[http.StatusServiceUnavailable] != 4 {
+		t.Fatalf("answers %v, want 2 × 200 and 4 × 503", statuses)
+	}
+	if n := g.metricValue("caddy_rebell_calls_refused_total", `reason="login_rate"`); n != 4 {
+		t.Errorf("calls refused for the login rate: %v, want 4", n)
+	}
+	time.Sleep(600 * time.Millisecond) // one token back
+	if resp, body, err := g.post(c, refused); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the refused code later: %v %v %s", err, resp, body)
+	}
+}
+
+// metricValue returns the value of the first series of name whose labels
+// contain label, -1 if none.
+func (g *abuseGateway) metricValue(name, label string) float64 {
+	resp, err := http.Get("http://" + g.caddy.AdminAddr + "/metrics")
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, name+"{") && strings.Contains(line, label) {
+			f := strings.Fields(line)
+			var v float64
+			fmt.Sscan(f[len(f)-1], &v)
+			return v
+		}
+	}
+	return -1
+}
