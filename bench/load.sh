@@ -234,7 +234,11 @@ http://127.0.0.1:$P_B {
 		endpoint http://127.0.0.1:$P_SB
 		client_id $CLIENT_ID
 		private_key_file $TMP/keys/merchant-private.pem
-		rebell_public_key_file $TMP/keys/sandbox-public.pem${B_MAX_SESSIONS:+
+		rebell_public_key_file $TMP/keys/sandbox-public.pem
+		# Every login of the load comes from 127.0.0.1: no per-address
+		# limit, and no cap of login calls that the load would reach.
+		login_rate off
+		login_calls_per_second 100000${B_MAX_SESSIONS:+
 		max_sessions $B_MAX_SESSIONS}$STORE_BLOCK${B_IDENTITY:+
 		identity_assertion {
 			signing_key_file $TMP/keys/identity.pem

@@ -104,7 +104,10 @@ http://127.0.0.1:$2 {
 		timeout 2s
 		retries 1
 		refresh_ahead 5s
-		max_concurrent_calls 16$4
+		max_concurrent_calls 16
+		# Every login of the soak comes from 127.0.0.1.
+		login_rate off
+		login_calls_per_second 100000$4
 	}
 	respond "ok" 200
 }

@@ -153,13 +153,24 @@ type Auth struct {
 
 	// How many applyToken calls this instance makes toward the endpoint at
 	// once, per client id; shared by every config using them, across
-	// reloads. A login or a refresh that a request waits on waits for a slot
-	// (503 rebell_unavailable with Retry-After if none frees in time);
-	// background refresh-ahead calls take at most three quarters of the
-	// slots and are tried later when none is free. A circuit breaker stops
-	// calls while Rebell keeps failing: see docs/rebell-calls.md.
-	// Between 1 and 10000. Default: 64.
+	// reloads. A refresh that a request waits on may take any slot; logins
+	// may hold at most three quarters of them (all but one when that is
+	// less), so a flood of logins cannot hold up signed-in users'
+	// refreshes; both wait for a slot, refreshes first (503
+	// rebell_unavailable with Retry-After if none frees in time).
+	// Background refresh-ahead calls take at most three quarters of the
+	// slots, only while nobody waits, and are tried later otherwise. A
+	// circuit breaker stops calls while Rebell keeps failing: see
+	// docs/rebell-calls.md. Between 1 and 10000. Default: 64.
 	MaxConcurrentCalls int `json:"max_concurrent_calls,omitempty"`
+
+	// How many login calls per second this instance sends toward the
+	// endpoint, per client id (shared like max_concurrent_calls): a login
+	// over it gets 503 rebell_unavailable with Retry-After, and its auth
+	// code is not spent. It bounds the share of the merchant's Rebell quota
+	// that a flood of logins from many addresses can spend. Between 1 and
+	// 100000. Default: 50.
+	LoginCallsPerSecond int `json:"login_calls_per_second,omitempty"`
 
 	// Upstream request header that receives the access token, or "off":
 	// no header carries it (recommended for upstreams that never call
@@ -182,6 +193,23 @@ type Auth struct {
 	// instead of a matcher on the directive: header hygiene applies only
 	// to requests that reach rebell_auth.
 	Public []string `json:"public,omitempty"`
+
+	// Per-client-address limit of logins: see LoginRateConfig. In the
+	// Caddyfile: login_rate <n>/<period> [burst <n>], or login_rate off.
+	LoginRate *LoginRateConfig `json:"login_rate,omitempty"`
+
+	// Web origins (scheme://host[:port]) besides the site's own from which
+	// a browser may log in or out while the session cookie is on. A login
+	// or logout whose Sec-Fetch-Site is cross-site, or whose Origin is a web
+	// origin whose host is not the request's Host and not listed here, gets
+	// 403 cross_site_request before anything else: no call to Rebell, no
+	// cookie set, no session ended. Requests with neither header (a Mini
+	// App's my.request) are not affected; with session_cookie off nothing
+	// is checked.
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+
+	// The session cookie's attributes: see CookieConfig.
+	Cookie *CookieConfig `json:"cookie,omitempty"`
 
 	// A shared session store, for several Caddy instances that serve the
 	// same Mini App: a session created on one works on every other, a
@@ -226,8 +254,9 @@ type Auth struct {
 	guard    *pooledGuard
 	guardKey *guardKey // set once this config holds a reference to guard
 
-	skew    *pooledSkew
-	skewKey *guardKey // set once this config holds a reference to skew
+	skew        *pooledSkew
+	skewKey     *guardKey    // set once this config holds a reference to skew
+	warnedTwice *atomic.Bool // warnSecondDirective logged; set at Provision
 }
 
 // CaddyModule returns the Caddy module information.
@@ -313,7 +342,12 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	if err := a.checkBounds(); err != nil {
 		return err
 	}
+	if err := a.checkAbuseSettings(); err != nil {
+		return err
+	}
 	a.warnDebugToken()
+	a.warnIfMatched(ctx)
+	a.warnedTwice = new(atomic.Bool)
 
 	var err error
 	if a.guard, err = a.loadGuard(); err != nil {
@@ -431,6 +465,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		OnPublic:          setPublicPlaceholders,
 		ReturnErrors:      a.Errors == "caddy",
 	}
+	a.abuseConfig(&hcfg)
 	if err := a.provisionIdentity(repl, &hcfg); err != nil {
 		return err
 	}
@@ -441,6 +476,9 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	// the (possibly shared) cache, and its bound apply to the shared guard.
 	a.cache.exchanger.client.Store(client)
 	a.cache.revoke.Store(a.Revoke == "on")
+	if err := a.guard.SetLoginRate(a.LoginCallsPerSecond); err != nil {
+		return err
+	}
 	return a.guard.SetLimit(a.MaxConcurrentCalls)
 }
 
@@ -577,6 +615,10 @@ func (a *Auth) Cleanup() error {
 
 // ServeHTTP handles login, logout and every other request as docs/contract.md says.
 func (a *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if alreadyHandled(r) {
+		a.warnSecondDirective()
+		return next.ServeHTTP(w, r)
+	}
 	return caddyError(r, a.handler.ServeHTTP(w, r, next))
 }
 

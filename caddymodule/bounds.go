@@ -65,6 +65,8 @@ func (a *Auth) checkBounds() error {
 		return fmt.Errorf("max_sessions: %d is not between 1 and %d (100 million)", a.MaxSessions, maxMaxSessions)
 	case a.MaxConcurrentCalls < 0 || a.MaxConcurrentCalls > guard.MaxMaxConcurrent:
 		return fmt.Errorf("max_concurrent_calls: %d is not between 1 and %d", a.MaxConcurrentCalls, guard.MaxMaxConcurrent)
+	case a.LoginCallsPerSecond < 0 || a.LoginCallsPerSecond > guard.MaxLoginRate:
+		return fmt.Errorf("login_calls_per_second: %d is not between 1 and %d", a.LoginCallsPerSecond, guard.MaxLoginRate)
 	case a.Errors != "" && a.Errors != "json" && a.Errors != "caddy":
 		return fmt.Errorf("errors: %q is not json or caddy", a.Errors)
 	}

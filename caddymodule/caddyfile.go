@@ -47,9 +47,17 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		login_dedup_window     <duration>
 //		max_sessions           <n>
 //		max_concurrent_calls   <n>
+//		login_calls_per_second <n>
 //		access_token_header    <name>
 //		customer_id_header     <name>
 //		public                 <paths...>
+//		login_rate             <n>/<period> [burst <n>] | off
+//		allowed_origins        <origins...>
+//		cookie {
+//			secure    auto|always
+//			same_site lax|strict|none
+//			domain    <domain>
+//		}
 //		errors                 json|caddy
 //		identity_assertion {
 //			signing_key_file  <path>
@@ -173,6 +181,13 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if a.MaxConcurrentCalls < 1 || a.MaxConcurrentCalls > guard.MaxMaxConcurrent {
 				return d.Errf("max_concurrent_calls: %d is not between 1 and %d", a.MaxConcurrentCalls, guard.MaxMaxConcurrent)
 			}
+		case "login_calls_per_second":
+			if err := intArg(d, &a.LoginCallsPerSecond); err != nil {
+				return err
+			}
+			if a.LoginCallsPerSecond < 1 || a.LoginCallsPerSecond > guard.MaxLoginRate {
+				return d.Errf("login_calls_per_second: %d is not between 1 and %d", a.LoginCallsPerSecond, guard.MaxLoginRate)
+			}
 		case "login_dedup_window":
 			var v caddy.Duration
 			if err := durationArg(d, &v); err != nil {
@@ -215,6 +230,19 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if a.Revoke != "on" && a.Revoke != "off" {
 				return d.Errf("revoke: %q is not on or off", a.Revoke)
+			}
+		case "login_rate":
+			if err := a.unmarshalLoginRate(d); err != nil {
+				return err
+			}
+		case "allowed_origins":
+			a.AllowedOrigins = d.RemainingArgs()
+			if len(a.AllowedOrigins) == 0 {
+				return d.Err("allowed_origins: at least one origin is required")
+			}
+		case "cookie":
+			if err := a.unmarshalCookie(d); err != nil {
+				return err
 			}
 		case "identity_assertion":
 			if err := a.unmarshalIdentity(d); err != nil {

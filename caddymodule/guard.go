@@ -43,6 +43,7 @@ func (a *Auth) loadGuard() (*pooledGuard, error) {
 	val, _, err := guards.LoadOrNew(key, func() (caddy.Destructor, error) {
 		g, err := guard.New(guard.Config{
 			MaxConcurrent: a.MaxConcurrentCalls,
+			LoginRate:     a.LoginCallsPerSecond,
 			OnTransition:  func(t guard.Transition) { onGuardTransition(logger, key, t) },
 			OnRefused:     func(reason string) { countRefused(key, reason) },
 		})

@@ -134,3 +134,31 @@ func countSeries(t *testing.T, reg *prometheus.Registry, names ...string) int {
 	}
 	return n
 }
+
+func TestLoginCallsPerSecondCaddyfile(t *testing.T) {
+	var a Auth
+	if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser("rebell_auth {\n\tlogin_calls_per_second 20\n}")); err != nil {
+		t.Fatal(err)
+	}
+	if a.LoginCallsPerSecond != 20 {
+		t.Fatalf("LoginCallsPerSecond %d", a.LoginCallsPerSecond)
+	}
+	for in, want := range map[string]string{
+		"0":      "login_calls_per_second: 0 is not between 1 and 100000",
+		"100001": "login_calls_per_second: 100001 is not between 1 and 100000",
+		"fast":   `login_calls_per_second: "fast" is not a non-negative whole number`,
+	} {
+		var a Auth
+		err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser("rebell_auth {\n\tlogin_calls_per_second " + in + "\n}"))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", in, err, want)
+		}
+	}
+	bad := guardAuth("GUARD_RATE", 0)
+	bad.LoginCallsPerSecond = guard.MaxLoginRate + 1
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := bad.Provision(ctx); err == nil || !strings.Contains(err.Error(), "login_calls_per_second") {
+		t.Fatalf("Provision: %v", err)
+	}
+}

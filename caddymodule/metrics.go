@@ -138,7 +138,7 @@ var guardMetrics = struct {
 	}, []string{"endpoint", "client_id", "state"}),
 	refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "rebell", Name: "calls_refused_total",
-		Help: "applyToken calls not sent to Rebell, by reason: no_slot (the bound of calls in flight) or breaker_open.",
+		Help: "applyToken calls not sent to Rebell, by reason: no_slot (the bound of calls in flight), breaker_open or login_rate (login_calls_per_second).",
 	}, []string{"endpoint", "client_id", "reason"}),
 	gauges: guardCollector{
 		state: prometheus.NewDesc("caddy_rebell_breaker_state",

@@ -27,11 +27,12 @@ import (
 // the keys and how applyToken is called (private_key_file, private_key,
 // rebell_public_key_file(s), rebell_public_key(s), key_version,
 // signature_algorithm, timeout, retries), which a reload swaps into the
-// cache's Rebell client (swapExchanger); max_concurrent_calls, which belongs
-// to the guard of calls to Rebell, pooled on its own by endpoint and client
-// id (guard.go); and what belongs to one config's handler (login_path,
-// logout_path, session_header, session_cookie, access_token_header,
-// customer_id_header, public, errors, identity_assertion: an assertion kept
+// cache's Rebell client (swapExchanger); max_concurrent_calls and
+// login_calls_per_second, which belong to the guard of calls to Rebell,
+// pooled on its own by endpoint and client id (guard.go); and what belongs
+// to one config's handler (login_path, logout_path, session_header,
+// session_cookie, access_token_header, customer_id_header, public, errors,
+// login_rate, allowed_origins, cookie, identity_assertion: an assertion kept
 // with a grant is reused only by the signer that made it).
 //
 // A new setting goes in as one field here, or in the list above;

@@ -32,7 +32,9 @@ var sandboxes = caddy.NewUsagePool()
 // as Rebell does, signs every response, and offers test endpoints under
 // /sandbox/ to issue auth codes, inject faults, read statistics and fetch its
 // public key. It answers every request that reaches it and never calls the
-// next handler. Never expose it in production.
+// next handler. Never expose it in production: /sandbox/authcode gives an
+// auth code for any customer to whoever asks, so bind its site to the
+// loopback interface (`bind 127.0.0.1`, as Caddyfile.example does).
 type Sandbox struct {
 	// The only Client-Id accepted. Default: SANDBOX_CLIENT.
 	ClientID string `json:"client_id,omitempty"`

@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
@@ -45,28 +46,53 @@ func (x *Exchanger) CancelToken(ctx context.Context, accessToken rebell.Secret) 
 	return x.cancel.CancelToken(ctx, accessToken)
 }
 
-// ExchangeAuthCode calls the wrapped ExchangeAuthCode if g admits it.
-func (x *Exchanger) ExchangeAuthCode(ctx context.Context, authCode rebell.Secret) (tok *rebell.Token, err error) {
-	t, err := x.guard.Acquire(ctx, rebell.IsBackground(ctx))
-	if err != nil {
-		return nil, err
-	}
-	// Released however the call ends: a panic must not keep the slot (or
-	// the probe) for good.
-	defer func() { x.guard.Release(t, OutcomeOf(ctx, err)) }()
-	return x.next.ExchangeAuthCode(ctx, authCode)
+// ExchangeAuthCode calls the wrapped ExchangeAuthCode if g admits it, as a
+// login (ClassLogin) unless ctx is marked as background work
+// (rebell.WithBackground).
+func (x *Exchanger) ExchangeAuthCode(ctx context.Context, authCode rebell.Secret) (*rebell.Token, error) {
+	return x.call(ctx, ClassLogin, func() (*rebell.Token, error) { return x.next.ExchangeAuthCode(ctx, authCode) })
 }
 
-// Refresh calls the wrapped Refresh if g admits it.
-func (x *Exchanger) Refresh(ctx context.Context, refreshToken rebell.Secret) (tok *rebell.Token, err error) {
-	t, err := x.guard.Acquire(ctx, rebell.IsBackground(ctx))
+// Refresh calls the wrapped Refresh if g admits it, as a refresh a request
+// waits on (ClassRefresh) unless ctx is marked as background work.
+func (x *Exchanger) Refresh(ctx context.Context, refreshToken rebell.Secret) (*rebell.Token, error) {
+	return x.call(ctx, ClassRefresh, func() (*rebell.Token, error) { return x.next.Refresh(ctx, refreshToken) })
+}
+
+// call runs f as a call of class c if the guard admits it, and reports its
+// outcome, judged by OutcomeOfCall.
+func (x *Exchanger) call(ctx context.Context, c Class, f func() (*rebell.Token, error)) (tok *rebell.Token, err error) {
+	if rebell.IsBackground(ctx) {
+		c = ClassBackground
+	}
+	asked := x.guard.now()
+	t, err := x.guard.AcquireAs(ctx, c)
 	if err != nil {
 		return nil, err
 	}
+	admitted := x.guard.now()
 	// Released however the call ends: a panic must not keep the slot (or
 	// the probe) for good.
-	defer func() { x.guard.Release(t, OutcomeOf(ctx, err)) }()
-	return x.next.Refresh(ctx, refreshToken)
+	defer func() {
+		x.guard.Release(t, OutcomeOfCall(ctx, err, admitted.Sub(asked), x.guard.now().Sub(admitted)))
+	}()
+	return f()
+}
+
+// OutcomeOfCall is OutcomeOf, told where the call's time went: waited is
+// the time it waited for a slot, atRebell the time from its admission to
+// its result. A timeout of the caller's own deadline (ctx ended) after a
+// call that waited longer for its slot than it spent at Rebell is the
+// gateway's queue, not Rebell, running out of time: it is Abandoned and
+// does not count toward opening the breaker (docs/rebell-calls.md). A
+// timeout of Rebell's own per-attempt deadline, or after a call that had
+// most of its time at Rebell, stays a failure.
+func OutcomeOfCall(ctx context.Context, err error, waited, atRebell time.Duration) Outcome {
+	o := OutcomeOf(ctx, err)
+	if o.kind == failed && o.class == "timeout" && ctx.Err() != nil && waited > atRebell {
+		return Abandoned
+	}
+	return o
 }
 
 // OutcomeOf judges the result err of a call made with ctx: nil and every

@@ -43,6 +43,15 @@ const (
 	// busyRetryAfter is the Retry-After of a call refused for lack of a
 	// slot, and of a background call refused while a probe runs.
 	busyRetryAfter = time.Second
+
+	// DefaultLoginRate is the default cap of login calls per second toward
+	// Rebell (Config.LoginRate). A Mini App's real users log in once per
+	// session, so even a large one seldom needs more than a few dozen a
+	// second per instance; the cap bounds the share of the merchant's
+	// Rebell quota a distributed flood of made-up codes can spend.
+	DefaultLoginRate = 50
+	// MaxLoginRate is the largest login rate accepted.
+	MaxLoginRate = 100_000
 )
 
 // Config configures a Guard.
@@ -57,6 +66,11 @@ type Config struct {
 	OnTransition func(Transition)
 	// OnRefused, if set, is called for each refused call with its reason.
 	OnRefused func(reason string)
+	// LoginRate caps the login calls admitted per second (a token bucket
+	// holding one second's worth); logins over it are refused at once with
+	// ReasonLoginRate. 0 means DefaultLoginRate; it must not exceed
+	// MaxLoginRate.
+	LoginRate int
 }
 
 // Guard admits calls toward one Rebell endpoint and client id. All methods
@@ -77,8 +91,15 @@ type Guard struct {
 	mu       sync.Mutex
 	limit    int
 	inFlight int
-	waiters  list.List // of *waiter, oldest first
-	st       State
+	// logins counts the logins in flight: they may hold at most
+	// loginLimit() slots, so the rest stays free for refreshes.
+	logins int
+	// The calls waiting for a slot, oldest first, one queue per class that
+	// may wait: refreshes a request waits on are served before logins.
+	refreshWaiters list.List // of *waiter
+	loginWaiters   list.List // of *waiter
+	loginRate      tokenBucket
+	st             State
 	// gen counts state changes: an outcome counts only for the state its
 	// call was admitted in.
 	gen       uint64
@@ -97,6 +118,9 @@ func New(cfg Config) (*Guard, error) {
 	if cfg.MaxConcurrent < 0 || cfg.MaxConcurrent > MaxMaxConcurrent {
 		return nil, fmt.Errorf("guard: MaxConcurrent %d is not between 1 and %d", cfg.MaxConcurrent, MaxMaxConcurrent)
 	}
+	if cfg.LoginRate < 0 || cfg.LoginRate > MaxLoginRate {
+		return nil, fmt.Errorf("guard: LoginRate %d is not between 1 and %d", cfg.LoginRate, MaxLoginRate)
+	}
 	g := &Guard{
 		now:          cfg.Now,
 		onTransition: cfg.OnTransition,
@@ -109,6 +133,7 @@ func New(cfg Config) (*Guard, error) {
 	if g.limit == 0 {
 		g.limit = DefaultMaxConcurrent
 	}
+	g.loginRate.setRate(cfg.LoginRate, g.now())
 	return g, nil
 }
 

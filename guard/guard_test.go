@@ -478,7 +478,7 @@ func TestRaceUnderLoad(t *testing.T) {
 func waiting(g *Guard) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.waiters.Len()
+	return g.waiting()
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -13,12 +13,15 @@ const (
 	// ReasonBreakerOpen: the breaker is open, or (for a background call)
 	// half-open with its probe in flight.
 	ReasonBreakerOpen = "breaker_open"
+	// ReasonLoginRate: a login over the cap of login calls per second
+	// (Config.LoginRate).
+	ReasonLoginRate = "login_rate"
 )
 
 // Refusal is the error of a call the Guard did not let through to Rebell:
 // nothing was sent, so no auth code or refresh token was spent.
 type Refusal struct {
-	// Reason is ReasonNoSlot or ReasonBreakerOpen.
+	// Reason is ReasonNoSlot, ReasonBreakerOpen or ReasonLoginRate.
 	Reason string
 	// After is when the caller may try again (at least one second).
 	After time.Duration
@@ -28,9 +31,12 @@ type Refusal struct {
 
 func (r *Refusal) Error() string {
 	msg := "rebell calls: refused: "
-	if r.Reason == ReasonBreakerOpen {
+	switch r.Reason {
+	case ReasonBreakerOpen:
 		msg += "circuit breaker open"
-	} else {
+	case ReasonLoginRate:
+		msg += "over the login rate"
+	default:
 		msg += "no free slot"
 	}
 	if r.Err != nil {

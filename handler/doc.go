@@ -14,4 +14,10 @@
 // it recover quickly. An error that carries its own delay (a
 // RetryAfter() time.Duration method, as the refusals of the circuit breaker
 // toward Rebell have: docs/rebell-calls.md) sets the value instead.
+//
+// Before a login's body is read, it may be refused without spending its
+// code: 403 cross_site_request when the session cookie is on and a browser
+// sent it from another site (crosssite.go), and 429 too_many_logins, with
+// Retry-After set to the seconds until the address's next login, when its
+// client address is over the login rate (loginrate.go).
 package handler

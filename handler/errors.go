@@ -49,6 +49,10 @@ var (
 		"Rebell cannot be reached right now: try again later.")
 	errStoreUnavailable = newAPIError(http.StatusServiceUnavailable, "store_unavailable",
 		"The session store cannot be reached right now: try again later.")
+	errTooManyLogins = newAPIError(http.StatusTooManyRequests, "too_many_logins",
+		"Too many logins from this address: try again after the time in Retry-After.")
+	errCrossSite = newAPIError(http.StatusForbidden, "cross_site_request",
+		"Login and logout are not accepted from another site.")
 )
 
 // errorBody is the JSON shape of every error response.

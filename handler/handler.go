@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -125,6 +126,29 @@ type Config struct {
 	// on without a session (the Caddy glue clears the identity
 	// placeholders here).
 	OnPublic func(r *http.Request)
+	// LoginRate limits logins per client address (docs/contract.md,
+	// login_rate); the zero value selects the defaults.
+	LoginRate LoginRate
+	// ClientIP, if not nil, returns the client's address as the host
+	// resolved it (Caddy: the client_ip var, which honours the server's
+	// trusted_proxies); "" or nil means the peer's address (RemoteAddr).
+	ClientIP func(r *http.Request) string
+	// TrustedProxy, if not nil, reports whether r came from a proxy the
+	// host trusts (Caddy: the server's trusted_proxies); only then is its
+	// X-Forwarded-Proto believed for the cookie's Secure attribute.
+	TrustedProxy func(r *http.Request) bool
+	// AllowedOrigins lists the web origins (scheme://host[:port]) besides
+	// the site's own from which a browser may log in or out while the
+	// session cookie is on; others get 403 cross_site_request.
+	AllowedOrigins []string
+	// CookieSecure is "auto" (the default: Secure over TLS, or from a
+	// trusted proxy that says X-Forwarded-Proto: https) or "always".
+	CookieSecure string
+	// CookieSameSite is "lax" (the default), "strict" or "none" (which
+	// requires CookieSecure "always").
+	CookieSameSite string
+	// CookieDomain, if set, is the cookie's Domain attribute.
+	CookieDomain string
 }
 
 // Handler serves the gateway's behaviour for every request under the
@@ -156,6 +180,14 @@ type Handler struct {
 	public    func(*http.Request) bool
 	onPublic  func(*http.Request)
 
+	loginLimit *loginLimiter
+	clientIP   func(*http.Request) string
+
+	trustedProxy       func(*http.Request) bool
+	allowedOrigins     map[string]struct{}
+	cookieAttrs        string // "; SameSite=…[; Domain=…]"
+	cookieAlwaysSecure bool
+
 	returnErrors bool
 }
 
@@ -180,8 +212,12 @@ func New(cfg Config) (*Handler, error) {
 		onOutcome:  cfg.OnOutcome,
 		public:     cfg.Public,
 		onPublic:   cfg.OnPublic,
-		omitAccess: cfg.OmitAccessToken,
-		identity:   cfg.Identity,
+		clientIP:   cfg.ClientIP,
+
+		trustedProxy:       cfg.TrustedProxy,
+		cookieAlwaysSecure: strings.EqualFold(cfg.CookieSecure, CookieSecureAlways),
+		omitAccess:         cfg.OmitAccessToken,
+		identity:           cfg.Identity,
 
 		returnErrors: cfg.ReturnErrors,
 	}
@@ -225,8 +261,8 @@ func New(cfg Config) (*Handler, error) {
 		}{"identity_assertion header", orDefault(cfg.IdentityHeader, identity.DefaultHeader), &h.identityHeader, &h.identityNorm})
 	}
 	for i, hd := range headers {
-		if !validToken(hd.name) {
-			return nil, fmt.Errorf("handler: %s %q is not a valid header name", hd.field, hd.name)
+		if err := CheckHeaderName(hd.field, hd.name); err != nil {
+			return nil, fmt.Errorf("handler: %w", err)
 		}
 		*hd.canon = http.CanonicalHeaderKey(hd.name)
 		*hd.norm = normalizeHeaderName(hd.name)
@@ -244,6 +280,16 @@ func New(cfg Config) (*Handler, error) {
 	h.accessIsSession = h.accessNorm == h.sessionNorm
 	if h.cookie != "" && !validToken(h.cookie) {
 		return nil, fmt.Errorf("handler: session_cookie %q is not a valid cookie name", h.cookie)
+	}
+	var err error
+	if h.loginLimit, err = newLoginLimiter(cfg.LoginRate); err != nil {
+		return nil, err
+	}
+	if h.cookieAttrs, err = cookieAttrs(cfg); err != nil {
+		return nil, err
+	}
+	if h.allowedOrigins, err = allowedOriginSet(cfg.AllowedOrigins); err != nil {
+		return nil, err
 	}
 	return h, nil
 }

@@ -31,6 +31,14 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		return h.refuse(w, r, errMethodNotAllowed)
 	}
+	// Before the body is read: a login refused here spends no code and
+	// calls nobody.
+	if refused, err := h.refuseCrossSite(w, r); refused {
+		return err
+	}
+	if ok, err := h.admitLogin(w, r); !ok {
+		return err
+	}
 	code, e := readAuthCode(r)
 	if e != nil {
 		return h.refuse(w, r, e)
@@ -58,7 +66,7 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	hd := w.Header()
 	if h.cookie != "" {
-		hd.Add("Set-Cookie", h.sessionCookie(id, g.SessionExpiry, r.TLS != nil))
+		hd.Add("Set-Cookie", h.sessionCookie(id, g.SessionExpiry, h.secureCookie(r)))
 	}
 	setNoStoreJSON(hd, len(body))
 	h.outcome(outcomeLogin)
@@ -77,7 +85,7 @@ type loginResponse struct {
 // sessionCookie returns the Set-Cookie value that hands out session id,
 // living until expiry (a session cookie if expiry is zero).
 func (h *Handler) sessionCookie(id string, expiry time.Time, secure bool) string {
-	c := h.cookie + "=" + id + "; Path=/; HttpOnly; SameSite=Lax"
+	c := h.cookie + "=" + id + "; Path=/; HttpOnly" + h.cookieAttrs
 	if !expiry.IsZero() {
 		// At least a second: Max-Age=0 would delete the cookie just handed out.
 		c += "; Max-Age=" + strconv.FormatInt(max(int64(expiry.Sub(h.now())/time.Second), 1), 10)
@@ -90,7 +98,7 @@ func (h *Handler) sessionCookie(id string, expiry time.Time, secure bool) string
 
 // clearCookie returns the Set-Cookie value that deletes the session cookie.
 func (h *Handler) clearCookie(secure bool) string {
-	c := h.cookie + "=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"
+	c := h.cookie + "=; Path=/; HttpOnly" + h.cookieAttrs + "; Max-Age=0"
 	if secure {
 		c += "; Secure"
 	}
@@ -216,6 +224,10 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 		h.stripCredential(r.Header)
 		return h.refuse(w, r, errMethodNotAllowed)
 	}
+	if h.cookie != "" && h.crossSite(r) {
+		h.stripCredential(r.Header)
+		return h.refuse(w, r, errCrossSite)
+	}
 	keys := h.logoutKeys(r)
 	h.stripCredential(r.Header)
 	// The client may hang up; the session must end all the same.
@@ -229,7 +241,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 	}
 	hd := w.Header()
 	if h.cookie != "" {
-		hd.Add("Set-Cookie", h.clearCookie(r.TLS != nil))
+		hd.Add("Set-Cookie", h.clearCookie(h.secureCookie(r)))
 	}
 	hd.Set("Cache-Control", "no-store")
 	h.outcome(outcomeLogout)

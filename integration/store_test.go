@@ -27,7 +27,8 @@ import (
 // are counted and logged.
 func TestGatewayFullTierKeepsEveryLogin(t *testing.T) {
 	const max, logins = 5, 30
-	g := startGateway(t, fmt.Sprintf("max_sessions %d", max), "")
+	// 30 logins from 127.0.0.1: over the per-address limit's burst.
+	g := startGateway(t, fmt.Sprintf("max_sessions %d\n\t\tlogin_rate off", max), "")
 	codes := make([]string, logins)
 	for i := range codes {
 		codes[i] = issueCode(t, g.sandbox, fmt.Sprintf("21880000000008%02d", i))
@@ -296,4 +297,42 @@ func metricValue(t *testing.T, p *caddyProc, series string) int {
 		}
 	}
 	return 0
+}
+
+// TestClusterReplayedRecordStaysEnded: someone with write access to Redis
+// copies a session's record, the session is logged out, and the copy is put
+// back: the session stays ended on every instance, those that heard of the
+// end and one started afterwards that never did, and the copy is deleted.
+func TestClusterReplayedRecordStaysEnded(t *testing.T) {
+	rs := redistest.Start(t)
+	m := startMulti(t, []string{rs.Addr}, "", "")
+	const customer = "2188000000000814"
+	lr := m.mustLogin(m.nodes[0], customer)
+	m.mustGet(m.nodes[0], lr.SessionID, customer)
+	m.mustGet(m.nodes[1], lr.SessionID, customer)
+
+	rc := rs.Client(t)
+	ctx := context.Background()
+	h := sha256.Sum256([]byte(lr.SessionID))
+	name := "it:{" + hex.EncodeToString(h[:]) + "}"
+	copied, err := rc.Dump(ctx, name).Result()
+	if err != nil {
+		t.Fatalf("copying the record %s: %v", name, err)
+	}
+	m.logout(m.nodes[0], lr.SessionID)
+	m.waitRejected(m.nodes[1], lr.SessionID, "session_invalid", 5*time.Second)
+	if err := rc.RestoreReplace(ctx, name, time.Hour, copied).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// An instance that never heard of the end reads the store.
+	late := m.startNode([]string{rs.Addr}, "")
+	for _, nd := range m.nodes {
+		if r := m.get(nd, lr.SessionID); r.Status != http.StatusUnauthorized || r.Error != "session_invalid" {
+			t.Fatalf("instance %d after the record was put back: %v, want 401 session_invalid", nd.n, r)
+		}
+	}
+	if n, _ := rc.Exists(ctx, name).Result(); n != 0 {
+		t.Error("the put-back record is still in Redis after instance", late.n, "read it")
+	}
+	m.assertLogsClean(lr.SessionID)
 }

@@ -229,7 +229,9 @@ http://127.0.0.1:${gw} {
 		client_id ${CLIENT_ID}
 		private_key_file ${files.merchantPrivate}
 		rebell_public_key_file ${files.platformPublic}
-		retries 0${store}
+		retries 0
+		# Every test logs in from 127.0.0.1: no per-address login limit.
+		login_rate off${store}
 	}
 	reverse_proxy /hold/* 127.0.0.1:${hold.port}
 	reverse_proxy 127.0.0.1:${up}

@@ -15,10 +15,16 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 `)
 
-// loadScript: KEYS record; ARGV used (ms, "0" for none), ttl (ms, "0" for
-// none). Raises u to used and the lifetime to ttl, and returns {v, d, u}, or
-// nil if there is no record.
+// loadScript: KEYS record, end mark; ARGV used (ms, "0" for none), ttl (ms,
+// "0" for none). Raises u to used and the lifetime to ttl, and returns {v,
+// d, u}, or nil if there is no record. A record beside an end mark was put
+// back after its session ended (docs/sessions.md, threat model): it is
+// deleted and not returned.
 var loadScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) > 0 then
+  redis.call('DEL', KEYS[1])
+  return false
+end
 local r = redis.call('HMGET', KEYS[1], 'v', 'd', 'u')
 if not r[1] then return false end
 local used = tonumber(ARGV[1])
@@ -41,8 +47,13 @@ const (
 	acquireOK    = 3
 )
 
-// acquireScript: KEYS record, lease; ARGV version, owner, ttl (ms).
+// acquireScript: KEYS record, lease, end mark; ARGV version, owner, ttl
+// (ms). A record beside an end mark is deleted and reported gone.
 var acquireScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[3]) > 0 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v then return 0 end
 if v ~= ARGV[1] then return 1 end
@@ -64,10 +75,15 @@ redis.call('DEL', KEYS[1])
 return 1
 `)
 
-// swapScript: KEYS record, lease; ARGV old version, new version, sealed,
-// ttl (ms), owner ("" for none), channel, message. Returns 1 if swapped, 0
-// if the record is at another version or gone.
+// swapScript: KEYS record, lease, end mark; ARGV old version, new version,
+// sealed, ttl (ms), owner ("" for none), channel, message. Returns 1 if
+// swapped, 0 if the record is at another version, gone, or beside an end
+// mark (then deleted).
 var swapScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[3]) > 0 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -80,11 +96,16 @@ return 1
 
 // endScript: KEYS record, lease, end mark; ARGV channel, message, end mark
 // lifetime (ms). Returns the number of records deleted (0 or 1); marks and
-// announces the end either way.
+// announces the end either way. The mark lives at least as long as the
+// record would have (its remaining lifetime, the session's own end), so no
+// copy of the record put back while the session could have lived opens.
 var endScript = redis.NewScript(`
+local life = tonumber(ARGV[3])
+local left = redis.call('PTTL', KEYS[1])
+if left > life then life = left end
 local n = redis.call('DEL', KEYS[1])
 redis.call('DEL', KEYS[2])
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+redis.call('SET', KEYS[3], '1', 'PX', life)
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return n
 `)

@@ -81,7 +81,7 @@ func (s *Store) Load(ctx context.Context, k session.Key, used time.Time, ttl tim
 	if ttl > 0 {
 		ms = millis(ttl)
 	}
-	vals, err := s.run(ctx, loadScript, []string{name}, unixMilli(used), ms).Slice()
+	vals, err := s.run(ctx, loadScript, []string{name, s.keys.ended(k)}, unixMilli(used), ms).Slice()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
@@ -115,7 +115,7 @@ func (s *Store) Load(ctx context.Context, k session.Key, used time.Time, ttl tim
 // Acquire implements session.Store.
 func (s *Store) Acquire(ctx context.Context, k session.Key, version uint64, ttl time.Duration) (string, session.LeaseResult, error) {
 	owner := newOwner()
-	n, err := s.run(ctx, acquireScript, []string{s.keys.record(k), s.keys.lease(k)},
+	n, err := s.run(ctx, acquireScript, []string{s.keys.record(k), s.keys.lease(k), s.keys.ended(k)},
 		strconv.FormatUint(version, 10), owner, millis(ttl)).Int64()
 	if err != nil {
 		return "", 0, s.fail("acquire", err)
@@ -166,7 +166,7 @@ func (s *Store) Swap(ctx context.Context, k session.Key, lease string, old uint6
 	ms := millis(ttl)
 	return s.writeIndexed(ctx, "swap", &call{
 		script: swapScript,
-		keys:   []string{name, s.keys.lease(k)},
+		keys:   []string{name, s.keys.lease(k), s.keys.ended(k)},
 		args: []any{strconv.FormatUint(old, 10), strconv.FormatUint(rec.Version, 10), sealed, ms,
 			lease, s.keys.channel, updatedMessage(k, rec.Version)},
 	}, k, rec.CustomerID, ms)
