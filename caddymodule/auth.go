@@ -457,6 +457,7 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 		Timeout:           time.Duration(a.Timeout),
 		Retries:           *a.Retries,
 		HTTPClient:        a.httpClient,
+		Transport:         a.guard.transport,
 		MayRetry:          a.guard.MayRetry,
 		Observe: func(grantType, _ string, took time.Duration) {
 			metrics.applyToken.WithLabelValues(grantType).Observe(took.Seconds())
