@@ -28,7 +28,9 @@ go test -race -count=1 -timeout 20m ./...
 # "Alloc".
 go test -count=1 -run 'Alloc' $(grep -rl --include='*_test.go' 'testing.AllocsPerRun' . | xargs -n1 dirname | sort -u)
 
-# The Mini App helper, against a real gateway (miniapp/testgateway.js).
+# The Mini App helper, against a real gateway (miniapp/testgateway.js), and
+# its types (tsc --noEmit, skipped without TypeScript unless
+# REBELL_REQUIRE_NODE is set) and package (npm pack, npm install).
 if command -v node >/dev/null 2>&1; then
 	node --test miniapp/*.test.js
 elif [ -n "${REBELL_REQUIRE_NODE:-}" ]; then

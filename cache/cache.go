@@ -12,14 +12,19 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
-// Defaults of Config.
+// Defaults of Config: what its zero values select.
 const (
-	defaultMaxSessions    = 1_000_000
-	defaultRefreshAhead   = 5 * time.Minute
-	defaultRefreshTimeout = 30 * time.Second
-	defaultRetryCooldown  = 5 * time.Second
+	// DefaultMaxSessions is Config.MaxSessions's default.
+	DefaultMaxSessions = 1_000_000
+	// DefaultRefreshAhead is Config.RefreshAhead's default.
+	DefaultRefreshAhead = 5 * time.Minute
+	// DefaultRefreshTimeout is Config.RefreshTimeout's default.
+	DefaultRefreshTimeout = 30 * time.Second
+	// DefaultRetryCooldown is Config.RetryCooldown's default.
+	DefaultRetryCooldown = 5 * time.Second
 )
 
 // Config configures a Cache. Zero values select the defaults noted.
@@ -57,16 +62,16 @@ type Config struct {
 	// 0 means 5s.
 	RetryCooldown time.Duration
 	// SessionKeys are the keys session ids are tagged with (see
-	// SessionIDs): the first tags new ids, every one verifies. With a
+	// session.IDs): the first tags new ids, every one verifies. With a
 	// shared store they must be the same on every instance (the gateway
-	// derives them from the store's encryption key with DeriveSessionKey).
+	// derives them from the store's encryption key with session.DeriveKey).
 	// Empty means one random key, kept as long as the Cache.
 	SessionKeys [][]byte
 	// Store, if set, is the record of truth shared with other instances
 	// (docs/sessions.md): logins are confirmed in it, memory misses read it, refreshes
 	// take its lease, and its announcements end or update the copies held in
 	// memory. The Cache owns it: Close closes it. nil means memory only.
-	Store Store
+	Store session.Store
 	// Now is the clock. nil means time.Now.
 	Now func() time.Time
 	// Logger receives login, refresh and session-end events, naming a session
@@ -101,30 +106,20 @@ type Config struct {
 // (docs/contract.md, docs/freshness.md). All methods are safe for concurrent
 // use.
 type Cache struct {
-	exch           rebell.TokenExchanger
-	pol            policy
-	idleTimeout    int64 // ns; 0 = none
-	dedupWindow    time.Duration
-	refreshTimeout time.Duration
-	retryCooldown  time.Duration
-	now            func() time.Time
-	log            *zap.Logger
-	onLogin        func(string)
-	onRefresh      func(string)
-	onEnded        func(string)
+	// settings are shared with the layer (layer.go).
+	settings
+	onLogin   func(string)
+	onRefresh func(string)
+	onEnded   func(string)
 
-	ids    *SessionIDs
 	mem    *memoryTier
 	logins loginMemo
-	// roomWarn limits the WARN of a full memory tier to one a minute.
-	roomWarn rateLimited
 
 	// back is what lies behind the memory tier: memoryOnly, or the replica
 	// layer of a shared store.
 	back layer
 
-	// ctx is the parent of the cache's own work; Close cancels it.
-	ctx    context.Context
+	// cancel cancels ctx.
 	cancel context.CancelFunc
 	// lifeMu guards closed against wg.Add: no goroutine starts after Close
 	// began waiting.
@@ -153,25 +148,27 @@ func New(cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("cache: RetryCooldown %v is negative", cfg.RetryCooldown)
 	}
 	c := &Cache{
-		exch:           cfg.Exchanger,
-		pol:            newPolicy(orDefault(cfg.RefreshAhead, defaultRefreshAhead), cfg.IdleTimeout),
-		idleTimeout:    int64(cfg.IdleTimeout),
-		dedupWindow:    cfg.LoginDedupWindow,
-		refreshTimeout: orDefault(cfg.RefreshTimeout, defaultRefreshTimeout),
-		retryCooldown:  orDefault(cfg.RetryCooldown, defaultRetryCooldown),
-		now:            cfg.Now,
-		log:            cfg.Logger,
-		onLogin:        cfg.OnLogin,
-		onRefresh:      cfg.OnRefresh,
-		onEnded:        cfg.OnSessionEnded,
+		settings: settings{
+			exch:           cfg.Exchanger,
+			pol:            newPolicy(orDefault(cfg.RefreshAhead, DefaultRefreshAhead), cfg.IdleTimeout),
+			idleTimeout:    int64(cfg.IdleTimeout),
+			dedupWindow:    cfg.LoginDedupWindow,
+			refreshTimeout: orDefault(cfg.RefreshTimeout, DefaultRefreshTimeout),
+			retryCooldown:  orDefault(cfg.RetryCooldown, DefaultRetryCooldown),
+			now:            cfg.Now,
+			log:            cfg.Logger,
+		},
+		onLogin:   cfg.OnLogin,
+		onRefresh: cfg.OnRefresh,
+		onEnded:   cfg.OnSessionEnded,
 	}
 	if c.now == nil {
 		c.now = time.Now
 	}
 	if len(cfg.SessionKeys) == 0 {
-		c.ids = RandomSessionIDs()
+		c.ids = session.RandomIDs()
 	} else {
-		ids, err := NewSessionIDs(cfg.SessionKeys...)
+		ids, err := session.NewIDs(cfg.SessionKeys...)
 		if err != nil {
 			return nil, err
 		}
@@ -181,7 +178,7 @@ func New(cfg Config) (*Cache, error) {
 		c.log = zap.NewNop()
 	}
 	c.logins.m = make(map[[32]byte]*loginCall)
-	mem, err := newMemoryTier(orDefault(cfg.MaxSessions, defaultMaxSessions), memoryHooks{
+	mem, err := newMemoryTier(orDefault(cfg.MaxSessions, DefaultMaxSessions), memoryHooks{
 		evicted: func(e *entry) { c.back.evicted(e) },
 		expired: c.expired,
 		changed: cfg.OnSessionsChanged,
@@ -192,11 +189,11 @@ func New(cfg Config) (*Cache, error) {
 	c.mem = mem
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if cfg.Store != nil {
-		r := newReplica(c, cfg.Store)
+		r := newReplica(c.settings, c, cfg.Store)
 		c.back = r
 		r.listen()
 	} else {
-		c.back = memoryOnly{c}
+		c.back = &memoryOnly{settings: c.settings, h: c}
 	}
 	return c, nil
 }
@@ -233,7 +230,7 @@ func orDefault[T comparable](v, def T) T {
 
 // ParseSessionID checks that id is a session id this cache made (its tag
 // verifies under one of the session keys) and returns its key; see
-// SessionIDs.Parse. A made-up id costs no lookup.
+// session.IDs.Parse. A made-up id costs no lookup.
 func (c *Cache) ParseSessionID(id string) (Key, bool) { return c.ids.Parse(id) }
 
 // Get returns the Grant a request for session k acts with, refreshing the
@@ -282,7 +279,7 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 	case reauth:
 		return nil, ErrReauthRequired
 	default: // gone: kept past its grace (the memory tier's TTL runs on the wall clock)
-		c.end(e, "expired", zapcore.DebugLevel)
+		c.endSession(e, "expired", zapcore.DebugLevel)
 		return nil, ErrSessionInvalid
 	}
 }
@@ -364,10 +361,33 @@ func (c *Cache) spawn(f func(ctx context.Context)) bool {
 // closing reports whether Close has begun.
 func (c *Cache) closing() bool { return c.ctx.Err() != nil }
 
-// end ends a session: marks its entry ended (so every holder of the pointer
+// held returns the copy of session k that memory holds, or nil.
+func (c *Cache) held(k Key) *entry { return c.mem.get(&k) }
+
+// heldCopies returns every copy memory holds.
+func (c *Cache) heldCopies() []*entry { return c.mem.idx.all() }
+
+// hold puts e, read from the store with state st at now, in memory; see
+// host.hold.
+func (c *Cache) hold(e *entry, st *tokenState, now time.Time) (*entry, error) {
+	if err := c.mem.insert(e, c.pol.lifetime(st, now), nil); err != nil {
+		if held := c.mem.get(&e.key); held != nil {
+			return held, nil // another path stored it meanwhile
+		}
+		return nil, storeError(err)
+	}
+	if e.ended.Load() {
+		c.mem.remove(e)
+		return nil, ErrSessionInvalid
+	}
+	c.noteWindow(e, st)
+	return e, nil
+}
+
+// endSession ends a session: marks its entry ended (so every holder of the pointer
 // sees it), removes it from memory and from the customer index. It reports
 // whether this call ended it.
-func (c *Cache) end(e *entry, reason string, level zapcore.Level) bool {
+func (c *Cache) endSession(e *entry, reason string, level zapcore.Level) bool {
 	if !e.ended.CompareAndSwap(false, true) {
 		return false
 	}
@@ -399,7 +419,7 @@ func (c *Cache) dropEnded(e *entry, reason string, level zapcore.Level) {
 // dropCopy removes an entry just marked ended from memory and logs the end.
 func (c *Cache) dropCopy(e *entry, reason string, level zapcore.Level) {
 	c.mem.remove(e)
-	c.logEnd(e, reason, level)
+	c.reportEnd(e, reason, level)
 }
 
 // expired is ristretto's report that e's record lifetime (R + grace) passed.
@@ -409,11 +429,11 @@ func (c *Cache) expired(e *entry) {
 		return // Close empties the tier; that ends no session
 	}
 	if e.ended.CompareAndSwap(false, true) {
-		c.logEnd(e, "expired", zapcore.DebugLevel)
+		c.reportEnd(e, "expired", zapcore.DebugLevel)
 	}
 }
 
-func (c *Cache) logEnd(e *entry, reason string, level zapcore.Level) {
+func (c *Cache) reportEnd(e *entry, reason string, level zapcore.Level) {
 	if c.closing() {
 		return // Close drops every session; that is not news per session
 	}

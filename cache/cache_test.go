@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 func TestNewValidatesConfig(t *testing.T) {
@@ -36,8 +37,8 @@ func TestNewValidatesConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if c.pol.refreshAhead != defaultRefreshAhead || c.pol.grace != time.Hour ||
-		c.refreshTimeout != defaultRefreshTimeout || c.retryCooldown != defaultRetryCooldown || c.dedupWindow != 0 {
+	if c.pol.refreshAhead != DefaultRefreshAhead || c.pol.grace != time.Hour ||
+		c.refreshTimeout != DefaultRefreshTimeout || c.retryCooldown != DefaultRetryCooldown || c.dedupWindow != 0 {
 		t.Errorf("defaults not applied: %+v", c.pol)
 	}
 	if p := newPolicy(8*time.Second, 10*time.Minute); p.grace != 10*time.Minute {
@@ -52,7 +53,7 @@ func TestGetFreshSession(t *testing.T) {
 		!g.AccessTokenExpiry.Equal(t0.Add(accessTTL)) || !g.SessionExpiry.Equal(t0.Add(refreshTTL)) {
 		t.Fatalf("grant = %+v", g)
 	}
-	h.clock.Advance(accessTTL - defaultRefreshAhead - time.Second)
+	h.clock.Advance(accessTTL - DefaultRefreshAhead - time.Second)
 	if got := mustGet(t, h, k); got != g {
 		t.Fatalf("Get returned another grant")
 	}
@@ -68,7 +69,7 @@ func TestGetUnknownSession(t *testing.T) {
 	h := newHarness(t)
 	k, _ := h.login(t, "code-1")
 
-	_, other := RandomSessionIDs().New()
+	_, other := session.RandomIDs().New()
 	if _, err := h.get(t, other); err != ErrSessionInvalid {
 		t.Fatalf("unknown session: %v", err)
 	}
@@ -234,7 +235,7 @@ func TestLogoutIsIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, unknown := RandomSessionIDs().New()
+	_, unknown := session.RandomIDs().New()
 	if err := h.Logout(ctx, unknown); err != nil {
 		t.Fatal(err)
 	}

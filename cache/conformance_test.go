@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rebell-gateway/caddy-rebell/session"
 	"github.com/rebell-gateway/caddy-rebell/session/storetest"
 )
 
@@ -13,7 +14,7 @@ import (
 func TestFakeStoreConformance(t *testing.T) {
 	clock := newFakeClock()
 	storetest.Run(t, storetest.Harness{
-		New: func(t *testing.T) Store {
+		New: func(t *testing.T) session.Store {
 			st := newFakeServer(clock).store()
 			t.Cleanup(func() { _ = st.Close() })
 			return st

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // fakeServer is an in-memory shared store on a fake clock: several Caches
@@ -29,7 +30,7 @@ type fakeServer struct {
 	endMarks  map[Key]time.Time // expiry
 	listeners []*fakeStore
 	// garbled are the keys overwritten with something that is no record
-	// (as Redis's WRONGTYPE): reading them fails with ErrRecordCorrupt
+	// (as Redis's WRONGTYPE): reading them fails with session.ErrRecordCorrupt
 	// until End deletes them.
 	garbled map[Key]bool
 
@@ -44,7 +45,7 @@ type fakeServer struct {
 }
 
 type fakeRec struct {
-	rec     Record
+	rec     session.Record
 	expires time.Time
 }
 
@@ -96,7 +97,7 @@ func (s *fakeServer) waitDeleted(t testing.TB, k Key) {
 	}
 }
 
-var errGarbled = fmt.Errorf("fake store: %w: a key holds another type", ErrRecordCorrupt)
+var errGarbled = fmt.Errorf("fake store: %w: a key holds another type", session.ErrRecordCorrupt)
 
 // store returns a new instance's view of the server.
 func (s *fakeServer) store() *fakeStore { return &fakeStore{s: s} }
@@ -134,7 +135,7 @@ func (s *fakeServer) lease(k Key) (fakeLease, bool) {
 	return l, ok
 }
 
-func (s *fakeServer) announce(ev Event) {
+func (s *fakeServer) announce(ev session.Event) {
 	s.mu.Lock()
 	ls := append([]*fakeStore(nil), s.listeners...)
 	s.mu.Unlock()
@@ -144,13 +145,13 @@ func (s *fakeServer) announce(ev Event) {
 }
 
 // resync tells every instance its subscription was re-established.
-func (s *fakeServer) resync() { s.announce(Event{Kind: EventResync}) }
+func (s *fakeServer) resync() { s.announce(session.Event{Kind: session.EventResync}) }
 
 // restartEmpty loses every key, as a Redis without persistence that
 // restarts, and tells every instance so when it resubscribes.
 func (s *fakeServer) restartEmpty() {
 	s.wipe()
-	s.announce(Event{Kind: EventResync, Lost: true})
+	s.announce(session.Event{Kind: session.EventResync, Lost: true})
 }
 
 // wipe loses every key, telling nobody.
@@ -185,12 +186,12 @@ func (s *fakeServer) version(k Key) uint64 {
 type fakeStore struct {
 	s      *fakeServer
 	mu     sync.Mutex
-	fn     func(Event)
+	fn     func(session.Event)
 	closed bool
 	deaf   bool // not subscribed: announcements are lost
 }
 
-func (f *fakeStore) deliver(ev Event) {
+func (f *fakeStore) deliver(ev session.Event) {
 	f.mu.Lock()
 	fn, closed, deaf := f.fn, f.closed, f.deaf
 	f.mu.Unlock()
@@ -200,7 +201,7 @@ func (f *fakeStore) deliver(ev Event) {
 }
 
 // disconnect makes the instance miss announcements until reconnect, which
-// delivers an EventResync (with lost, if the store lost its data meanwhile).
+// delivers a session.EventResync (with lost, if the store lost its data meanwhile).
 func (f *fakeStore) disconnect() {
 	f.mu.Lock()
 	f.deaf = true
@@ -211,10 +212,10 @@ func (f *fakeStore) reconnect(lost bool) {
 	f.mu.Lock()
 	f.deaf = false
 	f.mu.Unlock()
-	f.deliver(Event{Kind: EventResync, Lost: lost})
+	f.deliver(session.Event{Kind: session.EventResync, Lost: lost})
 }
 
-func (f *fakeStore) Create(ctx context.Context, k Key, rec *Record, ttl time.Duration) (bool, error) {
+func (f *fakeStore) Create(ctx context.Context, k Key, rec *session.Record, ttl time.Duration) (bool, error) {
 	s := f.s
 	if err := s.enter(ctx); err != nil {
 		return false, err
@@ -236,7 +237,7 @@ func (f *fakeStore) Create(ctx context.Context, k Key, rec *Record, ttl time.Dur
 	return true, nil
 }
 
-func (f *fakeStore) Load(ctx context.Context, k Key, used time.Time, ttl time.Duration) (*Record, error) {
+func (f *fakeStore) Load(ctx context.Context, k Key, used time.Time, ttl time.Duration) (*session.Record, error) {
 	s := f.s
 	if err := s.enter(ctx); err != nil {
 		return nil, err
@@ -266,7 +267,7 @@ func (f *fakeStore) Load(ctx context.Context, k Key, used time.Time, ttl time.Du
 	return &rec, nil
 }
 
-func (f *fakeStore) Acquire(ctx context.Context, k Key, version uint64, ttl time.Duration) (string, LeaseResult, error) {
+func (f *fakeStore) Acquire(ctx context.Context, k Key, version uint64, ttl time.Duration) (string, session.LeaseResult, error) {
 	s := f.s
 	if err := s.enter(ctx); err != nil {
 		return "", 0, err
@@ -278,18 +279,18 @@ func (f *fakeStore) Acquire(ctx context.Context, k Key, version uint64, ttl time
 	r, ok := s.record(k)
 	switch {
 	case !ok:
-		return "", LeaseGone, nil
+		return "", session.LeaseGone, nil
 	case r.rec.Version != version:
-		return "", LeaseStale, nil
+		return "", session.LeaseStale, nil
 	}
 	if _, held := s.lease(k); held {
-		return "", LeaseHeld, nil
+		return "", session.LeaseHeld, nil
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	owner := hex.EncodeToString(b[:])
 	s.leases[k] = fakeLease{owner: owner, expires: s.clock.Now().Add(ttl)}
-	return owner, LeaseAcquired, nil
+	return owner, session.LeaseAcquired, nil
 }
 
 func (f *fakeStore) Renew(ctx context.Context, k Key, lease string, ttl time.Duration) (bool, error) {
@@ -317,7 +318,7 @@ func (f *fakeStore) Release(ctx context.Context, k Key, lease string) error {
 	return nil
 }
 
-func (f *fakeStore) Swap(ctx context.Context, k Key, lease string, old uint64, rec *Record, ttl time.Duration) (bool, error) {
+func (f *fakeStore) Swap(ctx context.Context, k Key, lease string, old uint64, rec *session.Record, ttl time.Duration) (bool, error) {
 	s := f.s
 	if err := s.enter(ctx); err != nil {
 		return false, err
@@ -338,7 +339,7 @@ func (f *fakeStore) Swap(ctx context.Context, k Key, lease string, old uint64, r
 		delete(s.leases, k)
 	}
 	s.mu.Unlock()
-	s.announce(Event{Kind: EventUpdated, Key: k, Version: rec.Version})
+	s.announce(session.Event{Kind: session.EventUpdated, Key: k, Version: rec.Version})
 	return true, nil
 }
 
@@ -353,12 +354,12 @@ func (f *fakeStore) End(ctx context.Context, k Key, customerID string) (bool, er
 	delete(s.garbled, k)
 	delete(s.recs, k)
 	delete(s.leases, k)
-	s.endMarks[k] = s.clock.Now().Add(EndMarkLifetime)
+	s.endMarks[k] = s.clock.Now().Add(session.EndMarkLifetime)
 	if customerID != "" {
 		delete(s.customers[customerID], k)
 	}
 	s.mu.Unlock()
-	s.announce(Event{Kind: EventEnded, Key: k})
+	s.announce(session.Event{Kind: session.EventEnded, Key: k})
 	return ok, nil
 }
 
@@ -406,14 +407,14 @@ func (f *fakeStore) FinishLogin(ctx context.Context, code rebell.Secret, sid str
 	return nil
 }
 
-func (f *fakeStore) Listen(fn func(Event)) {
+func (f *fakeStore) Listen(fn func(session.Event)) {
 	f.mu.Lock()
 	f.fn = fn
 	f.mu.Unlock()
 	f.s.mu.Lock()
 	f.s.listeners = append(f.s.listeners, f)
 	f.s.mu.Unlock()
-	f.deliver(Event{Kind: EventResync})
+	f.deliver(session.Event{Kind: session.EventResync})
 }
 
 func (f *fakeStore) Close() error {
@@ -423,7 +424,7 @@ func (f *fakeStore) Close() error {
 	return nil
 }
 
-var _ Store = (*fakeStore)(nil)
+var _ session.Store = (*fakeStore)(nil)
 
 // cluster is several Caches (instances) sharing one fake store, one fake
 // clock and one fake Rebell.

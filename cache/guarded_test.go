@@ -40,7 +40,7 @@ func (f *guardedFake) Refresh(ctx context.Context, rt rebell.Secret) (*rebell.To
 }
 
 func (f *guardedFake) admit(ctx context.Context) error {
-	bg := guard.IsBackground(ctx)
+	bg := rebell.IsBackground(ctx)
 	f.mu.Lock()
 	f.background = append(f.background, bg)
 	refuse, hold := f.refuse, f.hold

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // layer is what lies behind the memory tier (docs/design.md). The core
@@ -62,50 +63,125 @@ type layer interface {
 	close()
 }
 
+// settings are the cache's settings as plain values, which the cache shares
+// with its layer (Cache embeds them; New fills them from Config).
+type settings struct {
+	// exch calls Rebell's applyToken.
+	exch rebell.TokenExchanger
+	// pol judges a session's tokens (freshness.go).
+	pol policy
+	// idleTimeout (ns) ends a session no request used for this long; 0 is
+	// none.
+	idleTimeout int64
+	// dedupWindow is how long the login memo remembers an auth code's
+	// session; 0 turns deduplication off.
+	dedupWindow time.Duration
+	// refreshTimeout bounds one exchange run on the cache's behalf.
+	refreshTimeout time.Duration
+	// retryCooldown is how long after a failure a session's refresh-ahead
+	// (and, with a store, its comparison) waits.
+	retryCooldown time.Duration
+	// now is the clock.
+	now func() time.Time
+	// log receives events; it is never nil.
+	log *zap.Logger
+	// ids verifies session ids (the store's login memo holds them).
+	ids *session.IDs
+	// ctx is the parent of the cache's own work; Close cancels it.
+	ctx context.Context
+}
+
+// host is what a layer may do to the sessions the cache holds, and nothing
+// else: *Cache implements it (cache.go, login.go, refresh.go), and the
+// layer's tests implement it over a memory tier alone. Its methods are
+// called without locks held.
+type host interface {
+	// held returns the copy of session k that memory holds, or nil.
+	held(k Key) *entry
+	// heldCopies returns every copy memory holds.
+	heldCopies() []*entry
+	// hold puts e, the copy of a session just read from the store with
+	// state st at now, in memory until st's R + grace, and returns the copy
+	// memory then holds of the session: e, or one another path put there
+	// first. It fails with ErrSessionInvalid when e was ended meanwhile,
+	// and with ErrStoreUnavailable when memory has no room or is closed.
+	hold(e *entry, st *tokenState, now time.Time) (*entry, error)
+	// adopt makes st, read from the store, e's state if it is newer than
+	// the one e holds (memory then keeps e until st's R + grace), wakes the
+	// refreshes of e waiting for a newer state, and returns e's state
+	// afterwards.
+	adopt(e *entry, st *tokenState) *tokenState
+	// endSession ends e's session on this instance for good: marks e ended,
+	// drops it from memory, reports the end with reason, and tells the
+	// layer (confirmedEnd). It reports whether this call ended it.
+	endSession(e *entry, reason string, level zapcore.Level) bool
+	// dropEnded is endSession for an e the caller has just marked ended.
+	dropEnded(e *entry, reason string, level zapcore.Level)
+	// reportEnd reports the end of e, which the caller marked ended and
+	// memory no longer holds: it logs it and counts it (OnSessionEnded).
+	reportEnd(e *entry, reason string, level zapcore.Level)
+	// exchangeCode exchanges authCode with Rebell for a new session, which
+	// it records through the layer (create) and holds in memory, and
+	// reports the login's result. It returns the new session's id.
+	exchangeCode(ctx context.Context, authCode rebell.Secret) (string, *entry, error)
+	// reportLogin reports the result of a login that did not call
+	// exchangeCode (OnLogin).
+	reportLogin(result string)
+	// spawn runs f in a goroutine under ctx, which Close cancels and waits
+	// for. It reports false, running nothing, once Close has begun.
+	spawn(f func(ctx context.Context)) bool
+}
+
 // memoryOnly is the layer of a cache without a shared store.
-type memoryOnly struct{ c *Cache }
+type memoryOnly struct {
+	settings
+	h host
+	// roomWarn limits the WARN of a full memory tier to one a minute.
+	roomWarn rateLimited
+}
 
-func (memoryOnly) miss(Key) (*entry, error) { return nil, ErrSessionInvalid }
+var _ layer = (*memoryOnly)(nil)
 
-func (memoryOnly) use(*entry, int64) {}
+func (*memoryOnly) miss(Key) (*entry, error) { return nil, ErrSessionInvalid }
 
-func (m memoryOnly) idle(_ context.Context, e *entry, _ int64) (bool, error) {
-	m.c.end(e, "idle", zapcore.DebugLevel)
+func (*memoryOnly) use(*entry, int64) {}
+
+func (m *memoryOnly) idle(_ context.Context, e *entry, _ int64) (bool, error) {
+	m.h.endSession(e, "idle", zapcore.DebugLevel)
 	return false, ErrSessionInvalid
 }
 
-func (memoryOnly) create(context.Context, Key, *tokenState, time.Time) error { return nil }
+func (*memoryOnly) create(context.Context, Key, *tokenState, time.Time) error { return nil }
 
-func (m memoryOnly) login(ctx context.Context, authCode rebell.Secret) (string, *entry, error) {
-	return m.c.exchange(ctx, authCode)
+func (m *memoryOnly) login(ctx context.Context, authCode rebell.Secret) (string, *entry, error) {
+	return m.h.exchangeCode(ctx, authCode)
 }
 
-func (m memoryOnly) refresh(ctx context.Context, _ *entry, old *tokenState) (*tokenState, bool, error) {
-	tok, err := m.c.exch.Refresh(ctx, old.refreshToken)
+func (m *memoryOnly) refresh(ctx context.Context, _ *entry, old *tokenState) (*tokenState, bool, error) {
+	tok, err := m.exch.Refresh(ctx, old.refreshToken)
 	if err != nil {
 		return nil, true, err
 	}
-	st, err := refreshedState(old, tok, m.c.now())
+	st, err := refreshedState(old, tok, m.now())
 	return st, true, err
 }
 
-func (memoryOnly) logout(context.Context, Key, bool, string) error { return nil }
+func (*memoryOnly) logout(context.Context, Key, bool, string) error { return nil }
 
-func (memoryOnly) endCustomer(context.Context, string, map[Key]bool, *int) error { return nil }
+func (*memoryOnly) endCustomer(context.Context, string, map[Key]bool, *int) error { return nil }
 
-func (memoryOnly) confirmedEnd(Key) {}
+func (*memoryOnly) confirmedEnd(Key) {}
 
 // evicted ends the session: memory was its only home.
-func (m memoryOnly) evicted(e *entry) {
-	c := m.c
+func (m *memoryOnly) evicted(e *entry) {
 	if !e.ended.CompareAndSwap(false, true) {
 		return
 	}
-	c.logEnd(e, "evicted", zapcore.InfoLevel)
-	if n, ok := c.roomWarn.allow(c.now()); ok {
-		c.log.Warn("rebell memory tier full (max_sessions): sessions used least recently ended to make room",
+	m.h.reportEnd(e, "evicted", zapcore.InfoLevel)
+	if n, ok := m.roomWarn.allow(m.now()); ok {
+		m.log.Warn("rebell memory tier full (max_sessions): sessions used least recently ended to make room",
 			zap.Int("sessions", n))
 	}
 }
 
-func (memoryOnly) close() {}
+func (*memoryOnly) close() {}

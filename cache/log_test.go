@@ -37,7 +37,7 @@ func TestLogsNameSessionsByTagAndLeakNoSecret(t *testing.T) {
 	if _, err := h.get(t, k); err == nil {
 		t.Fatal("config failure on an expired token served")
 	}
-	h.clock.Advance(defaultRetryCooldown)
+	h.clock.Advance(DefaultRetryCooldown)
 	if _, err := h.get(t, k); err == nil {
 		t.Fatal("dead refresh token served")
 	}

@@ -10,7 +10,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
@@ -31,7 +30,7 @@ import (
 // first), ErrRebellRejected (wrapping the *rebell.Error), ErrStoreUnavailable.
 func (c *Cache) Login(ctx context.Context, authCode rebell.Secret) (sessionID string, g *Grant, err error) {
 	if c.dedupWindow <= 0 {
-		id, e, err := c.exchange(ctx, authCode)
+		id, e, err := c.exchangeCode(ctx, authCode)
 		if err != nil {
 			return "", nil, err
 		}
@@ -74,10 +73,10 @@ func (c *Cache) runLogin(ctx context.Context, h [32]byte, call *loginCall, authC
 	c.logins.finish(h, call, id, e, err, c.now().Add(c.dedupWindow).UnixNano())
 }
 
-// exchange calls applyToken for authCode and stores the new session. Room
+// exchangeCode calls applyToken for authCode and stores the new session. Room
 // in memory is secured first, so that Rebell never spends an auth code on a
 // session that is not kept.
-func (c *Cache) exchange(ctx context.Context, authCode rebell.Secret) (string, *entry, error) {
+func (c *Cache) exchangeCode(ctx context.Context, authCode rebell.Secret) (string, *entry, error) {
 	r, err := c.mem.reserve()
 	if err != nil {
 		return "", nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
@@ -92,7 +91,7 @@ func (c *Cache) exchange(ctx context.Context, authCode rebell.Secret) (string, *
 	if err != nil {
 		// An exchange cancelled by Close is not Rebell's answer, and one the
 		// exchanger's guard refused never reached Rebell (counted there).
-		if !c.closing() && !guard.IsRefusal(err) {
+		if !c.closing() && !refused(err) {
 			c.reportLoginFailure(err)
 		}
 		return "", nil, loginError(err)

@@ -9,7 +9,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
@@ -82,7 +81,7 @@ func (c *Cache) awaitRefresh(ctx context.Context, e *entry, st *tokenState, now 
 			if call.err == nil {
 				return &call.st.grant, nil
 			}
-			if call.background && guard.IsRefusal(call.err) {
+			if call.background && refused(call.err) {
 				continue // a refresh-ahead call yielded: this one must not
 			}
 			// A failed refresh leaves the state as it was.
@@ -140,7 +139,7 @@ func fallback(err error, st *tokenState, now time.Time) (*Grant, error) {
 // session is kept and no background refresh starts for RetryCooldown.
 func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call *refreshCall) {
 	if call.background {
-		ctx = guard.WithBackground(ctx)
+		ctx = rebell.WithBackground(ctx)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.refreshTimeout)
 	var (
@@ -155,7 +154,7 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 	closing := c.closing()
 	// A call the exchanger's guard refused never reached Rebell: it is
 	// counted there, not as a refresh.
-	called = called && !guard.IsRefusal(err)
+	called = called && !refused(err)
 
 	// Publish the outcome under mu: the new state (or the failure) becomes
 	// visible before flight clears, so no request can start a second refresh
@@ -198,6 +197,34 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 	}
 	call.st, call.err = st, err
 	close(call.done)
+}
+
+// adopt makes st, read from the store, e's state if it is newer than what e
+// holds, and wakes refreshes waiting for it. It returns e's state afterwards.
+func (c *Cache) adopt(e *entry, st *tokenState) *tokenState {
+	e.mu.Lock()
+	cur := e.state.Load()
+	moved := false
+	adopted := st.version > cur.version
+	if adopted {
+		moved = !st.grant.SessionExpiry.Equal(cur.grant.SessionExpiry)
+		e.state.Store(st)
+		e.failure.Store(nil)
+		cur = st
+	}
+	if e.wake != nil {
+		close(e.wake)
+		e.wake = nil
+	}
+	e.mu.Unlock()
+	if adopted {
+		c.noteWindow(e, st)
+	}
+	if moved {
+		// Another instance's refresh moved R: so does the copy's lifetime.
+		c.extendLifetime(e, cur, c.now())
+	}
+	return cur
 }
 
 // extendLifetime keeps e in memory until st's R + grace, after a refresh (here or,

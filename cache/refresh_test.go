@@ -55,7 +55,7 @@ func TestExpiredSessionStampedeMakesOneRefresh(t *testing.T) {
 func TestRefreshAheadServesCachedAndRefreshesOnceInBackground(t *testing.T) {
 	h := newHarness(t)
 	k, g := h.login(t, "code-1")
-	h.atAccessExpiry(g, -defaultRefreshAhead) // start of the refresh-ahead window
+	h.atAccessExpiry(g, -DefaultRefreshAhead) // start of the refresh-ahead window
 
 	release := h.fake.holdCalls()
 	for range 5 { // served at once with the old token while the refresh is held

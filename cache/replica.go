@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // Timings of the shared store (docs/sessions.md).
@@ -40,8 +41,12 @@ const (
 // writes logins, refreshes (under the store's lease) and ends through to the
 // store, and applies the store's announcements.
 type replica struct {
-	c     *Cache
-	store Store
+	settings
+	// h is the cache that holds the copies.
+	h     host
+	store session.Store
+	// roomWarn limits the WARN of a full memory tier to one a minute.
+	roomWarn rateLimited
 
 	leaseTTL time.Duration
 	// leaseTicker ticks the renewals of a lease held while applyToken runs
@@ -68,17 +73,18 @@ type replica struct {
 
 var _ layer = (*replica)(nil)
 
-// newReplica returns the replica layer of c over store. Call listen once c
-// uses it.
-func newReplica(c *Cache, store Store) *replica {
+// newReplica returns the replica layer over store of the cache h, whose
+// settings are s. Call listen once h uses it.
+func newReplica(s settings, h host, store session.Store) *replica {
 	r := &replica{
-		c:            c,
+		settings:     s,
+		h:            h,
 		store:        store,
 		leaseTTL:     defaultLeaseTTL,
 		leaseTicker:  realTicker,
 		recheckEvery: int64(recheckInterval),
 	}
-	if idle := time.Duration(c.idleTimeout); idle > 0 {
+	if idle := time.Duration(s.idleTimeout); idle > 0 {
 		r.recheckEvery = int64(min(recheckInterval, max(idle/4, minRecheckInterval)))
 	}
 	r.loads.m = make(map[Key]*loadCall)
@@ -92,13 +98,13 @@ func (r *replica) listen() { r.store.Listen(r.onEvent) }
 
 func (r *replica) close() {
 	if err := r.store.Close(); err != nil {
-		r.c.log.Warn("rebell session store close", zap.Error(err))
+		r.log.Warn("rebell session store close", zap.Error(err))
 	}
 }
 
 // miss reads session k from the store, unless it is known not to exist.
 func (r *replica) miss(k Key) (*entry, error) {
-	if r.unknown.has(&k, r.c.now().UnixNano()) {
+	if r.unknown.has(&k, r.now().UnixNano()) {
 		return nil, ErrSessionInvalid
 	}
 	e, err := r.loadMiss(k)
@@ -138,44 +144,44 @@ func (r *replica) login(ctx context.Context, authCode rebell.Secret) (string, *e
 	wait := 20 * time.Millisecond
 	for {
 		sctx, cancel := r.storeCtx(ctx)
-		claimed, sid, err := r.store.ClaimLogin(sctx, authCode, r.c.refreshTimeout)
+		claimed, sid, err := r.store.ClaimLogin(sctx, authCode, r.refreshTimeout)
 		cancel()
 		if err != nil {
 			// Before Rebell is asked: the auth code is not spent.
-			r.c.reportLogin(resultStoreError)
-			r.c.log.Error("rebell login could not be claimed in the session store", zap.Error(err))
+			r.h.reportLogin(resultStoreError)
+			r.log.Error("rebell login could not be claimed in the session store", zap.Error(err))
 			return "", nil, storeError(err)
 		}
 		if claimed {
-			id, e, err := r.c.exchange(ctx, authCode)
+			id, e, err := r.h.exchangeCode(ctx, authCode)
 			if err != nil {
 				id = "" // forget the claim: the code may be tried again
 			}
 			fctx, cancel := r.storeCtx(context.WithoutCancel(ctx))
-			if ferr := r.store.FinishLogin(fctx, authCode, id, r.c.dedupWindow); ferr != nil {
-				r.c.log.Warn("rebell login memo could not be stored", zap.Error(ferr))
+			if ferr := r.store.FinishLogin(fctx, authCode, id, r.dedupWindow); ferr != nil {
+				r.log.Warn("rebell login memo could not be stored", zap.Error(ferr))
 			}
 			cancel()
 			return id, e, err
 		}
 		if sid != "" {
-			k, ok := r.c.ids.Parse(sid)
+			k, ok := r.ids.Parse(sid)
 			if !ok {
-				return "", nil, storeError(fmt.Errorf("%w: login memo", ErrRecordCorrupt))
+				return "", nil, storeError(fmt.Errorf("%w: login memo", session.ErrRecordCorrupt))
 			}
-			e := r.c.mem.get(&k)
+			e := r.h.held(k)
 			if e == nil {
 				e, err = r.loadMiss(k)
 			}
 			switch {
 			case err == nil && !e.ended.Load():
-				r.c.reportLogin(resultDeduplicated)
+				r.h.reportLogin(resultDeduplicated)
 				return sid, e, nil
 			case err == nil || errors.Is(err, ErrSessionInvalid):
 				// The remembered session has ended: exchange the code
 				// afresh, past the memo (which only a claim's holder
 				// may forget; it lapses with the dedup window).
-				return r.c.exchange(ctx, authCode)
+				return r.h.exchangeCode(ctx, authCode)
 			default:
 				return "", nil, err
 			}
@@ -195,9 +201,9 @@ func (r *replica) login(ctx context.Context, authCode rebell.Secret) (string, *e
 // evicted drops only the copy: the session lives on in the store, and the
 // next request for it reads it back.
 func (r *replica) evicted(e *entry) {
-	r.c.log.Debug("rebell session dropped from memory for room; kept in the store", zap.String("session", e.key.Tag()))
-	if n, ok := r.c.roomWarn.allow(r.c.now()); ok {
-		r.c.log.Warn("rebell memory tier full (max_sessions): copies of sessions dropped from memory; they are read from the store when next used",
+	r.log.Debug("rebell session dropped from memory for room; kept in the store", zap.String("session", e.key.Tag()))
+	if n, ok := r.roomWarn.allow(r.now()); ok {
+		r.log.Warn("rebell memory tier full (max_sessions): copies of sessions dropped from memory; they are read from the store when next used",
 			zap.Int("sessions", n))
 	}
 }
@@ -210,7 +216,7 @@ func (r *replica) confirmedEnd(k Key) { r.rememberUnknown(k) }
 // remembered as unknown: it is read back on its next use here, and a
 // retried Logout here reaches the store (docs/sessions.md, unknown ids).
 func (r *replica) logout(ctx context.Context, k Key, held bool, customer string) error {
-	if !held && r.unknown.has(&k, r.c.now().UnixNano()) {
+	if !held && r.unknown.has(&k, r.now().UnixNano()) {
 		return nil // ended already, or never stored
 	}
 	ctx, cancel := r.storeCtx(ctx)
@@ -218,7 +224,7 @@ func (r *replica) logout(ctx context.Context, k Key, held bool, customer string)
 	if customer == "" {
 		rec, err := r.store.Load(ctx, k, time.Time{}, 0)
 		switch {
-		case err != nil && !errors.Is(err, ErrRecordCorrupt):
+		case err != nil && !errors.Is(err, session.ErrRecordCorrupt):
 			return storeError(err)
 		case err == nil && rec == nil:
 			r.rememberUnknown(k)
@@ -241,8 +247,8 @@ func (r *replica) logout(ctx context.Context, k Key, held bool, customer string)
 // a subscription not yet re-established after an outage would miss.
 func (r *replica) endedHere(k Key, reason string) {
 	r.endedWhileLoading(k)
-	if e := r.c.mem.get(&k); e != nil {
-		r.c.end(e, reason, zapcore.DebugLevel)
+	if e := r.h.held(k); e != nil {
+		r.h.endSession(e, reason, zapcore.DebugLevel)
 	}
 	r.rememberUnknown(k)
 }
@@ -281,7 +287,7 @@ func (r *replica) endCustomer(ctx context.Context, customerID string, ended map[
 // (any longer), as unknown for a while: its id replayed costs no store
 // command. Not while the store may be getting back sessions it lost.
 func (r *replica) rememberUnknown(k Key) {
-	now := r.c.now().UnixNano()
+	now := r.now().UnixNano()
 	if lost := r.lostAt.Load(); lost != 0 && now-lost < int64(unknownFor) {
 		return
 	}
@@ -289,41 +295,41 @@ func (r *replica) rememberUnknown(k Key) {
 }
 
 // onEvent applies an announcement of the store.
-func (r *replica) onEvent(ev Event) {
+func (r *replica) onEvent(ev session.Event) {
 	switch ev.Kind {
-	case EventResync:
+	case session.EventResync:
 		// Announcements may have been lost: every copy is compared with the
 		// store before its next use.
-		now := r.c.now().UnixNano()
+		now := r.now().UnixNano()
 		r.resyncAt.Store(now)
 		r.kickSyncer() // tokens refreshed while the store failed go first
 		if ev.Lost {
 			r.lostAt.Store(now)
 			r.unknown.clear() // sessions may come back
-			r.c.spawn(r.restoreAll)
+			r.h.spawn(r.restoreAll)
 		}
-	case EventEnded:
+	case session.EventEnded:
 		r.endedWhileLoading(ev.Key)
 		r.rememberUnknown(ev.Key)
-		if e := r.c.mem.get(&ev.Key); e != nil {
-			r.c.end(e, "ended_elsewhere", zapcore.DebugLevel)
+		if e := r.h.held(ev.Key); e != nil {
+			r.h.endSession(e, "ended_elsewhere", zapcore.DebugLevel)
 			if e.restored.Load() {
 				// This instance wrote the session back after a data loss,
 				// perhaps just after the end it had not heard of yet:
 				// delete what it wrote.
-				r.c.spawn(func(ctx context.Context) {
+				r.h.spawn(func(ctx context.Context) {
 					ctx, cancel := r.storeCtx(ctx)
 					defer cancel()
 					r.endShared(ctx, e.key, e.state.Load().grant.CustomerID)
 				})
 			}
 		}
-	case EventUpdated:
-		e := r.c.mem.get(&ev.Key)
+	case session.EventUpdated:
+		e := r.h.held(ev.Key)
 		if e == nil || e.ended.Load() || (ev.Version != 0 && (e.state.Load().version >= ev.Version || e.storing.Load() >= ev.Version)) {
 			return // not news: held already, or this instance's own write
 		}
-		r.c.spawn(func(ctx context.Context) {
+		r.h.spawn(func(ctx context.Context) {
 			ctx, cancel := r.storeCtx(ctx)
 			defer cancel()
 			_, _ = r.reload(ctx, e)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // loginOn logs in on node i and returns the session id and key.
@@ -81,7 +82,7 @@ func TestSharedSessionWorksOnEveryInstance(t *testing.T) {
 		t.Fatalf("cached requests made %d store calls", d)
 	}
 	// An unknown session is invalid everywhere.
-	_, unknown := RandomSessionIDs().New()
+	_, unknown := session.RandomIDs().New()
 	cl.wantInvalid(t, 1, unknown, "unknown session")
 }
 
@@ -177,7 +178,7 @@ func TestSharedStoreDown(t *testing.T) {
 	cl.clock.Advance(2 * recheckInterval)
 	mustGet(t, cl.nodes[1], k)
 	// Not in memory: store_unavailable.
-	_, unknown := RandomSessionIDs().New()
+	_, unknown := session.RandomIDs().New()
 	if _, err := cl.nodes[1].Get(context.Background(), unknown); !errors.Is(err, ErrStoreUnavailable) {
 		t.Fatalf("miss with the store down: %v", err)
 	}
@@ -261,6 +262,7 @@ func TestSharedLeaseExpiresMidCall(t *testing.T) {
 			cl := newCluster(t, 2)
 			slow := newFakeExchanger(cl.clock)
 			cl.nodes[0].exch = slow
+			cl.nodes[0].replica().exch = slow // the layer holds its own copy of the settings
 			_, k, g := cl.loginOn(t, 1, "code-1")
 			mustGet(t, cl.nodes[0], k)
 			cl.clock.Set(g.AccessTokenExpiry.Add(-30 * time.Second))
@@ -851,7 +853,7 @@ func TestSharedAdoptMovesMemoryLifetime(t *testing.T) {
 		refreshToken: cur.refreshToken,
 		version:      cur.version + 1,
 	}
-	node.replica().adopt(e, next)
+	node.adopt(e, next)
 	after, ok := node.mem.rc.GetTTL(hashKey(&k))
 	if !ok {
 		t.Fatal("session left memory")
@@ -1029,7 +1031,7 @@ func TestSharedUnknownSessionsRemembered(t *testing.T) {
 		t.Fatal("remembered for longer than a minute")
 	}
 	// Another cache's ids do not verify here.
-	foreign, _ := RandomSessionIDs().New()
+	foreign, _ := session.RandomIDs().New()
 	if _, ok := node.ParseSessionID(foreign); ok {
 		t.Fatal("an id of another key verifies")
 	}
@@ -1054,144 +1056,6 @@ func TestSharedLoginAfterRememberedSessionEnded(t *testing.T) {
 	}
 	if n := cl.fake.exchanges.Load(); n != 2 {
 		t.Fatalf("%d exchanges, want 2", n)
-	}
-}
-
-// TestReconcile drives the one rule that brings a copy and its record
-// together (replica.reconcile) through each case: a newer record, the same
-// version, a record behind the copy (written over or left), and a missing
-// record under each onMissing.
-func TestReconcile(t *testing.T) {
-	ctx := context.Background()
-	next := func(cur *tokenState, v uint64) *tokenState {
-		return &tokenState{
-			grant: Grant{
-				CustomerID:        cur.grant.CustomerID,
-				AccessToken:       rebell.NewSecret(fmt.Sprintf("access-v%d", v)),
-				AccessTokenExpiry: cur.grant.AccessTokenExpiry,
-				SessionExpiry:     cur.grant.SessionExpiry,
-			},
-			refreshToken: rebell.NewSecret(fmt.Sprintf("refresh-v%d", v)),
-			version:      v,
-			lifetime:     cur.lifetime,
-		}
-	}
-	type setup struct {
-		cl  *cluster
-		r   *replica
-		e   *entry
-		k   Key
-		cur *tokenState
-	}
-	start := func(t *testing.T) setup {
-		cl := newCluster(t, 1)
-		_, k, _ := cl.loginOn(t, 0, "code-1")
-		e := cl.nodes[0].mem.get(&k)
-		if e == nil {
-			t.Fatal("no copy in memory after login")
-		}
-		return setup{cl: cl, r: cl.nodes[0].replica(), e: e, k: k, cur: e.state.Load()}
-	}
-	stored := func(t *testing.T, s setup) *Record {
-		t.Helper()
-		rec, err := s.r.store.Load(ctx, s.k, time.Time{}, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rec
-	}
-
-	t.Run("newer record adopted", func(t *testing.T) {
-		s := start(t)
-		s.cl.clock.Advance(time.Minute)
-		used := s.cl.clock.Now()
-		rec := recordOf(next(s.cur, 2), time.Unix(0, s.e.created), used)
-		st, err := s.r.reconcile(ctx, s.e, s.cur, rec, endCopy, false)
-		if err != nil || st.version != 2 || s.e.state.Load() != st || st.grant.AccessToken.Reveal() != "access-v2" {
-			t.Fatalf("got %+v, %v; want version 2 adopted", st, err)
-		}
-		if s.e.lastUsed.Load() != used.UnixNano() || s.e.checked.Load() != used.UnixNano() {
-			t.Fatal("the record's later use, or the comparison, not noted")
-		}
-	})
-	t.Run("same version agrees", func(t *testing.T) {
-		s := start(t)
-		s.cl.clock.Advance(time.Minute)
-		st, err := s.r.reconcile(ctx, s.e, s.cur, stored(t, s), endCopy, false)
-		if err != nil || st != s.cur || s.e.checked.Load() != s.cl.clock.Now().UnixNano() {
-			t.Fatalf("got %v, %v; want the copy kept and marked compared", st, err)
-		}
-	})
-	for _, writeBack := range []bool{true, false} {
-		t.Run(fmt.Sprintf("record behind the copy, writeBack=%v", writeBack), func(t *testing.T) {
-			s := start(t)
-			v2 := next(s.cur, 2)
-			s.e.state.Store(v2) // refreshed here while the store failed
-			st, err := s.r.reconcile(ctx, s.e, v2, stored(t, s), endCopy, writeBack)
-			if err != nil || st != v2 {
-				t.Fatalf("got %v, %v; want the copy kept", st, err)
-			}
-			want := uint64(1)
-			if writeBack {
-				want = 2
-			}
-			rec := stored(t, s)
-			if rec.Version != want {
-				t.Fatalf("stored version %d, want %d", rec.Version, want)
-			}
-			if writeBack && rec.RefreshToken.Reveal() != "refresh-v2" {
-				t.Fatal("the copy's refresh token was not written back")
-			}
-		})
-	}
-	missing := []struct {
-		name     string
-		rule     onMissing
-		lost     bool // the store lost its data since the copy was compared
-		endMark  bool // the session was ended (the store keeps its end mark)
-		restored bool
-		ended    bool
-	}{
-		{name: "endCopy", rule: endCopy, ended: true},
-		{name: "restoreIfLost, not lost", rule: restoreIfLost, ended: true},
-		{name: "restoreIfLost, lost", rule: restoreIfLost, lost: true, restored: true},
-		{name: "restoreCopy", rule: restoreCopy, restored: true},
-		{name: "restoreCopy, ended", rule: restoreCopy, endMark: true, ended: true},
-		{name: "keepCopy", rule: keepCopy},
-	}
-	for _, tc := range missing {
-		t.Run("missing record, "+tc.name, func(t *testing.T) {
-			s := start(t)
-			if tc.endMark {
-				s.r.store.(*fakeStore).disconnect() // the end's announcement is lost
-				if _, err := s.r.store.End(ctx, s.k, s.cur.grant.CustomerID); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				s.cl.srv.dropSilently(s.k)
-			}
-			s.cl.clock.Advance(time.Second)
-			if tc.lost {
-				s.r.lostAt.Store(s.cl.clock.Now().UnixNano())
-			}
-			st, err := s.r.reconcile(ctx, s.e, s.cur, nil, tc.rule, true)
-			if tc.ended {
-				if !errors.Is(err, ErrSessionInvalid) || !s.e.ended.Load() {
-					t.Fatalf("got %v (ended %v); want the copy ended", err, s.e.ended.Load())
-				}
-				if rec := stored(t, s); rec != nil {
-					t.Fatalf("an ended session's record came back: version %d", rec.Version)
-				}
-				return
-			}
-			if err != nil || st != s.cur || s.e.ended.Load() {
-				t.Fatalf("got %v, %v (ended %v); want the copy kept", st, err, s.e.ended.Load())
-			}
-			rec := stored(t, s)
-			if tc.restored != (rec != nil) {
-				t.Fatalf("record written back: %v, want %v", rec != nil, tc.restored)
-			}
-		})
 	}
 }
 

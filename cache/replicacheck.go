@@ -29,7 +29,7 @@ func (r *replica) recheckInBackground(e *entry, ns int64) {
 	if !e.checking.CompareAndSwap(false, true) {
 		return
 	}
-	if !r.c.spawn(func(ctx context.Context) {
+	if !r.h.spawn(func(ctx context.Context) {
 		defer e.checking.Store(false)
 		_ = r.recheck(ctx, e, ns)
 	}) {
@@ -46,7 +46,7 @@ func (r *replica) recheck(ctx context.Context, e *entry, ns int64) error {
 	ctx, cancel := r.storeCtx(ctx)
 	defer cancel()
 	var ttl time.Duration // raise the record's lifetime only with an idle timeout
-	if r.c.idleTimeout > 0 {
+	if r.idleTimeout > 0 {
 		ttl = r.recordTTL(e.state.Load(), time.Unix(0, ns))
 	}
 	rec, err := r.readRecord(ctx, e, time.Unix(0, e.lastUsed.Load()), ttl)
@@ -61,7 +61,7 @@ func (r *replica) recheck(ctx context.Context, e *entry, ns int64) error {
 	}
 	// The store failed, reading or writing back: go on with the copy while
 	// its token is valid, and ask again after the retry cooldown.
-	e.checked.Store(ns - r.recheckEvery + int64(r.c.retryCooldown))
+	e.checked.Store(ns - r.recheckEvery + int64(r.retryCooldown))
 	return nil
 }
 
@@ -76,16 +76,16 @@ func (r *replica) idle(ctx context.Context, e *entry, ns int64) (bool, error) {
 	case err != nil:
 		return false, err
 	case rec == nil:
-		r.c.end(e, "ended_elsewhere", zapcore.DebugLevel)
+		r.h.endSession(e, "ended_elsewhere", zapcore.DebugLevel)
 		return false, ErrSessionInvalid
 	}
-	if used := rec.LastUsed.UnixNano(); ns-used < r.c.idleTimeout {
+	if used := rec.LastUsed.UnixNano(); ns-used < r.idleTimeout {
 		if used > e.lastUsed.Load() {
 			e.lastUsed.Store(used)
 		}
 		return true, nil
 	}
-	r.c.end(e, "idle", zapcore.DebugLevel)
+	r.h.endSession(e, "idle", zapcore.DebugLevel)
 	r.endShared(ctx, e.key, e.state.Load().grant.CustomerID)
 	return false, ErrSessionInvalid
 }
@@ -93,6 +93,6 @@ func (r *replica) idle(ctx context.Context, e *entry, ns int64) (bool, error) {
 // endShared ends session k in the store, logging a failure.
 func (r *replica) endShared(ctx context.Context, k Key, customerID string) {
 	if _, err := r.store.End(ctx, k, customerID); err != nil {
-		r.c.log.Warn("rebell session end could not be stored", zap.String("session", k.Tag()), zap.Error(err))
+		r.log.Warn("rebell session end could not be stored", zap.String("session", k.Tag()), zap.Error(err))
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // loadCall is a read of one session's record on a memory miss, shared by the
@@ -42,7 +44,7 @@ func (r *replica) loadMiss(k Key) (*entry, error) {
 
 	// Under the cache's context: the first request giving up does not fail
 	// the others.
-	ctx, cancel := r.storeCtx(r.c.ctx)
+	ctx, cancel := r.storeCtx(r.ctx)
 	call.e, call.err = r.readMiss(ctx, k)
 	cancel()
 
@@ -51,7 +53,7 @@ func (r *replica) loadMiss(k Key) (*entry, error) {
 	ended := call.ended
 	r.loads.mu.Unlock()
 	if ended && call.e != nil {
-		r.c.end(call.e, "ended_elsewhere", zapcore.DebugLevel)
+		r.h.endSession(call.e, "ended_elsewhere", zapcore.DebugLevel)
 		call.e, call.err = nil, errEndedElsewhere
 	}
 	close(call.done)
@@ -71,7 +73,7 @@ func (r *replica) endedWhileLoading(k Key) {
 func (r *replica) readMiss(ctx context.Context, k Key) (*entry, error) {
 	rec, err := r.store.Load(ctx, k, time.Time{}, 0)
 	if err != nil {
-		if errors.Is(err, ErrRecordCorrupt) {
+		if errors.Is(err, session.ErrRecordCorrupt) {
 			return nil, r.corrupt(ctx, k, nil, err)
 		}
 		return nil, storeError(err)
@@ -79,32 +81,21 @@ func (r *replica) readMiss(ctx context.Context, k Key) (*entry, error) {
 	if rec == nil {
 		return nil, ErrSessionInvalid
 	}
-	st, err := stateOf(rec, r.c.now())
+	st, err := stateOf(rec, r.now())
 	if err != nil {
 		return nil, r.corrupt(ctx, k, nil, err)
 	}
-	now := r.c.now()
+	now := r.now()
 	ns := now.UnixNano()
-	if r.c.pol.classify(st, now) == gone {
+	if r.pol.classify(st, now) == gone {
 		return nil, ErrSessionInvalid
 	}
-	if r.c.idleTimeout > 0 && !rec.LastUsed.IsZero() && ns-rec.LastUsed.UnixNano() >= r.c.idleTimeout {
+	if r.idleTimeout > 0 && !rec.LastUsed.IsZero() && ns-rec.LastUsed.UnixNano() >= r.idleTimeout {
 		r.endShared(ctx, k, st.grant.CustomerID)
 		return nil, ErrSessionInvalid
 	}
 	e := newEntry(k, st, rec.Created)
 	e.lastUsed.Store(ns) // the request that missed uses it now
 	e.checked.Store(ns)
-	if err := r.c.mem.insert(e, r.c.pol.lifetime(st, now), nil); err != nil {
-		if held := r.c.mem.get(&k); held != nil {
-			return held, nil // another path stored it meanwhile
-		}
-		return nil, storeError(err)
-	}
-	if e.ended.Load() {
-		r.c.mem.remove(e)
-		return nil, ErrSessionInvalid
-	}
-	r.c.noteWindow(e, st)
-	return e, nil
+	return r.h.hold(e, st, now)
 }

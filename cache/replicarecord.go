@@ -8,6 +8,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // Records and copies: reading a record, the rule that reconciles a copy
@@ -25,8 +27,8 @@ func storeError(err error) error {
 }
 
 // recordOf is the store record of st.
-func recordOf(st *tokenState, created, lastUsed time.Time) *Record {
-	return &Record{
+func recordOf(st *tokenState, created, lastUsed time.Time) *session.Record {
+	return &session.Record{
 		Version:            st.version,
 		CustomerID:         st.grant.CustomerID,
 		AccessToken:        st.grant.AccessToken,
@@ -40,9 +42,9 @@ func recordOf(st *tokenState, created, lastUsed time.Time) *Record {
 
 // stateOf is the token state of a store record read at now, or an error if
 // the record cannot make a session.
-func stateOf(rec *Record, now time.Time) (*tokenState, error) {
+func stateOf(rec *session.Record, now time.Time) (*tokenState, error) {
 	if rec.Version == 0 || rec.CustomerID == "" || rec.AccessToken.IsZero() || rec.RefreshToken.IsZero() {
-		return nil, fmt.Errorf("%w: incomplete record", ErrRecordCorrupt)
+		return nil, fmt.Errorf("%w: incomplete record", session.ErrRecordCorrupt)
 	}
 	return &tokenState{
 		grant: Grant{
@@ -60,7 +62,7 @@ func stateOf(rec *Record, now time.Time) (*tokenState, error) {
 // logCorrupt reports a record of k that cannot be opened; the session is
 // treated as invalid.
 func (r *replica) logCorrupt(k Key, err error) {
-	r.c.log.Error("rebell session record unreadable: altered, or written with another encryption_key, endpoint or client_id",
+	r.log.Error("rebell session record unreadable: altered, or written with another encryption_key, endpoint or client_id",
 		zap.String("session", k.Tag()), zap.Error(err))
 }
 
@@ -78,7 +80,7 @@ func (r *replica) corrupt(ctx context.Context, k Key, e *entry, err error) error
 	case e.ended.CompareAndSwap(false, true):
 		r.logCorrupt(k, err)
 		customer = e.state.Load().grant.CustomerID
-		r.c.dropEnded(e, "record_corrupt", zapcore.InfoLevel)
+		r.h.dropEnded(e, "record_corrupt", zapcore.InfoLevel)
 	default:
 		// Ended already: by another path that found the record unreadable
 		// (and logged it), or otherwise. That path may still be deleting
@@ -96,7 +98,7 @@ func (r *replica) corrupt(ctx context.Context, k Key, e *entry, err error) error
 // storeFailure is what a failed store call about e means: the session's end
 // if its record is corrupt, else ErrStoreUnavailable.
 func (r *replica) storeFailure(ctx context.Context, e *entry, err error) error {
-	if errors.Is(err, ErrRecordCorrupt) {
+	if errors.Is(err, session.ErrRecordCorrupt) {
 		return r.corrupt(ctx, e.key, e, err)
 	}
 	return storeError(err)
@@ -108,10 +110,10 @@ func (r *replica) storeFailure(ctx context.Context, e *entry, err error) error {
 // corrupt record, or one that cannot make a session, ends the session
 // everywhere and is an ErrSessionInvalid; any other failure an
 // ErrStoreUnavailable.
-func (r *replica) readRecord(ctx context.Context, e *entry, used time.Time, ttl time.Duration) (*Record, error) {
+func (r *replica) readRecord(ctx context.Context, e *entry, used time.Time, ttl time.Duration) (*session.Record, error) {
 	rec, err := r.store.Load(ctx, e.key, used, ttl)
 	if err == nil && rec != nil {
-		_, err = stateOf(rec, r.c.now())
+		_, err = stateOf(rec, r.now())
 	}
 	if err != nil {
 		return nil, r.storeFailure(ctx, e, err)
@@ -123,7 +125,7 @@ func (r *replica) readRecord(ctx context.Context, e *entry, used time.Time, ttl 
 // R + grace, or, with an idle timeout, at most idleTTL (the record then lives
 // on while instances report uses; docs/sessions.md).
 func (r *replica) recordTTL(st *tokenState, now time.Time) time.Duration {
-	ttl := r.c.pol.lifetime(st, now)
+	ttl := r.pol.lifetime(st, now)
 	if idle := r.idleTTL(); idle > 0 {
 		ttl = min(ttl, idle)
 	}
@@ -136,43 +138,15 @@ func (r *replica) recordTTL(st *tokenState, now time.Time) time.Duration {
 // decision itself is the cache's; this lifetime is Redis's backstop for
 // sessions no instance asks about again.
 func (r *replica) idleTTL() time.Duration {
-	if r.c.idleTimeout <= 0 {
+	if r.idleTimeout <= 0 {
 		return 0
 	}
-	return time.Duration(r.c.idleTimeout) + 2*time.Duration(r.recheckEvery)
+	return time.Duration(r.idleTimeout) + 2*time.Duration(r.recheckEvery)
 }
 
 // storeCtx bounds one store call made on the cache's behalf.
 func (r *replica) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, storeOpTimeout)
-}
-
-// adopt makes st, read from the store, e's state if it is newer than what e
-// holds, and wakes refreshes waiting for it. It returns e's state afterwards.
-func (r *replica) adopt(e *entry, st *tokenState) *tokenState {
-	e.mu.Lock()
-	cur := e.state.Load()
-	moved := false
-	adopted := st.version > cur.version
-	if adopted {
-		moved = !st.grant.SessionExpiry.Equal(cur.grant.SessionExpiry)
-		e.state.Store(st)
-		e.failure.Store(nil)
-		cur = st
-	}
-	if e.wake != nil {
-		close(e.wake)
-		e.wake = nil
-	}
-	e.mu.Unlock()
-	if adopted {
-		r.c.noteWindow(e, st)
-	}
-	if moved {
-		// Another instance's refresh moved R: so does the copy's lifetime.
-		r.c.extendLifetime(e, cur, r.c.now())
-	}
-	return cur
 }
 
 // onMissing says what reconcile does about a copy whose record is missing.
@@ -211,7 +185,7 @@ const (
 // state e holds afterwards: cur, unless it adopted rec or wrote cur back
 // and found a newer record. Errors: ErrSessionInvalid (the session is
 // over, and e ended) and ErrStoreUnavailable (writing back failed).
-func (r *replica) reconcile(ctx context.Context, e *entry, cur *tokenState, rec *Record, missing onMissing, writeBack bool) (*tokenState, error) {
+func (r *replica) reconcile(ctx context.Context, e *entry, cur *tokenState, rec *session.Record, missing onMissing, writeBack bool) (*tokenState, error) {
 	if rec == nil {
 		switch {
 		case missing == keepCopy:
@@ -225,13 +199,13 @@ func (r *replica) reconcile(ctx context.Context, e *entry, cur *tokenState, rec 
 			}
 			return cur, nil
 		}
-		r.c.end(e, "ended_elsewhere", zapcore.DebugLevel)
+		r.h.endSession(e, "ended_elsewhere", zapcore.DebugLevel)
 		return nil, errEndedElsewhere
 	}
 	if used := rec.LastUsed.UnixNano(); !rec.LastUsed.IsZero() && used > e.lastUsed.Load() {
 		e.lastUsed.Store(used)
 	}
-	now := r.c.now()
+	now := r.now()
 	switch {
 	case rec.Version > cur.version:
 		st, err := stateOf(rec, now)
@@ -239,7 +213,7 @@ func (r *replica) reconcile(ctx context.Context, e *entry, cur *tokenState, rec 
 			return nil, r.corrupt(ctx, e.key, e, err)
 		}
 		e.checked.Store(now.UnixNano())
-		return r.adopt(e, st), nil
+		return r.h.adopt(e, st), nil
 	case rec.Version < cur.version:
 		if !writeBack {
 			return cur, nil
@@ -273,14 +247,14 @@ func (r *replica) lostRecord(e *entry) bool { return e.checked.Load() < r.lostAt
 func (r *replica) restore(ctx context.Context, e *entry, cur *tokenState) error {
 	sctx, cancel := r.storeCtx(ctx)
 	defer cancel()
-	now := r.c.now()
+	now := r.now()
 	e.restored.Store(true)
 	created, err := r.store.Create(sctx, e.key, recordOf(cur, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load())), r.recordTTL(cur, now))
 	if err != nil {
 		return storeError(err)
 	}
 	if created {
-		r.c.log.Info("rebell session written back to a store that lost it", zap.String("session", e.key.Tag()))
+		r.log.Info("rebell session written back to a store that lost it", zap.String("session", e.key.Tag()))
 		e.checked.Store(now.UnixNano())
 		return nil
 	}
@@ -300,7 +274,7 @@ func (r *replica) restore(ctx context.Context, e *entry, cur *tokenState) error 
 // for a request here.
 func (r *replica) restoreAll(ctx context.Context) {
 	n := 0
-	for _, e := range r.c.mem.idx.all() {
+	for _, e := range r.h.heldCopies() {
 		if ctx.Err() != nil {
 			return
 		}
@@ -308,13 +282,13 @@ func (r *replica) restoreAll(ctx context.Context) {
 			continue
 		}
 		if err := r.restore(ctx, e, e.state.Load()); err != nil && errors.Is(err, ErrStoreUnavailable) {
-			r.c.log.Warn("rebell sessions not written back: the store failed again", zap.Int("written_back", n), zap.Error(err))
+			r.log.Warn("rebell sessions not written back: the store failed again", zap.Int("written_back", n), zap.Error(err))
 			return
 		}
 		n++
 	}
 	if n > 0 {
-		r.c.log.Info("rebell sessions held in memory written back to the store", zap.Int("sessions", n))
+		r.log.Info("rebell sessions held in memory written back to the store", zap.Int("sessions", n))
 	}
 }
 
@@ -326,15 +300,15 @@ func (r *replica) writeBack(ctx context.Context, e *entry, cur *tokenState, stor
 	sctx, cancel := r.storeCtx(ctx)
 	defer cancel()
 	rec := recordOf(cur, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load()))
-	ok, err := r.store.Swap(sctx, e.key, "", stored, rec, r.recordTTL(cur, r.c.now()))
+	ok, err := r.store.Swap(sctx, e.key, "", stored, rec, r.recordTTL(cur, r.now()))
 	if err != nil {
 		return nil, r.storeFailure(sctx, e, err)
 	}
 	if !ok {
 		return r.reload(sctx, e)
 	}
-	e.checked.Store(r.c.now().UnixNano())
-	r.c.log.Info("rebell session tokens written back to the store", zap.String("session", e.key.Tag()),
+	e.checked.Store(r.now().UnixNano())
+	r.log.Info("rebell session tokens written back to the store", zap.String("session", e.key.Tag()),
 		zap.Uint64("stored_version", stored), zap.Uint64("version", cur.version))
 	return cur, nil
 }

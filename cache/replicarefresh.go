@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // A refresh under the store's lease: exactly one instance calls Rebell for
@@ -27,15 +28,15 @@ func (r *replica) refresh(ctx context.Context, e *entry, old *tokenState) (st *t
 			return nil, false, r.storeFailure(ctx, e, err)
 		}
 		switch res {
-		case LeaseAcquired:
+		case session.LeaseAcquired:
 			return r.refreshWithLease(ctx, e, old, lease)
-		case LeaseGone:
+		case session.LeaseGone:
 			st, err := r.reconcile(ctx, e, old, nil, restoreIfLost, false)
 			if err != nil {
 				return nil, false, err
 			}
 			old = st
-		case LeaseStale:
+		case session.LeaseStale:
 			rec, err := r.readRecord(ctx, e, time.Time{}, 0)
 			if err != nil {
 				return nil, false, err
@@ -52,7 +53,7 @@ func (r *replica) refresh(ctx context.Context, e *entry, old *tokenState) (st *t
 			if st, err := r.reconcile(ctx, e, old, rec, endCopy, true); err != nil || st != old {
 				return st, false, err
 			}
-		case LeaseHeld:
+		case session.LeaseHeld:
 			if st := r.waitNewer(ctx, e, old); st != nil {
 				return st, false, nil
 			}
@@ -97,9 +98,9 @@ func (r *replica) waitNewer(ctx context.Context, e *entry, old *tokenState) *tok
 // and writes the result with a compare-and-set on the version.
 func (r *replica) refreshWithLease(ctx context.Context, e *entry, old *tokenState, lease string) (*tokenState, bool, error) {
 	stop := r.keepLease(e.key, lease)
-	tok, err := r.c.exch.Refresh(ctx, old.refreshToken)
+	tok, err := r.exch.Refresh(ctx, old.refreshToken)
 	stop()
-	now := r.c.now()
+	now := r.now()
 	var st *tokenState
 	if err == nil {
 		st, err = refreshedState(old, tok, now)
@@ -118,13 +119,13 @@ func (r *replica) refreshWithLease(ctx context.Context, e *entry, old *tokenStat
 	e.storing.Store(st.version) // refreshes of e run one at a time
 	ok, err := r.swap(ctx, e, lease, old.version, rec, r.recordTTL(st, now))
 	switch {
-	case err != nil && errors.Is(err, ErrRecordCorrupt):
+	case err != nil && errors.Is(err, session.ErrRecordCorrupt):
 		return nil, true, r.corrupt(ctx, e.key, e, err)
 	case err != nil:
 		// Rebell has spent the old refresh token; these tokens are the only
 		// ones left. Keep them here and write them back when the store
 		// answers again.
-		r.c.log.Error("rebell refreshed tokens could not be stored; kept in this instance's memory until the store is back",
+		r.log.Error("rebell refreshed tokens could not be stored; kept in this instance's memory until the store is back",
 			zap.String("session", e.key.Tag()), zap.Error(err))
 		r.syncLater(e, st, lease, old.version)
 		return st, true, nil
@@ -154,7 +155,7 @@ func (r *replica) swapFailed(ctx context.Context, e *entry, old, st *tokenState,
 		if err != nil {
 			return nil, true, err
 		}
-		r.c.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
+		r.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
 		return cur, true, nil
 	}
 	var cur *tokenState
@@ -173,7 +174,7 @@ func (r *replica) swapFailed(ctx context.Context, e *entry, old, st *tokenState,
 }
 
 // swap writes rec with Store.Swap, retrying a failing store briefly.
-func (r *replica) swap(ctx context.Context, e *entry, lease string, old uint64, rec *Record, ttl time.Duration) (bool, error) {
+func (r *replica) swap(ctx context.Context, e *entry, lease string, old uint64, rec *session.Record, ttl time.Duration) (bool, error) {
 	var err error
 	for i, backoff := 0, 50*time.Millisecond; i < 3; i, backoff = i+1, backoff*2 {
 		sctx, cancel := r.storeCtx(context.WithoutCancel(ctx))
@@ -209,14 +210,14 @@ func (r *replica) deadRefreshToken(ctx context.Context, e *entry, old *tokenStat
 	case err != nil:
 		return nil, true, err
 	case st != old:
-		r.c.log.Info("rebell refresh token already rotated by another instance; using its tokens",
+		r.log.Info("rebell refresh token already rotated by another instance; using its tokens",
 			zap.String("session", e.key.Tag()))
 		return st, true, nil
 	case rec != nil:
 		if _, err := r.store.End(ctx, e.key, old.grant.CustomerID); err != nil {
 			// Not stored: the session may live on in the store, so it is
 			// not remembered as unknown (runRefresh drops only the copy).
-			r.c.log.Warn("rebell session end could not be stored", zap.String("session", e.key.Tag()), zap.Error(err))
+			r.log.Warn("rebell session end could not be stored", zap.String("session", e.key.Tag()), zap.Error(err))
 			return nil, true, rerr
 		}
 	}
@@ -234,7 +235,7 @@ func realTicker(d time.Duration) (<-chan time.Time, func()) {
 // returned stop is called; stop waits for the renewer to finish.
 func (r *replica) keepLease(k Key, lease string) (stop func()) {
 	quit, done := make(chan struct{}), make(chan struct{})
-	started := r.c.spawn(func(ctx context.Context) {
+	started := r.h.spawn(func(ctx context.Context) {
 		defer close(done)
 		tick, stopTick := r.leaseTicker(r.leaseTTL / 3)
 		defer stopTick()
@@ -250,7 +251,7 @@ func (r *replica) keepLease(k Key, lease string) (stop func()) {
 			ok, err := r.store.Renew(rctx, k, lease, r.leaseTTL)
 			cancel()
 			if err == nil && !ok {
-				r.c.log.Warn("rebell refresh lease lost while applyToken was in flight", zap.String("session", k.Tag()))
+				r.log.Warn("rebell refresh lease lost while applyToken was in flight", zap.String("session", k.Tag()))
 				return
 			}
 		}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // pendingWrites are the refreshed states the store could not be told about
@@ -42,7 +44,7 @@ func (r *replica) syncLater(e *entry, st *tokenState, lease string, stored uint6
 	start := !p.running
 	p.running = true
 	p.mu.Unlock()
-	if start && !r.c.spawn(r.runSyncer) {
+	if start && !r.h.spawn(r.runSyncer) {
 		p.mu.Lock()
 		p.running = false
 		p.mu.Unlock()
@@ -121,17 +123,17 @@ func (r *replica) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry 
 	}
 	sctx, cancel := r.storeCtx(ctx)
 	defer cancel()
-	now := r.c.now()
+	now := r.now()
 	ok, err := r.store.Swap(sctx, e.key, w.lease, w.stored,
 		recordOf(w.st, time.Unix(0, e.created), time.Unix(0, e.lastUsed.Load())), r.recordTTL(w.st, now))
 	switch {
-	case err != nil && errors.Is(err, ErrRecordCorrupt):
+	case err != nil && errors.Is(err, session.ErrRecordCorrupt):
 		_ = r.corrupt(sctx, e.key, e, err)
 		return false
 	case err != nil:
 		return true
 	case ok:
-		r.c.log.Info("rebell refreshed tokens written back to the store", zap.String("session", e.key.Tag()),
+		r.log.Info("rebell refreshed tokens written back to the store", zap.String("session", e.key.Tag()),
 			zap.Uint64("version", w.st.version))
 		return false
 	}
@@ -141,7 +143,7 @@ func (r *replica) syncOne(ctx context.Context, e *entry, w pendingWrite) (retry 
 		// refuses that, and e ends). Behind: a failover lost versions.
 		var st *tokenState
 		if st, err = r.reconcile(sctx, e, w.st, rec, restoreCopy, true); err == nil && st != w.st {
-			r.c.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
+			r.log.Warn("rebell refreshed tokens discarded: another instance stored newer ones", zap.String("session", e.key.Tag()))
 		}
 	}
 	// Equal versions: written back already, by a comparison or a refresh

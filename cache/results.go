@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
@@ -55,4 +56,13 @@ func loginError(err error) error {
 	default: // KindRetryable, or not a *rebell.Error (a transport error, a cancelled context)
 		return fmt.Errorf("%w: %w", ErrRebellUnavailable, err)
 	}
+}
+
+// refused reports whether err says the Exchanger refused the call without
+// sending it to Rebell: such an error has a RetryAfter() time.Duration
+// method (rebell.TokenExchanger; the gateway's guard of calls to Rebell,
+// docs/rebell-calls.md), recognised by behaviour as the handler does.
+func refused(err error) bool {
+	var r interface{ RetryAfter() time.Duration }
+	return errors.As(err, &r)
 }

@@ -9,29 +9,9 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
-// SessionIDLen is the length of a session id (see session.IDLen).
-const SessionIDLen = session.IDLen
-
-// Key identifies a session: the SHA-256 of its session id (see
-// session.Key).
+// Key identifies a session: the SHA-256 of its session id. It is
+// session.Key, named here because it is the key of every Cache method.
 type Key = session.Key
-
-// SessionIDs makes and checks session ids (see session.IDs).
-type SessionIDs = session.IDs
-
-// NewSessionIDs returns the SessionIDs of keys: the first signs new ids,
-// all of them verify (see session.NewIDs).
-func NewSessionIDs(keys ...[]byte) (*SessionIDs, error) { return session.NewIDs(keys...) }
-
-// RandomSessionIDs returns SessionIDs under a new random key (see
-// session.RandomIDs).
-func RandomSessionIDs() *SessionIDs { return session.RandomIDs() }
-
-// DeriveSessionKey derives a session key from the shared store's secret and
-// realm (see session.DeriveKey).
-func DeriveSessionKey(secret []byte, realm string) ([]byte, error) {
-	return session.DeriveKey(secret, realm)
-}
 
 // Grant is what a request may act with: an immutable snapshot of a session's
 // identity and current access token. A refresh makes a new Grant.

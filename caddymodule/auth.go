@@ -18,6 +18,7 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/handler"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 	"github.com/rebell-gateway/caddy-rebell/store/redisstore"
 )
 
@@ -25,20 +26,14 @@ func init() {
 	caddy.RegisterModule(Auth{})
 }
 
-// Defaults of the rebell_auth handler (docs/contract.md).
+// Defaults of the rebell_auth handler that are the gateway's own
+// (docs/contract.md); the others are those of the package that owns the
+// setting (handler, cache, rebell).
 const (
 	defaultKeyVersion       = 1
-	defaultTimeout          = 5 * time.Second
 	defaultRetries          = 2
-	defaultLoginPath        = "/rebell/login"
-	defaultLogoutPath       = "/rebell/logout"
-	defaultSessionHeader    = "Authorization"
 	defaultSessionCookie    = "rebell_session"
-	defaultRefreshAhead     = 5 * time.Minute
 	defaultLoginDedupWindow = 60 * time.Second
-	defaultMaxSessions      = 1_000_000
-	defaultAccessHeader     = "X-Rebell-Access-Token"
-	defaultCustomerHeader   = "X-Rebell-Customer-Id"
 )
 
 // caches keeps token caches across config reloads, keyed by poolIdentity (the
@@ -291,7 +286,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		var store cache.Store
+		var store session.Store
 		if a.storeCfg != nil {
 			st, err := newStore(a.storeCfg, a.logger.Named("store"))
 			if err != nil {
@@ -367,39 +362,39 @@ func (a *Auth) setDefaults() {
 		a.APIVersion = "v2"
 	}
 	if a.Timeout == 0 {
-		a.Timeout = caddy.Duration(defaultTimeout)
+		a.Timeout = caddy.Duration(rebell.DefaultTimeout)
 	}
 	if a.Retries == nil {
 		v := defaultRetries
 		a.Retries = &v
 	}
 	if a.LoginPath == "" {
-		a.LoginPath = defaultLoginPath
+		a.LoginPath = handler.DefaultLoginPath
 	}
 	if a.LogoutPath == "" {
-		a.LogoutPath = defaultLogoutPath
+		a.LogoutPath = handler.DefaultLogoutPath
 	}
 	if a.SessionHeader == "" {
-		a.SessionHeader = defaultSessionHeader
+		a.SessionHeader = handler.DefaultSessionHeader
 	}
 	if a.SessionCookie == "" {
 		a.SessionCookie = defaultSessionCookie
 	}
 	if a.RefreshAhead == 0 {
-		a.RefreshAhead = caddy.Duration(defaultRefreshAhead)
+		a.RefreshAhead = caddy.Duration(cache.DefaultRefreshAhead)
 	}
 	if a.LoginDedupWindow == nil {
 		v := caddy.Duration(defaultLoginDedupWindow)
 		a.LoginDedupWindow = &v
 	}
 	if a.MaxSessions == 0 {
-		a.MaxSessions = defaultMaxSessions
+		a.MaxSessions = cache.DefaultMaxSessions
 	}
 	if a.AccessTokenHeader == "" {
-		a.AccessTokenHeader = defaultAccessHeader
+		a.AccessTokenHeader = handler.DefaultAccessTokenHeader
 	}
 	if a.CustomerIDHeader == "" {
-		a.CustomerIDHeader = defaultCustomerHeader
+		a.CustomerIDHeader = handler.DefaultCustomerIDHeader
 	}
 }
 

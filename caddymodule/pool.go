@@ -1,8 +1,6 @@
 package caddymodule
 
 import (
-	"crypto/sha256"
-	"strings"
 	"time"
 
 	"github.com/rebell-gateway/caddy-rebell/store/redisstore"
@@ -51,25 +49,9 @@ type poolIdentity struct {
 	idleTimeout      time.Duration
 	loginDedupWindow time.Duration
 
-	store storeIdentity
-}
-
-// storeIdentity is the shared store's part of a poolIdentity: every setting
-// of `store redis`, after defaults. The zero value means no shared store.
-// Secrets enter as their SHA-256, so the pool's keys hold none.
-type storeIdentity struct {
-	redis         bool
-	addresses     string // in the configured order, one per line
-	masterName    string
-	username      string
-	password      [sha256.Size]byte
-	db            int
-	tls           bool
-	keyPrefix     string
-	encryptionKey [sha256.Size]byte
-	// previousKeys is the SHA-256 of the previous_encryption_keys' own
-	// SHA-256s, in order: a store reads records with exactly these keys.
-	previousKeys [sha256.Size]byte
+	// store is the shared store's Identity: every setting of `store
+	// redis`, after defaults, secrets as their SHA-256; zero without one.
+	store redisstore.Identity
 }
 
 // poolIdentity returns the identity of this config's cache. It runs after
@@ -85,36 +67,14 @@ func (a *Auth) poolIdentity() poolIdentity {
 		refreshAhead:      time.Duration(a.RefreshAhead),
 		idleTimeout:       time.Duration(a.IdleTimeout),
 		loginDedupWindow:  time.Duration(*a.LoginDedupWindow),
-		store:             newStoreIdentity(a.storeCfg),
+		store:             storeIdentity(a.storeCfg),
 	}
 }
 
-func newStoreIdentity(cfg *redisstore.Config) storeIdentity {
+// storeIdentity is the Identity of cfg, zero when there is no shared store.
+func storeIdentity(cfg *redisstore.Config) redisstore.Identity {
 	if cfg == nil {
-		return storeIdentity{}
+		return redisstore.Identity{}
 	}
-	return storeIdentity{
-		redis:         true,
-		addresses:     strings.Join(cfg.Addresses, "\n"),
-		masterName:    cfg.MasterName,
-		username:      cfg.Username,
-		password:      sha256.Sum256([]byte(cfg.Password)),
-		db:            cfg.DB,
-		tls:           cfg.TLS,
-		keyPrefix:     cfg.KeyPrefix,
-		encryptionKey: sha256.Sum256(cfg.EncryptionKey),
-		previousKeys:  hashKeys(cfg.PreviousEncryptionKeys),
-	}
-}
-
-// hashKeys hashes keys, each by its own SHA-256, into one comparable value.
-func hashKeys(keys [][]byte) [sha256.Size]byte {
-	h := sha256.New()
-	for _, k := range keys {
-		sum := sha256.Sum256(k)
-		h.Write(sum[:])
-	}
-	var out [sha256.Size]byte
-	h.Sum(out[:0])
-	return out
+	return cfg.Identity()
 }

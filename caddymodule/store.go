@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/rebell-gateway/caddy-rebell/cache"
+	"github.com/rebell-gateway/caddy-rebell/session"
 	"github.com/rebell-gateway/caddy-rebell/store/redisstore"
 )
 
@@ -218,7 +218,7 @@ func sessionKeys(cfg *redisstore.Config) ([][]byte, error) {
 	// encryption_key keep verifying during a rotation (docs/key-rotation.md).
 	keys := make([][]byte, 0, 1+len(cfg.PreviousEncryptionKeys))
 	for _, ek := range append([][]byte{cfg.EncryptionKey}, cfg.PreviousEncryptionKeys...) {
-		k, err := cache.DeriveSessionKey(ek, cfg.Realm)
+		k, err := session.DeriveKey(ek, cfg.Realm)
 		if err != nil {
 			return nil, fmt.Errorf("store: session key: %w", err)
 		}

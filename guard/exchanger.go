@@ -7,21 +7,6 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
-type backgroundKey struct{}
-
-// WithBackground marks the calls made with ctx as background work (a
-// refresh-ahead call): they never wait for a slot and yield to logins and
-// refreshes that a request waits on.
-func WithBackground(ctx context.Context) context.Context {
-	return context.WithValue(ctx, backgroundKey{}, true)
-}
-
-// IsBackground reports whether ctx was marked by WithBackground.
-func IsBackground(ctx context.Context) bool {
-	b, _ := ctx.Value(backgroundKey{}).(bool)
-	return b
-}
-
 // Exchanger is a rebell.TokenExchanger that asks a Guard before each call
 // and reports the call's outcome to it. A refused call returns a *Refusal
 // and sends nothing to Rebell. Whatever the breaker decides meanwhile, a
@@ -39,7 +24,7 @@ func NewExchanger(next rebell.TokenExchanger, g *Guard) *Exchanger {
 
 // ExchangeAuthCode calls the wrapped ExchangeAuthCode if g admits it.
 func (x *Exchanger) ExchangeAuthCode(ctx context.Context, authCode rebell.Secret) (tok *rebell.Token, err error) {
-	t, err := x.guard.Acquire(ctx, IsBackground(ctx))
+	t, err := x.guard.Acquire(ctx, rebell.IsBackground(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +36,7 @@ func (x *Exchanger) ExchangeAuthCode(ctx context.Context, authCode rebell.Secret
 
 // Refresh calls the wrapped Refresh if g admits it.
 func (x *Exchanger) Refresh(ctx context.Context, refreshToken rebell.Secret) (tok *rebell.Token, err error) {
-	t, err := x.guard.Acquire(ctx, IsBackground(ctx))
+	t, err := x.guard.Acquire(ctx, rebell.IsBackground(ctx))
 	if err != nil {
 		return nil, err
 	}

@@ -13,13 +13,18 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
-// Defaults of Config.
+// Defaults of Config: what its zero values select.
 const (
-	defaultLoginPath         = "/rebell/login"
-	defaultLogoutPath        = "/rebell/logout"
-	defaultSessionHeader     = "Authorization"
-	defaultAccessTokenHeader = "X-Rebell-Access-Token"
-	defaultCustomerIDHeader  = "X-Rebell-Customer-Id"
+	// DefaultLoginPath is Config.LoginPath's default.
+	DefaultLoginPath = "/rebell/login"
+	// DefaultLogoutPath is Config.LogoutPath's default.
+	DefaultLogoutPath = "/rebell/logout"
+	// DefaultSessionHeader is Config.SessionHeader's default.
+	DefaultSessionHeader = "Authorization"
+	// DefaultAccessTokenHeader is Config.AccessTokenHeader's default.
+	DefaultAccessTokenHeader = "X-Rebell-Access-Token"
+	// DefaultCustomerIDHeader is Config.CustomerIDHeader's default.
+	DefaultCustomerIDHeader = "X-Rebell-Customer-Id"
 )
 
 // Sessions is what the handler needs from the token cache (*cache.Cache
@@ -144,8 +149,8 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h := &Handler{
 		sessions:   cfg.Sessions,
-		loginPath:  orDefault(cfg.LoginPath, defaultLoginPath),
-		logoutPath: orDefault(cfg.LogoutPath, defaultLogoutPath),
+		loginPath:  orDefault(cfg.LoginPath, DefaultLoginPath),
+		logoutPath: orDefault(cfg.LogoutPath, DefaultLogoutPath),
 		cookie:     cfg.SessionCookie,
 		now:        cfg.Now,
 		log:        cfg.Logger,
@@ -179,9 +184,9 @@ func New(cfg Config) (*Handler, error) {
 		field, name string
 		canon, norm *string
 	}{
-		{"session_header", orDefault(cfg.SessionHeader, defaultSessionHeader), &h.sessionHeader, &h.sessionNorm},
-		{"access_token_header", orDefault(cfg.AccessTokenHeader, defaultAccessTokenHeader), &h.accessHeader, &h.accessNorm},
-		{"customer_id_header", orDefault(cfg.CustomerIDHeader, defaultCustomerIDHeader), &h.customerHeader, &h.customerNorm},
+		{"session_header", orDefault(cfg.SessionHeader, DefaultSessionHeader), &h.sessionHeader, &h.sessionNorm},
+		{"access_token_header", orDefault(cfg.AccessTokenHeader, DefaultAccessTokenHeader), &h.accessHeader, &h.accessNorm},
+		{"customer_id_header", orDefault(cfg.CustomerIDHeader, DefaultCustomerIDHeader), &h.customerHeader, &h.customerNorm},
 	}
 	for i, hd := range headers {
 		if !validToken(hd.name) {

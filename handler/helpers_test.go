@@ -14,6 +14,7 @@ import (
 
 	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
 // Test fixtures.
@@ -35,7 +36,7 @@ func testGrant() *cache.Grant {
 }
 
 // testIDs makes and checks the session ids of the tests' fake caches.
-var testIDs = cache.RandomSessionIDs()
+var testIDs = session.RandomIDs()
 
 // fakeSessions is a Sessions the test controls.
 type fakeSessions struct {

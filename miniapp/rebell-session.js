@@ -1,37 +1,124 @@
 // rebell-session.js: the Mini App's half of the caddy-rebell gateway
-// contract (README.md, docs/contract.md). Copy this one file into a Mini App;
-// it has no dependencies.
+// contract (README.md, docs/contract.md section 9). One dependency-free
+// CommonJS file, with its types in rebell-session.d.ts: copy both into a Mini
+// App, or install the package (miniapp/package.json).
 //
 //   const { createRebellSession } = require('./rebell-session');
 //   const session = createRebellSession({ baseUrl: 'https://api.merchant.example', my });
-//   const res = await session.request({ url: '/api/orders', method: 'GET' });
-//   // res is my.request's success result: { status, data, headers }
+//
+//   // Called as my.request is: the same options, the same callbacks.
+//   const task = session.request({
+//     url: '/api/orders', method: 'GET',
+//     success(res) { ... },   // my.request's { status, data, headers }
+//     fail(err) { ... },      // see "Errors" below
+//     complete(resOrErr) { ... },
+//   });
+//   task.abort();             // stops the attempt in flight and any retry
+//
+//   // Or awaited: the task is a Promise too.
+//   const res = await session.request({ url: '/api/orders' });
 //   await session.logout();
+//
+// session.request(options) takes what my.request takes: url (absolute, or a
+// path under baseUrl), method, data, headers, timeout, dataType, success,
+// fail, complete; other fields are passed to my.request as they are. It
+// returns a RequestTask: a Promise of the success result with abort().
+// success or fail is called exactly once per call, then complete exactly
+// once, after any hidden login and retry; the Promise settles after them.
+// timeout applies to each my.request attempt (the login's has the
+// platform's default). With fail or complete given, a task nobody awaits
+// reports no unhandled rejection.
 //
 // What it does for the app:
 // - logs in lazily: my.getAuthCode, then POST <loginPath> {"authCode"}, and
 //   keeps the session id with my.setStorageSync (read back with
 //   my.getStorageSync); every request carries Authorization: Bearer <id>;
 // - concurrent calls share one login in flight;
-// - a login whose my.request fails for a network reason (not an HTTP answer)
-//   is sent once more with the same auth code: the gateway's
+// - a login whose my.request fails for a network reason (error 12 or 13, or
+//   no answer) is sent once more with the same auth code: the gateway's
 //   login_dedup_window answers it with the same session, without spending
 //   the code twice;
 // - on 401 session_required, session_invalid or reauth_required it forgets
 //   the id, logs in once more (a new auth code) and retries the request once;
-// - every other answer, 503 included, resolves or rejects as my.request gave
-//   it; a rejection carries retryAfter (seconds) when the gateway sent
-//   Retry-After;
-// - a failed my.getAuthCode (the user cancelled: error 11) rejects with its
-//   error, and nothing is sent.
+//   the refused attempt calls none of the app's callbacks;
+// - every other answer, 503 included, goes to success or fail as my.request
+//   gave it;
+// - abort() ends the call at once with fail (error 20, aborted: true), aborts
+//   the my.request in flight, and sends no retry. A login shared with other
+//   calls goes on for them (and is kept for the next call);
+// - a failed my.getAuthCode (the user cancelled: its error 11) fails the call
+//   with my.getAuthCode's own error object, and nothing is sent;
+// - logout() sends POST <logoutPath> and forgets the stored id only once the
+//   gateway answered 2xx (204) or 401: the session is gone either way. On a
+//   503 store_unavailable, or when no answer came, the id is kept so that the
+//   app can call logout() again (after err.retryAfter seconds); until then the
+//   session stays valid on the server.
+//
+// Errors: fail receives (and the Promise rejects with) an Error carrying
+//   error         my.request's error code when the platform gave one (table
+//                 below); 20 with aborted: true after abort()
+//   errorMessage  my.request's message, when it gave one
+//   status, data, headers   the HTTP answer, when one came (error 19)
+//   code          the `error` field of the answer's JSON body: for the
+//                 gateway's own answers its error code (docs/contract.md),
+//                 e.g. 'store_unavailable'
+//   retryAfter    seconds, when the answer carried Retry-After
+// A failed my.getAuthCode is passed on as its own object instead.
+//
+// my.request's error codes. Source: Alipay Mini Program documentation,
+// my.request (opendocs.alipay.com/mini/api/owycmh, section 错误码, and its
+// FAQ "my.request 错误码"); the Alipay+ family's pages (miniprogram.alipay.com
+// mpdev/api_network_request, and the wallets built on it) document the same
+// API: headers (not header), status, timeout 30000 ms by default, dataType
+// json/text/base64, a RequestTask with abort(). This table, with
+// MY_REQUEST_ERRORS below (whose types rebell-session.d.ts mirrors), is the
+// one place they are kept; the docs point here:
+//   11  no permission for the cross-domain call (domain not whitelisted)
+//   12  network error
+//   13  timeout
+//   14  decoding failed (the body did not match dataType)
+//   19  HTTP error: a status outside 2xx (status, data and headers come with it)
+//   20  request stopped, or rate-limited by the platform; also what the
+//       helper's abort() reports
+// (The FAQ lists a few more, 1 page left before the answer, 2 bad
+// parameters, 15 page parameters not urlencoded, 23 proxy failure: the
+// helper passes them on like any failure without an answer.) success
+// receives { data, status, headers }; what fail receives after
+// RequestTask.abort() is not documented, and the helper does not wait for it.
+// Platforms that deliver every HTTP answer to success (status outside 2xx
+// included), or name the fields statusCode/header, are read the same way:
+// the helper looks at the status, not at the callback, to find the 401s it
+// handles and the answer an error carries.
 'use strict';
+
+var MY_REQUEST_ERRORS = {
+  CROSS_DOMAIN: 11,
+  NETWORK: 12,
+  TIMEOUT: 13,
+  DECODE: 14,
+  HTTP: 19,
+  STOPPED: 20,
+};
 
 var SESSION_ERRORS = { session_required: true, session_invalid: true, reauth_required: true };
 
-// my.request's error codes for answers that never arrived: 12 network
-// error, 13 timeout (14 is a body it could not decode, 19 an HTTP status
-// error, which carry an answer).
-var NETWORK_ERRORS = { 12: true, 13: true };
+// The fields of a request's options that are the helper's, not my.request's.
+var CALLBACKS = { success: true, fail: true, complete: true };
+
+function noop() {}
+
+// callSafely calls an app's callback; a throw is reported asynchronously
+// instead of breaking the order of the callbacks that follow.
+function callSafely(fn, arg) {
+  if (typeof fn !== 'function') {
+    return;
+  }
+  try {
+    fn(arg);
+  } catch (e) {
+    setTimeout(function () { throw e; }, 0);
+  }
+}
 
 function createRebellSession(options) {
   var opts = options || {};
@@ -88,25 +175,84 @@ function createRebellSession(options) {
     });
   }
 
+  // newCall returns the state of one call of request or logout: its task
+  // (a Promise with abort()), finish, which settles it once, and stopped,
+  // which the steps check before going on.
+  function newCall(params) {
+    var resolveTask;
+    var rejectTask;
+    var call = { stopped: false, inFlight: null };
+    var task = new Promise(function (resolve, reject) {
+      resolveTask = resolve;
+      rejectTask = reject;
+    });
+    if (typeof params.fail === 'function' || typeof params.complete === 'function') {
+      // The app handles failures with callbacks: an unawaited task must not
+      // report an unhandled rejection.
+      task.catch(noop);
+    }
+    call.finish = function (ok, value) {
+      if (call.stopped) {
+        return;
+      }
+      call.stopped = true;
+      call.inFlight = null;
+      callSafely(ok ? params.success : params.fail, value);
+      callSafely(params.complete, value);
+      if (ok) {
+        resolveTask(value);
+      } else {
+        rejectTask(value);
+      }
+    };
+    task.abort = function () {
+      if (call.stopped) {
+        return;
+      }
+      var inFlight = call.inFlight;
+      call.inFlight = null;
+      if (inFlight && typeof inFlight.abort === 'function') {
+        try {
+          inFlight.abort();
+        } catch (e) {
+          // the attempt is abandoned all the same
+        }
+      }
+      call.finish(false, Object.assign(new Error('request aborted'), {
+        error: MY_REQUEST_ERRORS.STOPPED, errorMessage: 'request aborted', aborted: true,
+      }));
+    };
+    call.task = task;
+    return call;
+  }
+
   // send runs my.request and settles with { ok, res } or { ok: false, err }:
   // it never rejects, so callers can look at HTTP answers that came through
-  // fail (error 19) as well as through success.
-  function send(params) {
+  // fail (error 19) as well as through success. While it runs, the
+  // platform's RequestTask is call.inFlight, for abort().
+  function send(params, call) {
     return new Promise(function (resolve) {
       var done = false;
+      var rt;
       function settle(v) {
         if (!done) {
           done = true;
+          if (call && call.inFlight === rt) {
+            call.inFlight = null;
+          }
           resolve(v);
         }
       }
       try {
-        my.request(Object.assign({}, params, {
+        rt = my.request(Object.assign({}, params, {
           success: function (res) { settle({ ok: true, res: res }); },
           fail: function (err) { settle({ ok: false, err: err }); },
         }));
       } catch (e) {
         settle({ ok: false, err: e });
+      }
+      if (call && !done && rt) {
+        call.inFlight = rt;
       }
     });
   }
@@ -115,10 +261,18 @@ function createRebellSession(options) {
   // arrived (a network failure).
   function answerOf(out) {
     var r = out.ok ? out.res : out.err;
-    if (r && typeof r.status === 'number' && r.status > 0) {
+    if (r && typeof statusOf(r) === 'number' && statusOf(r) > 0) {
       return r;
     }
     return null;
+  }
+
+  function statusOf(answer) {
+    return typeof answer.status === 'number' ? answer.status : answer.statusCode;
+  }
+
+  function headersOf(answer) {
+    return (answer && (answer.headers || answer.header)) || {};
   }
 
   function isNetworkFailure(out) {
@@ -126,14 +280,16 @@ function createRebellSession(options) {
       return false;
     }
     var code = out.err && out.err.error;
-    return code === undefined || NETWORK_ERRORS[code] === true || !(out.err && 'error' in out.err);
+    return code === undefined || code === MY_REQUEST_ERRORS.NETWORK || code === MY_REQUEST_ERRORS.TIMEOUT;
   }
 
-  function body(answer) {
+  // body returns the answer's JSON body as an object, or null.
+  function body(answer, dataType) {
     var d = answer && answer.data;
     if (typeof d === 'string') {
+      var text = dataType === 'base64' ? decodeBase64(d) : d;
       try {
-        return JSON.parse(d);
+        d = JSON.parse(text);
       } catch (e) {
         return null;
       }
@@ -142,7 +298,7 @@ function createRebellSession(options) {
   }
 
   function header(answer, name) {
-    var h = (answer && answer.headers) || {};
+    var h = headersOf(answer);
     var want = name.toLowerCase();
     for (var k in h) {
       if (Object.prototype.hasOwnProperty.call(h, k) && k.toLowerCase() === want) {
@@ -168,29 +324,51 @@ function createRebellSession(options) {
     return Math.max(0, Math.ceil((at - Date.now()) / 1000));
   }
 
-  // failure turns a settled send that is not a success into the rejection
-  // value: my.request's own error (or an Error for an HTTP answer that came
-  // through success), with retryAfter when the gateway sent Retry-After.
-  function failure(out, what) {
+  // failure turns a settled send that is not a success into the Error the
+  // call fails with (see "Errors" in the header).
+  function failure(out, what, dataType) {
     var answer = answerOf(out);
-    var err = out.ok
-      ? Object.assign(new Error(what + ': HTTP ' + answer.status), {
-        status: answer.status, data: answer.data, headers: answer.headers,
-      })
-      : out.err;
-    var ra = retryAfterOf(answer);
-    if (ra !== undefined && err && typeof err === 'object') {
-      err.retryAfter = ra;
+    var src = out.ok ? null : out.err;
+    var fields = {};
+    if (src && typeof src === 'object') {
+      for (var k in src) {
+        if (Object.prototype.hasOwnProperty.call(src, k) && k !== 'message' && k !== 'stack') {
+          fields[k] = src[k];
+        }
+      }
     }
-    return err;
+    var message = what + ' failed';
+    if (answer) {
+      fields.status = statusOf(answer);
+      fields.data = answer.data;
+      fields.headers = headersOf(answer);
+      var b = body(answer, dataType);
+      if (b && typeof b.error === 'string') {
+        fields.code = b.error;
+      }
+      var ra = retryAfterOf(answer);
+      if (ra !== undefined) {
+        fields.retryAfter = ra;
+      }
+      message += ': HTTP ' + fields.status + (fields.code ? ' ' + fields.code : '');
+    } else if (src && typeof src.errorMessage === 'string') {
+      message += ': ' + src.errorMessage + (typeof src.error === 'number' ? ' (error ' + src.error + ')' : '');
+    } else if (src instanceof Error) {
+      message += ': ' + src.message;
+    }
+    var err = new Error(message);
+    if (src instanceof Error) {
+      err.cause = src;
+    }
+    return Object.assign(err, fields);
   }
 
-  function sessionError(out) {
+  function sessionError(out, dataType) {
     var answer = answerOf(out);
-    if (!answer || answer.status !== 401) {
+    if (!answer || statusOf(answer) !== 401) {
       return false;
     }
-    var b = body(answer);
+    var b = body(answer, dataType);
     return !!(b && SESSION_ERRORS[b.error] === true);
   }
 
@@ -225,15 +403,16 @@ function createRebellSession(options) {
       });
     }).then(function (out) {
       var answer = answerOf(out);
-      var b = body(answer);
-      if (out.ok && answer && answer.status === 200 && b && typeof b.sessionId === 'string' && b.sessionId !== '') {
+      var b = body(answer, 'json');
+      var status = answer ? statusOf(answer) : 0;
+      if (status === 200 && b && typeof b.sessionId === 'string' && b.sessionId !== '') {
         writeId(b.sessionId);
         return b.sessionId;
       }
-      if (out.ok && answer && answer.status === 200) {
+      if (status === 200) {
         throw Object.assign(new Error('login answer has no sessionId'), { status: 200, data: answer.data });
       }
-      throw failure(out, 'login');
+      throw failure(out, 'login', 'json');
     });
   }
 
@@ -256,50 +435,105 @@ function createRebellSession(options) {
     return login();
   }
 
-  function attempt(params, id) {
-    var headers = Object.assign({}, params.headers || {}, { Authorization: 'Bearer ' + id });
-    var url = /^https?:\/\//i.test(params.url) ? params.url : baseUrl + params.url;
-    return send(Object.assign({}, params, { url: url, headers: headers }));
+  // platformParams returns the app's options without the helper's callbacks,
+  // with an absolute url and the session's Authorization header.
+  function platformParams(params, id) {
+    var out = {};
+    for (var k in params) {
+      if (Object.prototype.hasOwnProperty.call(params, k) && !CALLBACKS[k]) {
+        out[k] = params[k];
+      }
+    }
+    out.url = /^https?:\/\//i.test(params.url) ? params.url : baseUrl + params.url;
+    out.headers = Object.assign({}, params.headers || {}, { Authorization: 'Bearer ' + id });
+    return out;
   }
 
-  function settle(out) {
+  function finishWith(call, out, dataType) {
     if (out.ok) {
-      return out.res;
+      call.finish(true, out.res);
+    } else {
+      call.finish(false, failure(out, 'request', dataType));
     }
-    throw failure(out, 'request');
   }
 
   function request(params) {
-    if (!params || typeof params.url !== 'string') {
-      return Promise.reject(new TypeError('request: url is required'));
-    }
-    return sessionFor().then(function (id) {
-      return attempt(params, id).then(function (out) {
-        if (!sessionError(out)) {
-          return settle(out);
+    var p = params || {};
+    var call = newCall(p);
+    // Started after return, so that abort() called right away sends nothing
+    // and callbacks never run before the caller has its task.
+    Promise.resolve().then(function () {
+      if (call.stopped) {
+        return undefined;
+      }
+      if (typeof p.url !== 'string' || p.url === '') {
+        throw new TypeError('request: url is required');
+      }
+      return sessionFor().then(function (id) {
+        if (call.stopped) {
+          return undefined;
         }
-        return renew(id).then(function (id2) {
-          return attempt(params, id2).then(settle);
+        return send(platformParams(p, id), call).then(function (out) {
+          if (call.stopped) {
+            return undefined;
+          }
+          if (!sessionError(out, p.dataType)) {
+            return finishWith(call, out, p.dataType);
+          }
+          return renew(id).then(function (id2) {
+            if (call.stopped) {
+              return undefined;
+            }
+            return send(platformParams(p, id2), call).then(function (out2) {
+              if (!call.stopped) {
+                finishWith(call, out2, p.dataType);
+              }
+            });
+          });
         });
       });
+    }).catch(function (err) {
+      call.finish(false, err);
     });
+    return call.task;
   }
 
-  function logout() {
-    var id = readId();
-    if (!id) {
-      return Promise.resolve();
-    }
-    clearId();
-    return send({
-      url: baseUrl + logoutPath,
-      method: 'POST',
-      headers: { Authorization: 'Bearer ' + id },
-    }).then(function (out) {
-      if (!out.ok) {
-        throw failure(out, 'logout');
+  // logout ends the stored session at the gateway. The id is forgotten only
+  // once the gateway answered 2xx or 401; otherwise it is kept, so the app
+  // can call logout again (err.retryAfter seconds later on a 503).
+  function logout(params) {
+    var p = params || {};
+    var call = newCall(p);
+    Promise.resolve().then(function () {
+      if (call.stopped) {
+        return undefined;
       }
+      var id = readId();
+      if (!id) {
+        return call.finish(true, undefined);
+      }
+      return send({
+        url: baseUrl + logoutPath,
+        method: 'POST',
+        headers: { Authorization: 'Bearer ' + id },
+      }, call).then(function (out) {
+        if (call.stopped) {
+          return undefined;
+        }
+        var answer = answerOf(out);
+        var status = answer ? statusOf(answer) : 0;
+        if ((status >= 200 && status < 300) || status === 401) {
+          if (readId() === id) {
+            clearId();
+          }
+          return call.finish(true, undefined);
+        }
+        return call.finish(false, failure(out, 'logout', 'json'));
+      });
+    }).catch(function (err) {
+      call.finish(false, err);
     });
+    return call.task;
   }
 
   return {
@@ -310,4 +544,26 @@ function createRebellSession(options) {
   };
 }
 
-module.exports = { createRebellSession: createRebellSession };
+// decodeBase64 decodes standard base64 to a string of bytes (enough for
+// the gateway's ASCII JSON bodies), for answers asked with dataType 'base64'.
+function decodeBase64(s) {
+  var alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  var out = '';
+  var bits = 0;
+  var n = 0;
+  for (var i = 0; i < s.length; i++) {
+    var v = alphabet.indexOf(s.charAt(i));
+    if (v < 0) {
+      continue; // padding and line breaks
+    }
+    bits = ((bits << 6) | v) & 0xffffff;
+    n += 6;
+    if (n >= 8) {
+      n -= 8;
+      out += String.fromCharCode((bits >> n) & 0xff);
+    }
+  }
+  return out;
+}
+
+module.exports = { createRebellSession: createRebellSession, MY_REQUEST_ERRORS: MY_REQUEST_ERRORS };

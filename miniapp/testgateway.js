@@ -1,12 +1,16 @@
 // testgateway.js starts a real demo gateway for the node tests: Caddy built
 // from ../cmd/caddy (or $CADDY_BIN) running rebell_auth in front of a small
-// upstream, with rebell_sandbox as Rebell, all on 127.0.0.1. It is a test
-// helper, not part of what a Mini App copies.
+// upstream, with rebell_sandbox as Rebell, all on 127.0.0.1; optionally with
+// `store redis` on a redis-server it starts (startRedis). Requests under
+// /hold/ are proxied to a node server in the test process that holds each
+// one until the test answers it (gw.held). It is a test helper, not part of
+// what a Mini App copies or the package ships.
 'use strict';
 
-const { spawn, execFileSync } = require('node:child_process');
+const { spawn, spawnSync, execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
+const http = require('node:http');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
@@ -41,17 +45,151 @@ function keyPair() {
   });
 }
 
-// startGateway builds (once) and starts Caddy; stop() ends it.
-async function startGateway() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebell-miniapp-'));
-  let bin = process.env.CADDY_BIN;
-  if (!bin) {
-    bin = path.join(dir, 'caddy');
+let builtBin = null;
+
+// caddyBin returns $CADDY_BIN, or builds ../cmd/caddy once per process into a
+// temporary directory removed when the process exits.
+function caddyBin() {
+  if (process.env.CADDY_BIN) {
+    return process.env.CADDY_BIN;
+  }
+  if (!builtBin) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebell-miniapp-bin-'));
+    process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+    const bin = path.join(dir, 'caddy');
     execFileSync('go', ['build', '-o', bin, './cmd/caddy'], {
       cwd: path.resolve(__dirname, '..'),
       stdio: ['ignore', 'inherit', 'inherit'],
     });
+    builtBin = bin;
   }
+  return builtBin;
+}
+
+// waitListening waits until every port accepts connections, or fails with
+// the process's output once it exited or 30 s passed.
+async function waitListening(ports, child, isExited, logs, what) {
+  const deadline = Date.now() + 30000;
+  for (const port of ports) {
+    while (!(await canConnect(port))) {
+      if (isExited()) {
+        throw new Error(`${what} exited:\n${logs()}`);
+      }
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`${what} did not listen on ${port} within 30s:\n${logs()}`);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+// startHoldServer starts the upstream of /hold/: each request waits in a
+// queue until the test answers it. next() returns the next request to arrive
+// as { path, customerId, respond(status, json) }.
+async function startHoldServer() {
+  const arrived = [];
+  const waiting = [];
+  const open = new Set();
+  const srv = http.createServer((req, res) => {
+    open.add(res);
+    res.on('close', () => open.delete(res));
+    const held = {
+      path: req.url,
+      customerId: req.headers['x-rebell-customer-id'],
+      respond(status, json) {
+        if (!res.writableEnded && !res.destroyed) {
+          res.writeHead(status, { 'Content-Type': 'application/json' });
+          res.end(JSON.stringify(json));
+        }
+      },
+    };
+    const w = waiting.shift();
+    if (w) {
+      w(held);
+    } else {
+      arrived.push(held);
+    }
+  });
+  const port = await freePort();
+  await new Promise((resolve) => srv.listen(port, '127.0.0.1', resolve));
+  return {
+    port,
+    next() {
+      const h = arrived.shift();
+      return h ? Promise.resolve(h) : new Promise((resolve) => waiting.push(resolve));
+    },
+    close() {
+      for (const res of open) {
+        res.destroy();
+      }
+      return new Promise((resolve) => srv.close(resolve));
+    },
+  };
+}
+
+// redisServerPath returns the redis-server binary's name when it runs, or
+// null.
+function redisServerPath() {
+  const r = spawnSync('redis-server', ['--version'], { stdio: 'ignore' });
+  return r.error || r.status !== 0 ? null : 'redis-server';
+}
+
+// startRedis starts a redis-server on a free 127.0.0.1 port, writing every
+// change to an append-only file in its own directory. down() shuts it down
+// (connections are refused), up() starts it again on the same port with the
+// data it had; stop() ends it for good and removes its directory.
+async function startRedis() {
+  const bin = redisServerPath();
+  if (!bin) {
+    throw new Error('redis-server not found');
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebell-miniapp-redis-'));
+  const port = await freePort();
+  let child = null;
+  let exited = true;
+  let exit = Promise.resolve();
+  let logs = '';
+
+  async function up() {
+    child = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+      '--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir, '--daemonize', 'no'],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.on('data', (d) => { logs += d; });
+    child.stderr.on('data', (d) => { logs += d; });
+    exited = false;
+    exit = new Promise((resolve) => child.once('exit', () => { exited = true; resolve(); }));
+    await waitListening([port], child, () => exited, () => logs, 'redis-server');
+  }
+
+  async function down() {
+    if (!exited) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10000);
+      await exit;
+      clearTimeout(timer);
+    }
+  }
+
+  await up();
+  return {
+    addr: `127.0.0.1:${port}`,
+    up,
+    down,
+    async stop() {
+      await down();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// startGateway starts Caddy (building it once); stop() ends it. With
+// opts.redis (an address), rebell_auth keeps its sessions in `store redis`
+// there.
+async function startGateway(opts = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebell-miniapp-'));
+  const bin = caddyBin();
+  const hold = await startHoldServer();
   const merchant = keyPair();
   const platform = keyPair();
   const files = {
@@ -66,6 +204,11 @@ async function startGateway() {
   fs.writeFileSync(files.platformPublic, platform.publicKey);
 
   const [admin, sb, gw, up] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const store = opts.redis ? `
+		store redis {
+			address ${opts.redis}
+			encryption_key ${crypto.randomBytes(32).toString('base64')}
+		}` : '';
   const caddyfile = `{
 	admin 127.0.0.1:${admin}
 	persist_config off
@@ -86,8 +229,9 @@ http://127.0.0.1:${gw} {
 		client_id ${CLIENT_ID}
 		private_key_file ${files.merchantPrivate}
 		rebell_public_key_file ${files.platformPublic}
-		retries 0
+		retries 0${store}
 	}
+	reverse_proxy /hold/* 127.0.0.1:${hold.port}
 	reverse_proxy 127.0.0.1:${up}
 }
 
@@ -110,26 +254,21 @@ http://127.0.0.1:${up} {
   let exited = false;
   const exit = new Promise((resolve) => child.once('exit', () => { exited = true; resolve(); }));
 
-  const deadline = Date.now() + 30000;
-  for (const port of [admin, sb, gw, up]) {
-    while (!(await canConnect(port))) {
-      if (exited) {
-        throw new Error(`caddy exited:\n${logs}`);
-      }
-      if (Date.now() > deadline) {
-        child.kill('SIGKILL');
-        throw new Error(`caddy did not listen on ${port} within 30s:\n${logs}`);
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
+  try {
+    await waitListening([admin, sb, gw, up], child, () => exited, () => logs, 'caddy');
+  } catch (e) {
+    await hold.close();
+    throw e;
   }
 
   return {
     gateway: `http://127.0.0.1:${gw}`,
     sandbox: `http://127.0.0.1:${sb}`,
     admin: `http://127.0.0.1:${admin}`,
+    held: hold,
     logs: () => logs,
     async stop() {
+      await hold.close();
       if (!exited) {
         child.kill('SIGINT');
         const timer = setTimeout(() => child.kill('SIGKILL'), 10000);
@@ -141,4 +280,4 @@ http://127.0.0.1:${up} {
   };
 }
 
-module.exports = { startGateway };
+module.exports = { startGateway, startRedis, redisServerPath };

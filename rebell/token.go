@@ -26,7 +26,11 @@ type Token struct {
 
 // TokenExchanger is what the gateway needs from Rebell: exchanging an auth
 // code for tokens and refreshing them. *Client implements it; tests use fakes.
-// Errors are *Error values (see Kind).
+// Errors are *Error values (see Kind), except that an exchanger which limits
+// the calls to Rebell (the gateway's guard, docs/rebell-calls.md) may refuse
+// a call without sending it: its error then has a RetryAfter() time.Duration
+// method, by which callers recognise it. Calls made with a context marked by
+// WithBackground are background work.
 type TokenExchanger interface {
 	// ExchangeAuthCode calls applyToken with grantType AUTHORIZATION_CODE.
 	ExchangeAuthCode(ctx context.Context, authCode Secret) (*Token, error)

@@ -75,3 +75,43 @@ func TestValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestIdentity: Configs that differ in any setting (secrets included) have
+// different Identities, equal ones the same, and an Identity holds no
+// secret.
+func TestIdentity(t *testing.T) {
+	key, old := newKey(), newKey()
+	const pw = "s3cret-redis-password"
+	base := func() Config {
+		return Config{Addresses: []string{"10.0.0.5:6379", "10.0.0.6:6379"}, MasterName: "m", Username: "gw", Password: pw,
+			DB: 1, TLS: true, KeyPrefix: "p:", EncryptionKey: key, PreviousEncryptionKeys: [][]byte{old}, Realm: "r"}
+	}
+	id := base().Identity()
+	if base().Identity() != id || id == (Identity{}) {
+		t.Fatal("equal Configs have different Identities, or a zero one")
+	}
+	for name, change := range map[string]func(*Config){
+		"addresses":                func(c *Config) { c.Addresses = []string{"10.0.0.6:6379", "10.0.0.5:6379"} },
+		"master_name":              func(c *Config) { c.MasterName = "n" },
+		"username":                 func(c *Config) { c.Username = "other" },
+		"password":                 func(c *Config) { c.Password = "other" },
+		"db":                       func(c *Config) { c.DB = 2 },
+		"tls":                      func(c *Config) { c.TLS = false },
+		"key_prefix":               func(c *Config) { c.KeyPrefix = "q:" },
+		"encryption_key":           func(c *Config) { c.EncryptionKey = old },
+		"previous_encryption_keys": func(c *Config) { c.PreviousEncryptionKeys = nil },
+		"realm":                    func(c *Config) { c.Realm = "s" },
+	} {
+		c := base()
+		change(&c)
+		if c.Identity() == id {
+			t.Errorf("a change of %s keeps the Identity", name)
+		}
+	}
+	s := fmt.Sprintf("%#v", id)
+	for _, secret := range []string{pw, string(key), base64.StdEncoding.EncodeToString(key), fmt.Sprintf("%x", key), fmt.Sprintf("%x", old)} {
+		if strings.Contains(s, secret) {
+			t.Fatalf("a secret shows in the Identity %q", s)
+		}
+	}
+}
