@@ -30,9 +30,11 @@ go test -count=1 -run 'Alloc' $(grep -rl --include='*_test.go' 'testing.AllocsPe
 
 # The Mini App helper, against a real gateway (miniapp/testgateway.js), and
 # its types (tsc --noEmit, skipped without TypeScript unless
-# REBELL_REQUIRE_NODE is set) and package (npm pack, npm install).
+# REBELL_REQUIRE_NODE is set) and package (npm pack, npm install); and
+# the Node upstream example verifying the identity assertion
+# (upstream/node, docs/upstream.md; it needs `npm ci` there, as .ci/run does).
 if command -v node >/dev/null 2>&1; then
-	node --test miniapp/*.test.js
+	node --test miniapp/*.test.js upstream/node/*.test.mjs
 elif [ -n "${REBELL_REQUIRE_NODE:-}" ]; then
 	echo "node is required for miniapp/ tests" >&2
 	exit 1

@@ -21,6 +21,7 @@ GW_GOMAXPROCS=${GW_GOMAXPROCS:-$(nproc)}
 PROFILE=${PROFILE:-0}
 B_MAX_SESSIONS=${B_MAX_SESSIONS:-} # empty: the plugin's default (1000000)
 B_STORE=${B_STORE:-}                # "redis": B shares its sessions through a redis-server this script starts
+B_IDENTITY=${B_IDENTITY:-}          # "1": B signs an identity assertion (Ed25519); A sends a static header of the same length
 PROFILE_SECONDS=${PROFILE_SECONDS:-5}
 TARGET_RATIO=${TARGET_RATIO:-0.97}
 TARGET_P99=${TARGET_P99:-1.10}
@@ -122,6 +123,7 @@ openssl genrsa -out "$TMP/keys/merchant-private.pem" 2048 2>/dev/null
 openssl rsa -in "$TMP/keys/merchant-private.pem" -pubout -out "$TMP/keys/merchant-public.pem" 2>/dev/null
 openssl genrsa -out "$TMP/keys/sandbox-private.pem" 2048 2>/dev/null
 openssl rsa -in "$TMP/keys/sandbox-private.pem" -pubout -out "$TMP/keys/sandbox-public.pem" 2>/dev/null
+[[ -z $B_IDENTITY ]] || openssl genpkey -algorithm ed25519 -out "$TMP/keys/identity.pem" 2>/dev/null
 
 # ---------------------------------------------------------------- ports
 read -r P_UP P_SB P_A P_B ADM_UP ADM_SB ADM_A ADM_B P_REDIS < <(python3 - <<'EOF'
@@ -142,6 +144,9 @@ CLIENT_ID=BENCH_CLIENT
 # A's static access token has the length of a sandbox token (SBXAT + 40), so
 # the upstream receives the same number of bytes from A and from B.
 STATIC_TOKEN=static-token-value-padded-to-45-chars-xxxxxxx
+# With B_IDENTITY, A sends a static assertion as long as B's (368 characters
+# for an Ed25519 assertion with aud 127.0.0.1 and a 16-digit sub).
+STATIC_IDENTITY=$(printf 'x%.0s' $(seq 368))
 STATIC_CUSTOMER=2188000000000001
 ((${#STATIC_TOKEN} == 45)) || die "internal: static token must be 45 chars"
 
@@ -203,7 +208,8 @@ http://127.0.0.1:$P_A {
 		# B removes the session credential before proxying; A drops the same header.
 		header_up -Authorization
 		header_up X-Rebell-Access-Token $STATIC_TOKEN
-		header_up X-Rebell-Customer-Id $STATIC_CUSTOMER
+		header_up X-Rebell-Customer-Id $STATIC_CUSTOMER${B_IDENTITY:+
+		header_up X-Rebell-Identity $STATIC_IDENTITY}
 $TRANSPORT
 	}
 }
@@ -229,7 +235,10 @@ http://127.0.0.1:$P_B {
 		client_id $CLIENT_ID
 		private_key_file $TMP/keys/merchant-private.pem
 		rebell_public_key_file $TMP/keys/sandbox-public.pem${B_MAX_SESSIONS:+
-		max_sessions $B_MAX_SESSIONS}$STORE_BLOCK
+		max_sessions $B_MAX_SESSIONS}$STORE_BLOCK${B_IDENTITY:+
+		identity_assertion {
+			signing_key_file $TMP/keys/identity.pem
+		}}
 	}
 	reverse_proxy 127.0.0.1:$P_UP {
 $TRANSPORT
@@ -532,7 +541,7 @@ fi
 {
 	echo "rebell-bench $(date -u +%FT%TZ)  commit $(git --no-optional-locks -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git --no-optional-locks -C "$REPO_ROOT" diff --quiet HEAD -- . ':!bench' 2>/dev/null || echo ' (+ uncommitted changes)')"
 	echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), shared by wrk, A, B and the upstream (nothing pinned)"
-	echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION_S}s x $ROUNDS rounds, warm-up ${WARMUP_S}s; gateways GOMAXPROCS=$GW_GOMAXPROCS; $SESSIONS sessions rotated in B; B max_sessions ${B_MAX_SESSIONS:-default}${B_STORE:+; B store $B_STORE}"
+	echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION_S}s x $ROUNDS rounds, warm-up ${WARMUP_S}s; gateways GOMAXPROCS=$GW_GOMAXPROCS; $SESSIONS sessions rotated in B; B max_sessions ${B_MAX_SESSIONS:-default}${B_STORE:+; B store $B_STORE}${B_IDENTITY:+; B identity_assertion (Ed25519)}"
 	echo "gateway RSS after the runs: A $(awk '/VmRSS/{print $2, $3}' "/proc/$PID_A/status"), B $(awk '/VmRSS/{print $2, $3}' "/proc/$PID_B/status")"
 	if [[ $B_STORE == redis ]]; then
 		echo "B store redis: $((REDIS_CALLS1 - REDIS_CALLS0)) Redis commands (INFO commandstats: also those run inside Lua scripts; not INFO, PING) during B's $(python3 -c 'import json,sys; print(sum(r["requests"] for r in map(json.loads, open(sys.argv[1])) if r["target"] == "B" and r["kind"] == "run"))' "$RUNS") measured requests, from $((REDIS_SCRIPTS1 - REDIS_SCRIPTS0)) script runs (each session's copy is compared with Redis once a minute: one script run, 3 commands)"

@@ -28,6 +28,7 @@ type Grant struct {
 
 	attachment atomic.Pointer[any]
 	bearer     atomic.Pointer[string]
+	memo       atomic.Pointer[any]
 }
 
 // BearerAccessToken returns "Bearer " followed by the access token, made
@@ -58,6 +59,20 @@ func (g *Grant) Attach(v any) any {
 	}
 	return *g.attachment.Load()
 }
+
+// Memo returns the value last stored with SetMemo, or nil.
+func (g *Grant) Memo() any {
+	if p := g.memo.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// SetMemo stores v as g's memo, replacing any. Unlike the attachment, the
+// memo may be replaced: callers keep in it a per-grant value that goes
+// stale, such as the signed identity assertion (docs/contract.md), which is
+// re-signed after half its ttl. A refresh makes a new Grant, with no memo.
+func (g *Grant) SetMemo(v any) { g.memo.Store(&v) }
 
 // Errors returned by the cache. Returned errors wrap exactly one of them
 // (test with errors.Is); when Rebell gave a reason, they also wrap the

@@ -157,13 +157,19 @@ type Auth struct {
 	// Between 1 and 10000. Default: 64.
 	MaxConcurrentCalls int `json:"max_concurrent_calls,omitempty"`
 
-	// Upstream request header that receives the access token.
-	// Default: X-Rebell-Access-Token.
+	// Upstream request header that receives the access token, or "off":
+	// no header carries it (recommended for upstreams that never call
+	// Rebell; the identity assertion or the customer id tells them who the
+	// user is). Default: X-Rebell-Access-Token.
 	AccessTokenHeader string `json:"access_token_header,omitempty"`
 
 	// Upstream request header that receives the customer id.
 	// Default: X-Rebell-Customer-Id.
 	CustomerIDHeader string `json:"customer_id_header,omitempty"`
+
+	// A signed identity assertion for the upstream, and the JWKS that
+	// verifies it (see IdentityAssertion). Absent: none.
+	IdentityAssertion *IdentityAssertion `json:"identity_assertion,omitempty"`
 
 	// Paths, in Caddy's path matcher syntax (e.g. "/health", "/public/*"),
 	// where no session is required. A request there with a valid session
@@ -325,7 +331,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	if cookie == "off" {
 		cookie = ""
 	}
-	a.handler, err = handler.New(handler.Config{
+	hcfg := handler.Config{
 		Sessions:          a.cache,
 		LoginPath:         a.LoginPath,
 		LogoutPath:        a.LogoutPath,
@@ -340,8 +346,11 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		Public:            publicPredicate(a.Public),
 		OnPublic:          setPublicPlaceholders,
 		ReturnErrors:      a.Errors == "caddy",
-	})
-	if err != nil {
+	}
+	if err := a.provisionIdentity(repl, &hcfg); err != nil {
+		return err
+	}
+	if a.handler, err = handler.New(hcfg); err != nil {
 		return err
 	}
 	// Only now that everything is in place does this config's client serve
@@ -467,6 +476,7 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 // Cleanup releases this config's reference to the token cache; the cache
 // stops when no config uses it any more.
 func (a *Auth) Cleanup() error {
+	a.releaseIdentity()
 	gerr := a.releaseGuard()
 	if !a.pooled {
 		return gerr

@@ -26,8 +26,9 @@ func (d *discardWriter) WriteHeader(int)             {}
 var noopNext = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
 
 // provisionedAuth returns a provisioned rebell_auth in front of an
-// in-process sandbox, and one logged-in session id.
-func provisionedAuth(tb testing.TB) (*Auth, string) {
+// in-process sandbox, and one logged-in session id; edit changes the config
+// before it is provisioned.
+func provisionedAuth(tb testing.TB, edit ...func(*Auth)) (*Auth, string) {
 	tb.Helper()
 	merchant := testkeys.RSA(0)
 	sb, err := sandbox.New(sandbox.Config{ClientID: "BENCH", MerchantPublicKey: &merchant.PublicKey})
@@ -43,6 +44,9 @@ func provisionedAuth(tb testing.TB) (*Auth, string) {
 		ClientID:        "BENCH",
 		PrivateKey:      string(rebell.EncodePrivateKeyPEM(merchant)),
 		RebellPublicKey: string(rebell.EncodePublicKeyPEM(sb.PublicKey())),
+	}
+	for _, e := range edit {
+		e(a)
 	}
 	if err := a.Provision(ctx); err != nil {
 		tb.Fatal(err)

@@ -51,6 +51,16 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		customer_id_header     <name>
 //		public                 <paths...>
 //		errors                 json|caddy
+//		identity_assertion {
+//			signing_key_file  <path>
+//			signing_key       <value>
+//			previous_key_file <path>...
+//			header            <name>
+//			audience          <aud>
+//			issuer            <iss>
+//			ttl               <duration>
+//			jwks_path         <path>
+//		}
 //		store redis {
 //			address        <host:port>...
 //			master_name    <name>
@@ -197,6 +207,10 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "store":
 			if err := a.unmarshalStore(d); err != nil {
+				return err
+			}
+		case "identity_assertion":
+			if err := a.unmarshalIdentity(d); err != nil {
 				return err
 			}
 		default:

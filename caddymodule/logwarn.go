@@ -9,12 +9,13 @@ import (
 )
 
 // warnDebugToken logs one WARN when Caddy's default logger is at DEBUG and
-// the access token goes upstream in a header other than Authorization:
+// the access token goes upstream in a header other than Authorization (and
+// not when access_token_header is off: no token goes upstream):
 // reverse_proxy's DEBUG line "upstream roundtrip" then writes it in clear
 // (Caddy redacts only Authorization, Cookie, Set-Cookie and
 // Proxy-Authorization). See README.md, "Operations".
 func (a *Auth) warnDebugToken() {
-	if strings.EqualFold(a.AccessTokenHeader, "Authorization") {
+	if strings.EqualFold(a.AccessTokenHeader, "Authorization") || a.AccessTokenHeader == accessTokenOff {
 		return
 	}
 	if !caddy.Log().Core().Enabled(zapcore.DebugLevel) {

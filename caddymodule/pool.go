@@ -31,7 +31,8 @@ import (
 // to the guard of calls to Rebell, pooled on its own by endpoint and client
 // id (guard.go); and what belongs to one config's handler (login_path,
 // logout_path, session_header, session_cookie, access_token_header,
-// customer_id_header, public, errors).
+// customer_id_header, public, errors, identity_assertion: an assertion kept
+// with a grant is reused only by the signer that made it).
 //
 // A new setting goes in as one field here, or in the list above;
 // TestPoolIdentityClassifiesEverySetting fails until it is in one of them.

@@ -53,6 +53,9 @@ var poolSettings = map[string]poolSetting{
 	"max_concurrent_calls":    {false, func(a *Auth) { a.MaxConcurrentCalls = 8 }},
 	"public":                  {false, func(a *Auth) { a.Public = []string{"/health"} }},
 	"errors":                  {false, func(a *Auth) { a.Errors = "caddy" }},
+	"identity_assertion": {false, func(a *Auth) {
+		a.IdentityAssertion = &IdentityAssertion{SigningKeyFile: "/etc/caddy/rebell/identity.pem"}
+	}},
 
 	"store.address":        {true, func(a *Auth) { a.Store.Redis.Address = []string{"10.0.0.1:6379"} }},
 	"store.master_name":    {true, func(a *Auth) { a.Store.Redis.MasterName = "m" }},

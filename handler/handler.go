@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rebell-gateway/caddy-rebell/cache"
+	"github.com/rebell-gateway/caddy-rebell/identity"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
@@ -77,6 +78,22 @@ type Config struct {
 	// CustomerIDHeader is the upstream request header that receives the
 	// customer id; "" means X-Rebell-Customer-Id.
 	CustomerIDHeader string
+	// OmitAccessToken keeps the access token from the upstream
+	// (access_token_header off in docs/contract.md): no header carries it.
+	// AccessTokenHeader still names the header that hygiene removes from
+	// requests and responses.
+	OmitAccessToken bool
+	// Identity, if not nil, signs the identity assertion that every request
+	// with a session carries to the upstream in IdentityHeader, and its
+	// JWKS is served at JWKSPath without a session (docs/contract.md).
+	Identity *identity.Signer
+	// IdentityHeader is the upstream request header that receives the
+	// identity assertion; "" means X-Rebell-Identity. Used only with
+	// Identity.
+	IdentityHeader string
+	// JWKSPath is the path of the JWKS; "" means
+	// /.well-known/rebell-jwks.json. Used only with Identity.
+	JWKSPath string
 	// Now is the clock used for the cookie's Max-Age; nil means time.Now.
 	Now func() time.Time
 	// Logger receives the handler's few log lines (never a token, auth code
@@ -122,10 +139,14 @@ type Handler struct {
 	sessionHeader, sessionNorm   string
 	accessHeader, accessNorm     string
 	customerHeader, customerNorm string
-	bearer                       bool // sessionHeader is Authorization
-	accessBearer                 bool // accessHeader is Authorization: "Bearer <token>"
-	accessIsSession              bool // accessHeader and sessionHeader are the same header
+	identityHeader, identityNorm string // "" without Identity
+	bearer                       bool   // sessionHeader is Authorization
+	accessBearer                 bool   // accessHeader is Authorization: "Bearer <token>"
+	accessIsSession              bool   // accessHeader and sessionHeader are the same header
 	cookie                       string
+	omitAccess                   bool
+	identity                     *identity.Signer
+	jwksPath                     string // "" without Identity
 
 	now       func() time.Time
 	log       *zap.Logger
@@ -159,6 +180,8 @@ func New(cfg Config) (*Handler, error) {
 		onOutcome:  cfg.OnOutcome,
 		public:     cfg.Public,
 		onPublic:   cfg.OnPublic,
+		omitAccess: cfg.OmitAccessToken,
+		identity:   cfg.Identity,
 
 		returnErrors: cfg.ReturnErrors,
 	}
@@ -168,16 +191,23 @@ func New(cfg Config) (*Handler, error) {
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
-	for _, p := range []struct{ field, path string }{
+	paths := []struct{ field, path string }{
 		{"login_path", h.loginPath},
 		{"logout_path", h.logoutPath},
-	} {
+	}
+	if h.identity != nil {
+		h.jwksPath = orDefault(cfg.JWKSPath, identity.DefaultJWKSPath)
+		paths = append(paths, struct{ field, path string }{"jwks_path", h.jwksPath})
+	}
+	for i, p := range paths {
 		if p.path[0] != '/' {
 			return nil, fmt.Errorf("handler: %s %q must start with /", p.field, p.path)
 		}
-	}
-	if h.loginPath == h.logoutPath {
-		return nil, fmt.Errorf("handler: login_path and logout_path are both %q", h.loginPath)
+		for _, prev := range paths[:i] {
+			if prev.path == p.path {
+				return nil, fmt.Errorf("handler: %s and %s are both %q", prev.field, p.field, p.path)
+			}
+		}
 	}
 
 	headers := []struct {
@@ -187,6 +217,12 @@ func New(cfg Config) (*Handler, error) {
 		{"session_header", orDefault(cfg.SessionHeader, DefaultSessionHeader), &h.sessionHeader, &h.sessionNorm},
 		{"access_token_header", orDefault(cfg.AccessTokenHeader, DefaultAccessTokenHeader), &h.accessHeader, &h.accessNorm},
 		{"customer_id_header", orDefault(cfg.CustomerIDHeader, DefaultCustomerIDHeader), &h.customerHeader, &h.customerNorm},
+	}
+	if h.identity != nil {
+		headers = append(headers, struct {
+			field, name string
+			canon, norm *string
+		}{"identity_assertion header", orDefault(cfg.IdentityHeader, identity.DefaultHeader), &h.identityHeader, &h.identityNorm})
 	}
 	for i, hd := range headers {
 		if !validToken(hd.name) {
@@ -233,6 +269,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 	case h.logoutPath:
 		return h.serveLogout(w, r)
 	}
+	if h.identity != nil && r.URL.Path == h.jwksPath {
+		return h.serveJWKS(w, r)
+	}
 
 	k, cred := h.credential(r)
 	h.stripCredential(r.Header)
@@ -242,7 +281,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 		g, err := h.sessions.Get(r.Context(), k)
 		switch {
 		case err == nil && g != nil:
-			return h.pass(w, r, next, g)
+			return h.pass(w, r, next, g, k)
 		case h.isPublic(r):
 			return h.servePublic(w, r, next)
 		}
@@ -259,17 +298,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 
 func (h *Handler) isPublic(r *http.Request) bool { return h.public != nil && h.public(r) }
 
-// pass sends r, which carries the session of grant g, to next with the
-// identity headers set.
-func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next Next, g *cache.Grant) error {
-	// One allocation for both values; each slice is capped so that an
+// pass sends r, which carries the session of grant g (key k), to next with
+// the identity headers set.
+func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next Next, g *cache.Grant, k cache.Key) error {
+	// One allocation for every value; each slice is capped so that an
 	// append by a later handler cannot overwrite its neighbour.
-	vals := &[2]string{g.AccessToken.Reveal(), g.CustomerID}
-	if h.accessBearer {
-		vals[0] = g.BearerAccessToken()
-	}
-	r.Header[h.accessHeader] = vals[0:1:1]
+	vals := &[3]string{1: g.CustomerID}
 	r.Header[h.customerHeader] = vals[1:2:2]
+	if !h.omitAccess {
+		vals[0] = g.AccessToken.Reveal()
+		if h.accessBearer {
+			vals[0] = g.BearerAccessToken()
+		}
+		r.Header[h.accessHeader] = vals[0:1:1]
+	}
+	if h.identity != nil {
+		// Signed once per grant and host, and reused until it has used
+		// half its ttl (docs/contract.md).
+		a, err := h.identity.Assertion(g, k, g.CustomerID, r.Host)
+		if err != nil {
+			return h.refuseErr(w, r, err, &k)
+		}
+		vals[2] = a
+		r.Header[h.identityHeader] = vals[2:3:3]
+	}
 	if h.onGrant != nil {
 		h.onGrant(r, g)
 	}
@@ -292,7 +344,7 @@ func (h *Handler) servePublic(w http.ResponseWriter, r *http.Request, next Next)
 // serveNext runs next with a response writer that keeps the access-token
 // header out of the response.
 func (h *Handler) serveNext(w http.ResponseWriter, r *http.Request, next Next) error {
-	rw := getResponseWriter(w, h.accessNorm)
+	rw := getResponseWriter(w, h.accessNorm, h.identityNorm)
 	err := next.ServeHTTP(rw, r)
 	rw.finish()
 	putResponseWriter(rw)
@@ -308,9 +360,9 @@ const (
 )
 
 // Outcomes returns every outcome Config.OnOutcome can report: ok, login,
-// logout, public and the error codes of docs/contract.md.
+// logout, public, jwks and the error codes of docs/contract.md.
 func Outcomes() []string {
-	return append([]string{outcomeOK, outcomeLogin, outcomeLogout, outcomePublic}, errorCodes...)
+	return append([]string{outcomeOK, outcomeLogin, outcomeLogout, outcomePublic, outcomeJWKS}, errorCodes...)
 }
 
 func (h *Handler) outcome(o string) {

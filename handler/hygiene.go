@@ -23,10 +23,16 @@ import (
 func (h *Handler) stripSpoofed(hd http.Header) {
 	for k := range hd {
 		if sameHeader(k, h.accessNorm) && (!h.accessIsSession || k != h.sessionHeader) || sameHeader(k, h.customerNorm) ||
-			k != h.sessionHeader && sameHeader(k, h.sessionNorm) {
+			k != h.sessionHeader && sameHeader(k, h.sessionNorm) || h.isIdentityHeader(k) {
 			delete(hd, k)
 		}
 	}
+}
+
+// isIdentityHeader reports whether k names the identity-assertion header
+// (never true without Config.Identity).
+func (h *Handler) isIdentityHeader(k string) bool {
+	return h.identityNorm != "" && sameHeader(k, h.identityNorm)
 }
 
 // stripCredential removes the session credential from what the upstream

@@ -57,9 +57,11 @@ func (h *Handler) stripTrailer(t http.Header) {
 }
 
 // forbiddenName reports whether the header key k names the access-token,
-// customer-id or session header (compared as stripSpoofed does).
+// customer-id, identity-assertion or session header (compared as
+// stripSpoofed does).
 func (h *Handler) forbiddenName(k string) bool {
-	return sameHeader(k, h.accessNorm) || sameHeader(k, h.customerNorm) || sameHeader(k, h.sessionNorm)
+	return sameHeader(k, h.accessNorm) || sameHeader(k, h.customerNorm) || sameHeader(k, h.sessionNorm) ||
+		h.isIdentityHeader(k)
 }
 
 // cleanConnection removes from the Connection header every token that

@@ -12,7 +12,7 @@ func TestOutcomesListsEveryCode(t *testing.T) {
 		}
 		seen[o] = true
 	}
-	for _, want := range []string{outcomeOK, outcomeLogin, outcomeLogout, outcomePublic,
+	for _, want := range []string{outcomeOK, outcomeLogin, outcomeLogout, outcomePublic, outcomeJWKS,
 		errSessionRequired.code, errSessionInvalid.code, errReauthRequired.code, errStoreUnavailable.code,
 		errRebellUnavailable.code, errRebellRejected.code, errMethodNotAllowed.code} {
 		if !seen[want] {

@@ -20,15 +20,16 @@ import (
 type responseWriter struct {
 	http.ResponseWriter
 	norm        string // normalized access-token header name
+	norm2       string // normalized identity-assertion header name, or ""
 	wroteHeader bool
 }
 
 var responseWriterPool = sync.Pool{New: func() any { return new(responseWriter) }}
 
-func getResponseWriter(w http.ResponseWriter, norm string) *responseWriter {
+func getResponseWriter(w http.ResponseWriter, norm, norm2 string) *responseWriter {
 	rw := responseWriterPool.Get().(*responseWriter)
 	rw.ResponseWriter = w
-	rw.norm = norm
+	rw.norm, rw.norm2 = norm, norm2
 	return rw
 }
 
@@ -37,16 +38,21 @@ func putResponseWriter(rw *responseWriter) {
 	responseWriterPool.Put(rw)
 }
 
-// strip deletes the access-token header and trailers of that name.
+// strip deletes the access-token header (and the identity-assertion
+// header) and trailers of that name.
 func (w *responseWriter) strip() {
 	hd := w.ResponseWriter.Header()
 	for k := range hd {
-		if sameHeader(k, w.norm) ||
+		if w.forbidden(k) ||
 			len(k) > len(http.TrailerPrefix) && k[:len(http.TrailerPrefix)] == http.TrailerPrefix &&
-				sameHeader(k[len(http.TrailerPrefix):], w.norm) {
+				w.forbidden(k[len(http.TrailerPrefix):]) {
 			delete(hd, k)
 		}
 	}
+}
+
+func (w *responseWriter) forbidden(k string) bool {
+	return sameHeader(k, w.norm) || w.norm2 != "" && sameHeader(k, w.norm2)
 }
 
 // beforeBody strips the headers if the final header has not gone out yet.

@@ -227,7 +227,7 @@ func TestResponseOverNetwork(t *testing.T) {
 }
 
 func TestHijackNotSupported(t *testing.T) {
-	rw := getResponseWriter(httptest.NewRecorder(), "x-rebell-access-token")
+	rw := getResponseWriter(httptest.NewRecorder(), "x-rebell-access-token", "")
 	defer putResponseWriter(rw)
 	if _, _, err := rw.Hijack(); !errors.Is(err, http.ErrNotSupported) {
 		t.Errorf("Hijack on a recorder = %v, want ErrNotSupported", err)
@@ -250,7 +250,7 @@ func (p *plainWriter) WriteHeader(code int)        { p.code = code }
 
 func TestReadFromWithoutUnderlyingReaderFrom(t *testing.T) {
 	pw := &plainWriter{h: http.Header{"X-Rebell-Access-Token": {"t"}}}
-	rw := getResponseWriter(pw, "x-rebell-access-token")
+	rw := getResponseWriter(pw, "x-rebell-access-token", "")
 	defer putResponseWriter(rw)
 	n, err := rw.ReadFrom(strings.NewReader("hello"))
 	if err != nil || n != 5 || pw.body.String() != "hello" {
@@ -267,7 +267,7 @@ func TestReadFromWithoutUnderlyingReaderFrom(t *testing.T) {
 
 // TestWriterPoolReset: a pooled writer keeps nothing of its last request.
 func TestWriterPoolReset(t *testing.T) {
-	rw := getResponseWriter(httptest.NewRecorder(), "x")
+	rw := getResponseWriter(httptest.NewRecorder(), "x", "")
 	_, _ = rw.Write([]byte("x"))
 	putResponseWriter(rw)
 	if rw.ResponseWriter != nil || rw.wroteHeader || rw.norm != "" {
