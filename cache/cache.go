@@ -288,14 +288,14 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 	st := e.state.Load()
 	switch c.pol.classify(st, now) {
 	case fresh:
-		e.touch(ns)
+		c.mem.touch(e, ns)
 		return &st.grant, nil
 	case refreshAhead:
-		e.touch(ns)
+		c.mem.touch(e, ns)
 		c.joinRefresh(ctx, e, st, now, true) // start a refresh-ahead; do not wait for it
 		return &st.grant, nil
 	case mustRefresh:
-		e.touch(ns)
+		c.mem.touch(e, ns)
 		return c.awaitRefresh(ctx, e, st, now)
 	case reauth:
 		return nil, ErrReauthRequired

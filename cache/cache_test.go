@@ -388,6 +388,27 @@ func TestFullTierEndsLeastRecentlyUsed(t *testing.T) {
 	}
 }
 
+// TestActiveSessionOutlivesNewcomers: a session used since newer sessions
+// arrived is never the one ended for room, even when all of it happens within
+// a second (the resolution at which a busy session's last use is otherwise
+// recorded).
+func TestActiveSessionOutlivesNewcomers(t *testing.T) {
+	const max = 50
+	h := newHarness(t, func(c *Config) { c.MaxSessions = max; c.LoginDedupWindow = 0 })
+	first, _ := h.login(t, "first")
+	for i := range 3 * max {
+		h.clock.Advance(time.Millisecond)
+		h.login(t, fmt.Sprintf("code-%d", i))
+		h.clock.Advance(time.Millisecond)
+		if _, err := h.get(t, first); err != nil {
+			t.Fatalf("after login %d: the session used after every login: %v", i+1, err)
+		}
+		if n := h.Len(); n > max {
+			t.Fatalf("tier holds %d sessions, max %d", n, max)
+		}
+	}
+}
+
 // TestRistrettoDropsEndNothing: whatever ristretto drops (a refused or
 // dropped write, an eviction of its own), the session stays held and is
 // served.

@@ -19,7 +19,8 @@ type entry struct {
 	// state is the current token snapshot; never nil.
 	state atomic.Pointer[tokenState]
 	// lastUsed is when a request last used the session (Unix ns), written at
-	// most once per second.
+	// most once per second, and at the first use after a newer session
+	// entered the memory tier (see touch).
 	lastUsed atomic.Int64
 	// created is when the session was created (Unix ns).
 	created int64
@@ -96,10 +97,15 @@ func newEntry(k Key, st *tokenState, now time.Time) *entry {
 	return e
 }
 
-// touch records a use at now (Unix ns). It writes at most once per second, so
-// the requests of a busy session do not all write the same cache line.
-func (e *entry) touch(now int64) {
-	if now-e.lastUsed.Load() >= touchInterval {
+// touch records a use at now (Unix ns). newest is the latest last use of a
+// session the memory tier took in (memoryTier.newest). It writes at most once
+// per second, so the requests of a busy session do not all write the same
+// cache line, except that the first use after a session newer than the
+// recorded last use arrived always writes: a session used since the
+// newcomers arrived then reads as more recent than they do, and the least
+// recently used one ended for room is never it (docs/sessions.md).
+func (e *entry) touch(now, newest int64) {
+	if last := e.lastUsed.Load(); now-last >= touchInterval || last < newest {
 		e.lastUsed.Store(now)
 	}
 }

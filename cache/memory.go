@@ -46,6 +46,13 @@ type memoryTier struct {
 	roomMu   sync.Mutex
 	reserved int64
 	hooks    memoryHooks
+
+	// newest is the highest last use (Unix ns) of a session the tier took
+	// in; requests read it on every use (entry.touch), logins write it, so it
+	// has a cache line of its own.
+	_      [64]byte
+	newest atomic.Int64
+	_      [56]byte
 }
 
 // memoryHooks tell the Cache what the tier did on its own.
@@ -197,6 +204,9 @@ func (m *memoryTier) insert(e *entry, ttl time.Duration, r *room) error {
 	defer m.gate.leave(s)
 	e.until.Store(time.Now().Add(ttl).UnixNano())
 	m.roomMu.Lock()
+	if used := e.lastUsed.Load(); used > m.newest.Load() {
+		m.newest.Store(used) // under roomMu: never moves back
+	}
 	if r != nil && r.held {
 		m.reserved--
 		r.held = false
@@ -255,6 +265,9 @@ func (m *memoryTier) drop(e *entry) {
 		m.rc.Del(h)
 	}
 }
+
+// touch records a use of e at now (Unix ns); see entry.touch.
+func (m *memoryTier) touch(e *entry, now int64) { e.touch(now, m.newest.Load()) }
 
 // len is the number of sessions held.
 func (m *memoryTier) len() int { return m.idx.len() }

@@ -587,6 +587,7 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 		Timeout:           time.Duration(a.Timeout),
 		Retries:           *a.Retries,
 		HTTPClient:        a.httpClient,
+		Transport:         a.guard.transport,
 		MayRetry:          a.guard.MayRetry,
 		ClockSkew:         a.clockSkew(),
 		OnAttempt:         traceAttempt,

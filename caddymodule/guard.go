@@ -1,12 +1,14 @@
 package caddymodule
 
 import (
+	"net/http"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/rebell-gateway/caddy-rebell/guard"
+	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
 // guards keeps one guard of calls to Rebell per endpoint and client id
@@ -23,15 +25,24 @@ type guardKey struct {
 	endpoint, clientID string
 }
 
-// pooledGuard is a guard in the pool.
+// pooledGuard is a guard in the pool, with the transport of the calls it
+// admits.
 type pooledGuard struct {
 	*guard.Guard
 	key guardKey
+	// transport carries the applyToken calls of every config using the
+	// guard, so they reuse its connections, across reloads too. It keeps as
+	// many idle connections as the guard's largest bound: idle connections
+	// are at most the calls that were in flight at once, which the guard
+	// bounds by max_concurrent_calls, so the bound in force sizes the pool.
+	transport *http.Transport
 }
 
-// Destruct forgets the guard's metrics when no config uses it any more.
+// Destruct forgets the guard's metrics and closes its idle connections when
+// no config uses it any more.
 func (p *pooledGuard) Destruct() error {
 	forgetGuardMetrics(p.key)
+	p.transport.CloseIdleConnections()
 	return nil
 }
 
@@ -50,7 +61,7 @@ func (a *Auth) loadGuard() (*pooledGuard, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &pooledGuard{Guard: g, key: key}, nil
+		return &pooledGuard{Guard: g, key: key, transport: rebell.NewTransport(guard.MaxMaxConcurrent)}, nil
 	})
 	if err != nil {
 		return nil, err

@@ -53,8 +53,12 @@ type ClientConfig struct {
 	// jitter between attempts (0 means the defaults).
 	BackoffBase, BackoffMax time.Duration
 	// HTTPClient sends the requests. nil means a client of its own that
-	// follows no redirects.
+	// follows no redirects, over Transport.
 	HTTPClient *http.Client
+	// Transport carries the requests when HTTPClient is nil. Share one
+	// among the clients that call the same endpoint, so that connections
+	// are reused. nil means NewTransport(DefaultIdleConns) of its own.
+	Transport http.RoundTripper
 	// Now is the clock for Request-Time (nil means time.Now).
 	Now func() time.Time
 	// MayRetry, if set, is asked before each retry, before and after the
@@ -146,7 +150,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		c.now = time.Now
 	}
 	if c.httpClient == nil {
-		c.httpClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error {
+		rt := cfg.Transport
+		if rt == nil {
+			rt = NewTransport(DefaultIdleConns)
+		}
+		c.httpClient = &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		}}
 	}
@@ -166,6 +174,23 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	c.uri = target.RequestURI()
 	c.cancelURL = cancelURL(u)
 	return c, nil
+}
+
+// DefaultIdleConns is how many idle connections toward Rebell the transport
+// of a Client made without one keeps: the default bound of applyToken calls
+// in flight (docs/rebell-calls.md).
+const DefaultIdleConns = 64
+
+// NewTransport returns a transport for applyToken calls that keeps up to
+// idle connections open between calls, so that a call does not pay for a
+// new TCP (and TLS) connection while at most that many run at once (Go's
+// default transport keeps 2 per host). Otherwise it is http.DefaultTransport's
+// configuration (proxy from the environment, dial and TLS timeouts).
+func NewTransport(idle int) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = idle
+	t.MaxIdleConnsPerHost = idle
+	return t
 }
 
 // isLoopback reports whether host (without port or brackets) is localhost,

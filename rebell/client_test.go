@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -568,5 +569,39 @@ func TestClientMayRetry(t *testing.T) {
 		} else {
 			resp.Body.Close()
 		}
+	}
+}
+
+// TestClientReusesConnections: calls made a few at a time, over and over,
+// reuse the connections of earlier calls instead of opening new ones (Go's
+// default transport would keep only 2 of them idle).
+func TestClientReusesConnections(t *testing.T) {
+	const conc, rounds = 8, 5
+	e := newEnv(t, "")
+	var opened atomic.Int64
+	srv := httptest.NewUnstartedServer(e.srv.Config.Handler)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			opened.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	e.srv = srv
+	c := e.client(t, nil)
+	for range rounds {
+		var wg sync.WaitGroup
+		for range conc {
+			code, _ := e.sb.IssueAuthCode("")
+			wg.Go(func() {
+				if _, err := c.ExchangeAuthCode(context.Background(), rebell.NewSecret(code)); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	if n := opened.Load(); n > conc {
+		t.Fatalf("%d connections opened for %d calls, %d at a time", n, conc*rounds, conc)
 	}
 }
