@@ -96,10 +96,28 @@ type Config struct {
 	// "ended_elsewhere" (another instance ended it). Sessions dropped by
 	// Close are not reported.
 	OnSessionEnded func(reason string)
+	// Revoke, if set, is called once for each session whose end the
+	// gateway decides: a Logout (RevokeLogout), an EndCustomer
+	// (RevokeCustomer) and, without a Store, a session ended to make room
+	// in the full memory tier (RevokeEvicted). It gets the session's
+	// current tokens (with a Store, those of the record whose end this
+	// cache stored), so that they are cancelled at Rebell
+	// (docs/contract.md, revoke). Logout and EndCustomer call it before
+	// they return; it must only queue the cancel, never call Rebell. Ends
+	// Rebell decided (a dead refresh token), expiries, idle ends and ends
+	// announced by other instances do not call it.
+	Revoke func(ctx context.Context, tokens session.Cancel, reason string)
 	// OnSessionsChanged, if set, is called with the number of sessions in
 	// memory after it changes. It is called with an internal lock held: it
 	// must be quick and must not call the Cache other than Len.
 	OnSessionsChanged func(n int)
+	// Carry, if set, gives work a request starts in one of the cache's own
+	// goroutines (a login, a refresh) what it keeps of the request's
+	// context: the gateway passes its tracing span on this way
+	// (docs/operations.md, "Tracing"). background is true for work the
+	// request does not wait for (refresh-ahead). It returns the context
+	// the work runs with, derived from work.
+	Carry func(from, work context.Context, background bool) context.Context
 }
 
 // Cache holds the gateway's sessions and keeps their tokens fresh
@@ -111,6 +129,7 @@ type Cache struct {
 	onLogin   func(string)
 	onRefresh func(string)
 	onEnded   func(string)
+	carry     func(from, work context.Context, background bool) context.Context
 
 	mem    *memoryTier
 	logins loginMemo
@@ -157,10 +176,12 @@ func New(cfg Config) (*Cache, error) {
 			retryCooldown:  orDefault(cfg.RetryCooldown, DefaultRetryCooldown),
 			now:            cfg.Now,
 			log:            cfg.Logger,
+			revoke:         cfg.Revoke,
 		},
 		onLogin:   cfg.OnLogin,
 		onRefresh: cfg.OnRefresh,
 		onEnded:   cfg.OnSessionEnded,
+		carry:     cfg.Carry,
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -271,7 +292,7 @@ func (c *Cache) Get(ctx context.Context, k Key) (*Grant, error) {
 		return &st.grant, nil
 	case refreshAhead:
 		c.mem.touch(e, ns)
-		c.joinRefresh(e, st, now, true) // start a refresh-ahead; do not wait for it
+		c.joinRefresh(ctx, e, st, now, true) // start a refresh-ahead; do not wait for it
 		return &st.grant, nil
 	case mustRefresh:
 		c.mem.touch(e, ns)
@@ -296,8 +317,11 @@ func (c *Cache) Logout(ctx context.Context, k Key) error {
 	customer := ""
 	e := c.mem.get(&k)
 	if e != nil {
-		customer = e.state.Load().grant.CustomerID
-		c.endCopy(e, "logout", zapcore.InfoLevel)
+		st := e.state.Load()
+		customer = st.grant.CustomerID
+		if c.endCopy(e, "logout", zapcore.InfoLevel) && c.memoryOnlyBack() {
+			c.revokeState(ctx, st, RevokeLogout)
+		}
 	}
 	return c.back.logout(ctx, k, e != nil, customer)
 }
@@ -312,6 +336,9 @@ func (c *Cache) EndCustomer(ctx context.Context, customerID string) (int, error)
 		if c.endCopy(e, "customer", zapcore.InfoLevel) {
 			ended[e.key] = true
 			n++
+			if c.memoryOnlyBack() {
+				c.revokeState(ctx, e.state.Load(), RevokeCustomer)
+			}
 		}
 	}
 	serr := c.back.endCustomer(ctx, customerID, ended, &n)
@@ -356,6 +383,15 @@ func (c *Cache) spawn(f func(ctx context.Context)) bool {
 		f(c.ctx)
 	}()
 	return true
+}
+
+// spawnFor is spawn for work that the request of ctx starts: the work's
+// context gets what Config.Carry keeps of ctx.
+func (c *Cache) spawnFor(ctx context.Context, background bool, f func(ctx context.Context)) bool {
+	if c.carry == nil {
+		return c.spawn(f)
+	}
+	return c.spawn(func(work context.Context) { f(c.carry(ctx, work, background)) })
 }
 
 // closing reports whether Close has begun.
@@ -442,6 +478,6 @@ func (c *Cache) reportEnd(e *entry, reason string, level zapcore.Level) {
 	}
 	if ce := c.log.Check(level, "rebell session ended"); ce != nil {
 		age := c.now().Sub(time.Unix(0, e.created)).Round(time.Second)
-		ce.Write(zap.String("session", e.key.Tag()), zap.String("reason", reason), zap.Duration("age", age))
+		ce.Write(zap.String("session", e.key.Tag()), zap.String("reason", reason), zap.Float64("age_seconds", age.Seconds()))
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/revoke"
 	"github.com/rebell-gateway/caddy-rebell/session"
 )
 
@@ -39,6 +40,9 @@ type fakeServer struct {
 	afterLoad func(Key)
 
 	ends atomic.Int64 // End calls
+
+	// cancels are the pending cancels every instance shares.
+	cancels *revoke.MemoryQueue
 
 	down  atomic.Bool  // every call fails
 	calls atomic.Int64 // calls made
@@ -70,6 +74,7 @@ func newFakeServer(clock *fakeClock) *fakeServer {
 		logins:    map[string]fakeMemo{},
 		endMarks:  map[Key]time.Time{},
 		garbled:   map[Key]bool{},
+		cancels:   revoke.NewMemoryQueue(),
 	}
 }
 
@@ -100,7 +105,7 @@ func (s *fakeServer) waitDeleted(t testing.TB, k Key) {
 var errGarbled = fmt.Errorf("fake store: %w: a key holds another type", session.ErrRecordCorrupt)
 
 // store returns a new instance's view of the server.
-func (s *fakeServer) store() *fakeStore { return &fakeStore{s: s} }
+func (s *fakeServer) store() *fakeStore { return &fakeStore{s: s, PendingCancels: s.cancels} }
 
 // enter counts a call and fails it when the server is down; it returns with
 // mu held otherwise.
@@ -184,6 +189,8 @@ func (s *fakeServer) version(k Key) uint64 {
 }
 
 type fakeStore struct {
+	// PendingCancels are the server's, shared by every instance.
+	session.PendingCancels
 	s      *fakeServer
 	mu     sync.Mutex
 	fn     func(session.Event)

@@ -89,6 +89,9 @@ type settings struct {
 	ids *session.IDs
 	// ctx is the parent of the cache's own work; Close cancels it.
 	ctx context.Context
+	// revoke queues the cancel at Rebell of a session the gateway ended
+	// (Config.Revoke); nil is none.
+	revoke func(context.Context, session.Cancel, string)
 }
 
 // host is what a layer may do to the sessions the cache holds, and nothing
@@ -178,6 +181,9 @@ func (m *memoryOnly) evicted(e *entry) {
 		return
 	}
 	m.h.reportEnd(e, "evicted", zapcore.InfoLevel)
+	if m.ctx.Err() == nil { // Close drops every session; that ends none
+		m.revokeState(context.Background(), e.state.Load(), RevokeEvicted)
+	}
 	if n, ok := m.roomWarn.allow(m.now()); ok {
 		m.log.Warn("rebell memory tier full (max_sessions): sessions used least recently ended to make room",
 			zap.Int("sessions", n))

@@ -40,7 +40,7 @@ func (c *Cache) Login(ctx context.Context, authCode rebell.Secret) (sessionID st
 	h := sha256.Sum256([]byte(authCode.Reveal()))
 	call, joined := c.logins.join(h, c.now().UnixNano())
 	if !joined {
-		if !c.spawn(func(ctx context.Context) { c.runLogin(ctx, h, call, authCode) }) {
+		if !c.spawnFor(ctx, false, func(ctx context.Context) { c.runLogin(ctx, h, call, authCode) }) {
 			c.logins.finish(h, call, "", nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, errClosed), 0)
 		}
 	}

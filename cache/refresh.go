@@ -33,7 +33,10 @@ type refreshCall struct {
 //   - cur != st: a refresh finished since the caller read st; judge cur;
 //   - otherwise none was started: the session ended, the cache is closing,
 //     or (background) the last refresh failed within RetryCooldown.
-func (c *Cache) joinRefresh(e *entry, st *tokenState, now time.Time, background bool) (call *refreshCall, cur *tokenState) {
+//
+// ctx is the request's: a refresh it starts keeps what Config.Carry keeps of
+// it (its trace).
+func (c *Cache) joinRefresh(ctx context.Context, e *entry, st *tokenState, now time.Time, background bool) (call *refreshCall, cur *tokenState) {
 	// Lock-free first: requests in the refresh-ahead window pass here while a
 	// refresh runs or a failure is recent.
 	if call := e.flight.Load(); call != nil {
@@ -58,7 +61,7 @@ func (c *Cache) joinRefresh(e *entry, st *tokenState, now time.Time, background 
 		return nil, st
 	}
 	call = &refreshCall{done: make(chan struct{}), background: background}
-	if !c.spawn(func(ctx context.Context) { c.runRefresh(ctx, e, st, call) }) {
+	if !c.spawnFor(ctx, background, func(ctx context.Context) { c.runRefresh(ctx, e, st, call) }) {
 		return nil, st
 	}
 	e.flight.Store(call)
@@ -70,7 +73,7 @@ func (c *Cache) joinRefresh(e *entry, st *tokenState, now time.Time, background 
 // for ctx.
 func (c *Cache) awaitRefresh(ctx context.Context, e *entry, st *tokenState, now time.Time) (*Grant, error) {
 	for {
-		call, cur := c.joinRefresh(e, st, now, false)
+		call, cur := c.joinRefresh(ctx, e, st, now, false)
 		switch {
 		case call != nil:
 			select {
@@ -246,8 +249,8 @@ func (c *Cache) noteWindow(e *entry, st *tokenState) {
 	}
 	c.log.Info("rebell refresh_ahead shortened to half the access token's lifetime",
 		zap.String("session", e.key.Tag()),
-		zap.Duration("refresh_ahead", c.pol.refreshAhead), zap.Duration("used", w),
-		zap.Duration("access_token_lifetime", st.lifetime.Round(time.Second)))
+		zap.Float64("refresh_ahead_seconds", c.pol.refreshAhead.Seconds()), zap.Float64("used_seconds", w.Seconds()),
+		zap.Float64("access_token_lifetime_seconds", st.lifetime.Round(time.Second).Seconds()))
 }
 
 func (c *Cache) reportRefresh(e *entry, st *tokenState, err error, kind rebell.Kind) {

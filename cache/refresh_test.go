@@ -387,7 +387,7 @@ func TestJoinRefreshSeesStateChangedMeanwhile(t *testing.T) {
 	h.atAccessExpiry(g, 0)
 	fresh := mustGet(t, h, k)
 
-	call, cur := h.joinRefresh(e, stale, h.clock.Now(), false)
+	call, cur := h.joinRefresh(context.Background(), e, stale, h.clock.Now(), false)
 	if call != nil || &cur.grant != fresh {
 		t.Fatalf("joinRefresh with a stale state = %v, %v; want the current state", call, cur)
 	}

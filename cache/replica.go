@@ -221,20 +221,28 @@ func (r *replica) logout(ctx context.Context, k Key, held bool, customer string)
 	}
 	ctx, cancel := r.storeCtx(ctx)
 	defer cancel()
-	if customer == "" {
-		rec, err := r.store.Load(ctx, k, time.Time{}, 0)
+	var rec *session.Record
+	if customer == "" || r.revoke != nil {
+		// The record holds the session's current tokens, which its end
+		// cancels at Rebell, whatever this instance's copy held.
+		var err error
+		rec, err = r.store.Load(ctx, k, time.Time{}, 0)
 		switch {
 		case err != nil && !errors.Is(err, session.ErrRecordCorrupt):
 			return storeError(err)
-		case err == nil && rec == nil:
+		case err == nil && rec == nil && customer == "":
 			r.rememberUnknown(k)
 			return nil
-		case err == nil:
+		case err == nil && rec != nil && customer == "":
 			customer = rec.CustomerID
 		}
 	}
-	if _, err := r.store.End(ctx, k, customer); err != nil {
+	deleted, err := r.store.End(ctx, k, customer)
+	if err != nil {
 		return storeError(err)
+	}
+	if deleted {
+		r.revokeRecord(ctx, rec, RevokeLogout)
 	}
 	r.endedHere(k, "logout")
 	return nil
@@ -270,9 +278,21 @@ func (r *replica) endCustomer(ctx context.Context, customerID string, ended map[
 		}
 	}
 	for _, k := range keys {
+		var rec *session.Record
+		if r.revoke != nil {
+			// Its current tokens, for the cancel at Rebell; a record that
+			// cannot be read is ended without one.
+			var err error
+			if rec, err = r.store.Load(ctx, k, time.Time{}, 0); err != nil && !errors.Is(err, session.ErrRecordCorrupt) {
+				return storeError(err)
+			}
+		}
 		ok, err := r.store.End(ctx, k, customerID)
 		if err != nil {
 			return storeError(err)
+		}
+		if ok {
+			r.revokeRecord(ctx, rec, RevokeCustomer)
 		}
 		r.endedHere(k, "customer")
 		if ok && !ended[k] {

@@ -18,6 +18,7 @@ func init() {
 //
 //	GET    /rebell/sessions                      → {"sessions": <n in memory>}
 //	DELETE /rebell/customers/<customerId>/sessions → ends every session of that customer
+//	GET    /rebell/ready                         → 200 or 503 with each instance's checks (ready.go)
 //
 // They never show a token, a session id or a customer id that was not asked for.
 type adminAPI struct{}
@@ -35,6 +36,7 @@ func (adminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{
 		{Pattern: "/rebell/sessions", Handler: caddy.AdminHandlerFunc(handleSessions)},
 		{Pattern: "/rebell/customers/", Handler: caddy.AdminHandlerFunc(handleCustomerSessions)},
+		{Pattern: "/rebell/ready", Handler: caddy.AdminHandlerFunc(handleReady)},
 	}
 }
 

@@ -17,7 +17,9 @@ import (
 	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/handler"
+	"github.com/rebell-gateway/caddy-rebell/probe"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/revoke"
 	"github.com/rebell-gateway/caddy-rebell/session"
 	"github.com/rebell-gateway/caddy-rebell/store/redisstore"
 )
@@ -66,7 +68,9 @@ type Auth struct {
 
 	// Path of the merchant's RSA private key (2048 bits or more): PEM PKCS#1,
 	// PEM PKCS#8 or bare base64 DER. Exactly one of private_key_file and
-	// private_key is required.
+	// private_key is required. Key files are read when the config is
+	// provisioned (caddy validate, run, reload), not by caddy adapt, so the
+	// adapted JSON carries the path and never the key.
 	PrivateKeyFile string `json:"private_key_file,omitempty"`
 
 	// The merchant's private key inline, in the same formats, e.g.
@@ -194,6 +198,20 @@ type Auth struct {
 	// modes.
 	Errors string `json:"errors,omitempty"`
 
+	// Whether an end the gateway decides also ends the authorization at
+	// Rebell: a Mini App logout, an admin end of a customer's sessions and
+	// a session dropped to make room in a full memory tier cancel the
+	// session's current access token (cancelToken), which revokes its
+	// refresh token too. Ends Rebell decided (a dead refresh token) and
+	// expired sessions call nothing. The cancel never delays the answer: it
+	// runs in the background, through the same guard as applyToken but
+	// never in a request's way, retried with backoff (at most 30 s apart)
+	// until Rebell answers for good or the tokens expire; with store redis
+	// it is kept in Redis until then, and another instance finishes it if
+	// this one stops (docs/contract.md, revoke). "on" or "off".
+	// Default: on.
+	Revoke string `json:"revoke,omitempty"`
+
 	logger   *zap.Logger
 	handler  *handler.Handler
 	cache    *pooledCache
@@ -207,6 +225,9 @@ type Auth struct {
 
 	guard    *pooledGuard
 	guardKey *guardKey // set once this config holds a reference to guard
+
+	skew    *pooledSkew
+	skewKey *guardKey // set once this config holds a reference to skew
 }
 
 // CaddyModule returns the Caddy module information.
@@ -223,23 +244,50 @@ func (Auth) CaddyModule() caddy.ModuleInfo {
 type pooledCache struct {
 	*cache.Cache
 	exchanger *swapExchanger
+	// revoker cancels the tokens of the sessions the cache ends, while
+	// revoke (the newest config's revoke setting) is on; pending is its
+	// last count of pending cancels, for the gauge.
+	revoker *revoke.Revoker
+	revoke  atomic.Bool
+	pending atomic.Int64
+	// storeProbe PINGs the shared store for /rebell/ready; nil without one.
+	storeProbe *probe.Prober
 }
 
-// Destruct stops the cache when the last config using it is unloaded.
+// Destruct stops the revoker and the cache when the last config using them
+// is unloaded. The revoker goes first: the cache closes the store it uses.
 func (p *pooledCache) Destruct() error {
+	p.revoker.Close()
+	if p.storeProbe != nil {
+		p.storeProbe.Stop()
+	}
 	p.Close()
 	return nil
+}
+
+// queueCancel queues the cancel of the tokens of a session the cache ended
+// for reason, if revoke is on.
+func (p *pooledCache) queueCancel(ctx context.Context, tok session.Cancel, reason string) {
+	if p.revoke.Load() {
+		p.revoker.Enqueue(ctx, tok, reason)
+	}
 }
 
 // swapExchanger forwards to the Rebell client of the newest config.
 type swapExchanger struct{ client atomic.Pointer[rebell.Client] }
 
 func (s *swapExchanger) ExchangeAuthCode(ctx context.Context, code rebell.Secret) (*rebell.Token, error) {
+	markAdmitted(ctx) // the guard let it through (tracing.go)
 	return s.client.Load().ExchangeAuthCode(ctx, code)
 }
 
 func (s *swapExchanger) Refresh(ctx context.Context, rt rebell.Secret) (*rebell.Token, error) {
+	markAdmitted(ctx)
 	return s.client.Load().Refresh(ctx, rt)
+}
+
+func (s *swapExchanger) CancelToken(ctx context.Context, at rebell.Secret) error {
+	return s.client.Load().CancelToken(ctx, at)
 }
 
 // Provision sets defaults, loads the keys, builds the Rebell client and finds
@@ -247,6 +295,7 @@ func (s *swapExchanger) Refresh(ctx context.Context, rt rebell.Secret) (*rebell.
 func (a *Auth) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	registerMetrics(ctx.GetMetricsRegistry())
+	registerSkewMetrics(ctx.GetMetricsRegistry())
 	repl := caddy.NewReplacer()
 	for _, f := range []*string{
 		&a.Endpoint, &a.ClientID, &a.PrivateKeyFile, &a.PrivateKey, &a.RebellPublicKeyFile, &a.RebellPublicKey,
@@ -268,6 +317,9 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 
 	var err error
 	if a.guard, err = a.loadGuard(); err != nil {
+		return err
+	}
+	if a.skew, err = a.loadClockSkew(); err != nil {
 		return err
 	}
 	client, err := a.newClient()
@@ -292,18 +344,45 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		var store session.Store
+		var (
+			store      session.Store
+			redisStore *redisstore.Store
+		)
 		if a.storeCfg != nil {
 			st, err := newStore(a.storeCfg, a.logger.Named("store"))
 			if err != nil {
 				return nil, err
 			}
-			store = st
+			store, redisStore = tracedStore{st}, st
+		}
+		guarded := guard.NewExchanger(ex, a.guard.Guard)
+		p := &pooledCache{exchanger: ex}
+		var queue session.PendingCancels
+		if store != nil {
+			queue = store
+		}
+		if p.revoker, err = revoke.New(revoke.Config{
+			Queue:     queue,
+			Canceller: guarded,
+			Refresher: guarded,
+			Logger:    a.logger,
+			OnResult:  func(result string) { metrics.cancels.WithLabelValues(result).Inc() },
+			OnPending: func(n int) { p.pending.Store(int64(n)) },
+		}); err != nil {
+			if store != nil {
+				_ = store.Close()
+			}
+			return nil, err
+		}
+		if store != nil {
+			// The revoker hears the store's announcements of pending
+			// cancels; the cache hears the rest.
+			store = p.revoker.Watch(store)
 		}
 		c, err := cache.New(cache.Config{
 			Store:            store,
 			SessionKeys:      sessionKeys,
-			Exchanger:        guard.NewExchanger(ex, a.guard.Guard),
+			Exchanger:        &tracingExchanger{next: guarded, breaker: a.guard.State},
 			MaxSessions:      a.MaxSessions,
 			RefreshAhead:     time.Duration(a.RefreshAhead),
 			IdleTimeout:      time.Duration(a.IdleTimeout),
@@ -312,6 +391,8 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			OnLogin:          func(result string) { metrics.logins.WithLabelValues(result).Inc() },
 			OnRefresh:        func(result string) { metrics.refreshes.WithLabelValues(result).Inc() },
 			OnSessionEnded:   func(reason string) { metrics.ended.WithLabelValues(reason).Inc() },
+			Revoke:           p.queueCancel,
+			Carry:            carrySpan, // a request's trace goes with the work it starts (tracing.go)
 		})
 		if err != nil {
 			if store != nil {
@@ -319,7 +400,10 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			}
 			return nil, err
 		}
-		return &pooledCache{Cache: c, exchanger: ex}, nil
+		p.Cache = c
+		p.storeProbe = startStoreProbe(redisStore)
+		p.revoker.Start()
+		return p, nil
 	}))
 	if err != nil {
 		return err
@@ -356,6 +440,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 	// Only now that everything is in place does this config's client serve
 	// the (possibly shared) cache, and its bound apply to the shared guard.
 	a.cache.exchanger.client.Store(client)
+	a.cache.revoke.Store(a.Revoke == "on")
 	return a.guard.SetLimit(a.MaxConcurrentCalls)
 }
 
@@ -404,6 +489,9 @@ func (a *Auth) setDefaults() {
 	}
 	if a.CustomerIDHeader == "" {
 		a.CustomerIDHeader = handler.DefaultCustomerIDHeader
+	}
+	if a.Revoke == "" {
+		a.Revoke = "on"
 	}
 }
 
@@ -463,6 +551,8 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 		HTTPClient:        a.httpClient,
 		Transport:         a.guard.transport,
 		MayRetry:          a.guard.MayRetry,
+		ClockSkew:         a.clockSkew(),
+		OnAttempt:         traceAttempt,
 		Observe: func(grantType, _ string, took time.Duration) {
 			metrics.applyToken.WithLabelValues(grantType).Observe(took.Seconds())
 		},
@@ -477,7 +567,7 @@ func (a *Auth) newClient() (*rebell.Client, error) {
 // stops when no config uses it any more.
 func (a *Auth) Cleanup() error {
 	a.releaseIdentity()
-	gerr := a.releaseGuard()
+	gerr := errors.Join(a.releaseGuard(), a.releaseClockSkew())
 	if !a.pooled {
 		return gerr
 	}

@@ -55,6 +55,8 @@ const (
 // defaults were applied, and the shape of the public paths.
 func (a *Auth) checkBounds() error {
 	switch {
+	case a.Revoke != "on" && a.Revoke != "off":
+		return fmt.Errorf("revoke: %q is not on or off", a.Revoke)
 	case *a.KeyVersion < 0 || *a.KeyVersion > maxKeyVersion:
 		return fmt.Errorf("key_version: %d is not between 0 and %d", *a.KeyVersion, maxKeyVersion)
 	case *a.Retries < 0 || *a.Retries > maxRetries:

@@ -209,6 +209,13 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := a.unmarshalStore(d); err != nil {
 				return err
 			}
+		case "revoke":
+			if err := oneArg(d, &a.Revoke); err != nil {
+				return err
+			}
+			if a.Revoke != "on" && a.Revoke != "off" {
+				return d.Errf("revoke: %q is not on or off", a.Revoke)
+			}
 		case "identity_assertion":
 			if err := a.unmarshalIdentity(d); err != nil {
 				return err
@@ -232,11 +239,7 @@ func (a *Auth) unmarshalPublicKey(d *caddyfile.Dispenser, sub string) error {
 		return d.ArgErr()
 	}
 	for _, v := range vals {
-		if sub == "rebell_public_key_file" {
-			if err := checkFile(d, sub, v); err != nil {
-				return err
-			}
-		}
+		// A file is read at provisioning, not here (see fileArg).
 		if *single == "" {
 			*single = v
 		} else {

@@ -79,7 +79,7 @@ func TestAuthCaddyfileBad(t *testing.T) {
 		"zero sessions":    {"rebell_auth {\n\tmax_sessions 0\n}", "max_sessions: 0 is not between 1 and 100000000"},
 		"bad algorithm":    {"rebell_auth {\n\tsignature_algorithm SHA1withRSA\n}", "is not RSA256 or SHA256withRSA"},
 		"bad version":      {"rebell_auth {\n\tapi_version v3\n}", `api_version: "v3" is not v1 or v2`},
-		"missing file":     {"rebell_auth {\n\tclient_id x\n\tprivate_key_file /nonexistent/merchant.pem\n}", "private_key_file: open /nonexistent/merchant.pem: no such file or directory, at Testfile:3"},
+		"empty file":       {"rebell_auth {\n\tclient_id x\n\tprivate_key_file \"\"\n}", "private_key_file: empty path, at Testfile:3"},
 		"duplicate":        {"rebell_auth {\n\tclient_id x\n\tclient_id y\n}", "client_id: already set on line 2, at Testfile:3"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -106,7 +106,7 @@ func TestSandboxCaddyfile(t *testing.T) {
 		"unknown":      {"rebell_sandbox {\n\tclient_secret x\n}", "unrecognized subdirective client_secret, at Testfile:2"},
 		"bad duration": {"rebell_sandbox {\n\tauth_code_ttl 5 minutes\n}", "auth_code_ttl takes one argument, at Testfile:2"},
 		"not duration": {"rebell_sandbox {\n\taccess_token_ttl forever\n}", `access_token_ttl: invalid duration "forever"`},
-		"missing file": {"rebell_sandbox {\n\tprivate_key_file /nope.pem\n}", "private_key_file: open /nope.pem: no such file or directory, at Testfile:2"},
+		"empty file":   {"rebell_sandbox {\n\tprivate_key_file \"\"\n}", "private_key_file: empty path, at Testfile:2"},
 		"inline arg":   {"rebell_sandbox x", "wrong argument count"},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -36,7 +36,7 @@ Helpers for a merchant setting up the rebell_auth gateway:
 				Short: "Writes a new merchant RSA key pair for Rebell",
 				Long: `
 Generates an RSA key pair and writes three files into --dir (default: the
-current directory):
+current directory; created with mode 0700 if missing):
 
   merchant-private.pem  PKCS#8 PEM, mode 0600: the gateway's private_key_file
   merchant-public.pem   PKIX PEM
@@ -55,7 +55,7 @@ It refuses to overwrite any of them.
 			cmd.AddCommand(keygen)
 
 			check := &cobra.Command{
-				Use:   "check --config <path> [--adapter <name>]",
+				Use:   "check [--config <path>] [--adapter <name>]",
 				Short: "Checks each rebell_auth's Rebell settings with one real applyToken call",
 				Long: `
 Loads the config without serving it and, for each rebell_auth directive, makes
@@ -64,6 +64,8 @@ shows whether the client id, the merchant key and key version, the Rebell
 public key and this machine's clock are right; the command says which is
 wrong if one is. It prints no key, token or auth code.
 
+Without --config it reads ./Caddyfile, as caddy validate does.
+
 Exit status 0 when every rebell_auth passes, 1 otherwise.
 `,
 				Args: cobra.NoArgs,
@@ -71,7 +73,7 @@ Exit status 0 when every rebell_auth passes, 1 otherwise.
 					return runCheck(os.Stdout, fl.String("config"), fl.String("adapter"))
 				}),
 			}
-			check.Flags().StringP("config", "c", "", "Configuration file (required)")
+			check.Flags().StringP("config", "c", "", "Configuration file (default: ./Caddyfile)")
 			check.Flags().StringP("adapter", "a", "", "Name of config adapter to apply")
 			cmd.AddCommand(check)
 		},
@@ -89,6 +91,9 @@ func runKeygen(w io.Writer, dir string, bits int) (int, error) {
 			return a
 		}
 		return p
+	}
+	if kp.CreatedDir != "" {
+		fmt.Fprintf(w, "Created the directory %s (mode 0700).\n", abs(kp.CreatedDir))
 	}
 	fmt.Fprintf(w, `Wrote a %d-bit RSA key pair:
 
@@ -120,7 +125,11 @@ Next steps:
 // runCheck is `caddy rebell check`.
 func runCheck(w io.Writer, configFile, adapter string) (int, error) {
 	if configFile == "" {
-		return 1, errors.New("--config is required")
+		// As caddy validate does: the Caddyfile of the current directory.
+		if _, err := os.Stat("Caddyfile"); err != nil {
+			return 1, errors.New("input file required when there is no Caddyfile in the current directory (use --config)")
+		}
+		configFile = "Caddyfile"
 	}
 	cfgJSON, _, _, err := caddycmd.LoadConfig(configFile, adapter)
 	if err != nil {

@@ -88,7 +88,7 @@ func onGuardTransition(logger *zap.Logger, key guardKey, t guard.Transition) {
 	switch t.To {
 	case guard.Open:
 		logger.Warn("rebell circuit breaker open: no applyToken calls until the probe",
-			append(fields, zap.Duration("open_for", t.OpenFor), zap.Time("probe_at", time.Now().Add(t.OpenFor)))...)
+			append(fields, zap.Float64("open_for_seconds", t.OpenFor.Seconds()), zap.Time("probe_at", time.Now().Add(t.OpenFor)))...)
 	case guard.Closed:
 		logger.Info("rebell circuit breaker closed: applyToken calls resume", fields...)
 	default:

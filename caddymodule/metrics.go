@@ -19,6 +19,8 @@ var metrics = struct {
 	applyToken *prometheus.HistogramVec
 	sessions   prometheus.GaugeFunc
 	ended      *prometheus.CounterVec
+	cancels    *prometheus.CounterVec
+	pending    prometheus.GaugeFunc
 }{
 	logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "rebell", Name: "logins_total",
@@ -45,6 +47,14 @@ var metrics = struct {
 		Namespace: "caddy", Subsystem: "rebell", Name: "sessions_ended_total",
 		Help: "Sessions ended in this instance's memory by reason: logout, customer, idle, expired, evicted (max_sessions reached), refresh_token_dead, record_corrupt, ended_elsewhere.",
 	}, []string{"reason"}),
+	cancels: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "rebell", Name: "cancels_total",
+		Help: "Tries to cancel the tokens of a session the gateway ended (docs/contract.md, revoke), by result: a Rebell resultCode of cancelToken (other_result_code for one the gateway does not know), transport_error, bad_signature, bad_response, http_error, refused (the guard sent nothing), and given_up once per cancel given up.",
+	}, []string{"result"}),
+	pending: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "rebell", Name: "pending_cancels",
+		Help: "Cancels of ended sessions' tokens not confirmed by Rebell yet: with store redis, those of every instance.",
+	}, func() float64 { return float64(pendingCancels()) }),
 }
 
 // requestOutcomes are the outcomes a request can have (handler.Outcomes).
@@ -78,6 +88,7 @@ func registerMetrics(reg *prometheus.Registry) {
 	registerMu.Lock()
 	defer registerMu.Unlock()
 	for _, c := range []prometheus.Collector{metrics.logins, metrics.refreshes, metrics.requests, metrics.applyToken, metrics.sessions, metrics.ended,
+		metrics.cancels, metrics.pending,
 		guardMetrics.transitions, guardMetrics.refused, guardMetrics.gauges} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
@@ -95,6 +106,19 @@ func sessionsInMemory() int {
 	caches.Range(func(_, v any) bool {
 		if c, ok := v.(*pooledCache); ok {
 			n += c.Len()
+		}
+		return true
+	})
+	return n
+}
+
+// pendingCancels sums the pending cancels of every live token cache's
+// revoker, as each last counted them.
+func pendingCancels() int64 {
+	var n int64
+	caches.Range(func(_, v any) bool {
+		if c, ok := v.(*pooledCache); ok {
+			n += c.pending.Load()
 		}
 		return true
 	})

@@ -53,6 +53,7 @@ var poolSettings = map[string]poolSetting{
 	"max_concurrent_calls":    {false, func(a *Auth) { a.MaxConcurrentCalls = 8 }},
 	"public":                  {false, func(a *Auth) { a.Public = []string{"/health"} }},
 	"errors":                  {false, func(a *Auth) { a.Errors = "caddy" }},
+	"revoke":                  {false, func(a *Auth) { a.Revoke = "off" }},
 	"identity_assertion": {false, func(a *Auth) {
 		a.IdentityAssertion = &IdentityAssertion{SigningKeyFile: "/etc/caddy/rebell/identity.pem"}
 	}},

@@ -12,14 +12,37 @@ import (
 // and sends nothing to Rebell. Whatever the breaker decides meanwhile, a
 // call that was let through runs to its end and its result is returned:
 // a refresh token sent to Rebell is never thrown away by the Guard.
+//
+// It is also a rebell.TokenCanceller when next is one (see CancelToken).
 type Exchanger struct {
-	next  rebell.TokenExchanger
-	guard *Guard
+	next   rebell.TokenExchanger
+	cancel rebell.TokenCanceller // next, if it cancels; else nil
+	guard  *Guard
 }
 
 // NewExchanger returns next guarded by g.
 func NewExchanger(next rebell.TokenExchanger, g *Guard) *Exchanger {
-	return &Exchanger{next: next, guard: g}
+	c, _ := next.(rebell.TokenCanceller)
+	return &Exchanger{next: next, cancel: c, guard: g}
+}
+
+// CancelToken calls the wrapped CancelToken as background work that the
+// breaker does not hear (Guard.AcquireQuiet): it runs only while the
+// breaker is closed, never waits for a slot or takes one a waiting request
+// needs, never is the half-open probe, and its outcome is not counted, so
+// cancels neither open the breaker on their own nor keep it closed
+// (docs/rebell-calls.md). A refusal is a *Refusal; the caller retries
+// later. It fails with KindConfiguration when next does not cancel.
+func (x *Exchanger) CancelToken(ctx context.Context, accessToken rebell.Secret) error {
+	if x.cancel == nil {
+		return &rebell.Error{Op: rebell.OpCancelToken, Kind: rebell.KindConfiguration, Err: errors.New("the exchanger cannot cancel tokens")}
+	}
+	t, err := x.guard.AcquireQuiet()
+	if err != nil {
+		return err
+	}
+	defer x.guard.Release(t, Abandoned)
+	return x.cancel.CancelToken(ctx, accessToken)
 }
 
 // ExchangeAuthCode calls the wrapped ExchangeAuthCode if g admits it.

@@ -123,6 +123,30 @@ func (g *Guard) Acquire(ctx context.Context, background bool) (Ticket, error) {
 	return Ticket{}, g.refuse(ReasonNoSlot, busyRetryAfter, ctx.Err())
 }
 
+// AcquireQuiet asks to make one call whose outcome the breaker does not
+// hear (a cancelToken, docs/rebell-calls.md): it is admitted only while the
+// breaker is closed, with no foreground call waiting and a slot free within
+// the background share, and never waits or probes. Release its ticket with
+// Abandoned. The error is always a *Refusal.
+func (g *Guard) AcquireQuiet() (Ticket, error) {
+	g.mu.Lock()
+	now := g.now()
+	g.advance(now)
+	switch {
+	case g.st != Closed:
+		if g.st == Open {
+			return Ticket{}, g.refuse(ReasonBreakerOpen, g.openLeft(now), nil)
+		}
+		return Ticket{}, g.refuse(ReasonBreakerOpen, busyRetryAfter, nil)
+	case g.waiters.Len() > 0 || g.inFlight >= g.backgroundLimit():
+		return Ticket{}, g.refuse(ReasonNoSlot, busyRetryAfter, nil)
+	}
+	g.inFlight++
+	t := Ticket{gen: g.gen}
+	g.unlock()
+	return t, nil
+}
+
 // Release ends the call t was given for, with its outcome: it frees the
 // slot and, if the call was admitted in the breaker's current state,
 // counts the outcome (closed) or settles the probe (half-open).

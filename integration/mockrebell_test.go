@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,9 +34,10 @@ type mockRebell struct {
 	URL    string
 	signer *rebell.Signer
 
-	mode      atomic.Int32
-	accessTTL atomic.Int64 // ns
-	changed   chan struct{}
+	mode       atomic.Int32
+	clockAhead atomic.Int64 // ns Rebell's clock (Response-Time) runs ahead
+	accessTTL  atomic.Int64 // ns
+	changed    chan struct{}
 
 	inFlight, peak atomic.Int64
 
@@ -47,9 +49,23 @@ type mockRebell struct {
 	spent    map[string]bool   // refresh tokens used once
 	calls    []mockCall
 	reused   int // USED_REFRESH_TOKEN answers
+	// access maps a live access token to its refresh token; cancels are
+	// the cancelToken calls, kept apart from calls.
+	access   map[string]string
+	issued   map[string]string // every access token issued → its refresh token
+	lastAT   string            // the access token issued last
+	cancels  []mockCancel
 	firstOK  time.Time
 	okSince  time.Time // first success after the last mode change to OK
 	modeFrom time.Time
+}
+
+// mockCancel is a cancelToken call the mock answered (or refused).
+type mockCancel struct {
+	at          time.Time
+	accessToken string
+	signed      bool   // the signature verified with the merchant's key
+	result      string // the resultCode sent, "" when refused or hung
 }
 
 type mockCall struct {
@@ -66,7 +82,7 @@ func newMockRebell(t testing.TB) *mockRebell {
 		t.Fatal(err)
 	}
 	m := &mockRebell{t: t, signer: signer, codes: map[string]bool{}, refresh: map[string]string{}, spent: map[string]bool{},
-		changed: make(chan struct{})}
+		changed: make(chan struct{}), access: map[string]string{}, issued: map[string]string{}}
 	m.accessTTL.Store(int64(time.Hour))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -141,6 +157,10 @@ type applyResult struct {
 }
 
 func (m *mockRebell) serve(w http.ResponseWriter, r *http.Request) {
+	if strings.HasSuffix(r.URL.Path, rebell.CancelTokenPath) {
+		m.serveCancel(w, r)
+		return
+	}
 	call := mockCall{at: time.Now()}
 	n := m.inFlight.Add(1)
 	for p := m.peak.Load(); n > p && !m.peak.CompareAndSwap(p, n); p = m.peak.Load() {
@@ -195,6 +215,10 @@ func (m *mockRebell) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		m.codes[req.AuthCode] = true
 		customer = "2188" + fmt.Sprintf("%012d", len(m.codes))
+		// A code "customer-<id>-<n>" logs in as customer <id>.
+		if parts := strings.SplitN(req.AuthCode, "-", 3); len(parts) == 3 && parts[0] == "customer" {
+			customer = parts[1]
+		}
 	case rebell.GrantRefreshToken:
 		var ok bool
 		if customer, ok = m.refresh[req.RefreshToken]; !ok {
@@ -212,6 +236,9 @@ func (m *mockRebell) serve(w http.ResponseWriter, r *http.Request) {
 	at, rt := fmt.Sprintf("AT%040d", seq), fmt.Sprintf("RT%040d", seq)
 	if fail == "" {
 		m.refresh[rt] = customer
+		m.access[at] = rt
+		m.issued[at] = rt
+		m.lastAT = at
 	}
 	m.mu.Unlock()
 	if fail != "" {
@@ -231,9 +258,85 @@ func (m *mockRebell) serve(w http.ResponseWriter, r *http.Request) {
 
 func (m *mockRebell) write(w http.ResponseWriter, r *http.Request, v any) {
 	body, _ := json.Marshal(v)
-	if err := m.signer.Sign(w.Header(), rebell.HeaderResponseTime, http.MethodPost, r.URL.RequestURI(), body, time.Now()); err != nil {
+	if err := m.signer.Sign(w.Header(), rebell.HeaderResponseTime, http.MethodPost, r.URL.RequestURI(), body,
+		time.Now().Add(time.Duration(m.clockAhead.Load()))); err != nil {
 		m.t.Error(err)
 	}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
+}
+
+// serveCancel answers cancelToken: it checks the merchant's signature, and
+// a live access token revokes its refresh token. Refuse and hang modes
+// apply as to applyToken.
+func (m *mockRebell) serveCancel(w http.ResponseWriter, r *http.Request) {
+	c := mockCancel{at: time.Now()}
+	raw, _ := io.ReadAll(io.LimitReader(r.Body, 8192))
+	var req struct {
+		AccessToken string `json:"accessToken"`
+	}
+	_ = json.Unmarshal(raw, &req)
+	c.accessToken = req.AccessToken
+	merchant, _ := testKeys(m.t)
+	_, err := rebell.VerifyMessage(&merchant.PublicKey, r.Header, rebell.HeaderRequestTime, http.MethodPost, r.URL.RequestURI(), raw)
+	c.signed = err == nil
+	defer func() {
+		m.mu.Lock()
+		m.cancels = append(m.cancels, c)
+		m.mu.Unlock()
+	}()
+	switch m.mode.Load() {
+	case mockRefuse, mockHang: // a down Rebell, answered at once
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	case mockRateLimit:
+		m.write(w, r, map[string]any{"result": applyResult{"U", rebell.CodeRequestTrafficExceedLimit, "Too many requests."}})
+		return
+	}
+	m.mu.Lock()
+	rt, live := m.access[req.AccessToken]
+	if live && c.signed {
+		delete(m.access, req.AccessToken)
+		delete(m.refresh, rt)
+	}
+	m.mu.Unlock()
+	switch {
+	case !c.signed:
+		c.result = rebell.CodeInvalidSignature
+		m.write(w, r, map[string]any{"result": applyResult{"F", c.result, "Bad signature."}})
+	case !live:
+		c.result = rebell.CodeInvalidAccessToken
+		m.write(w, r, map[string]any{"result": applyResult{"F", c.result, "Invalid access token."}})
+	default:
+		c.result = rebell.CodeSuccess
+		m.write(w, r, map[string]any{"result": applyResult{"S", c.result, "Success."}})
+	}
+}
+
+// lastAccessToken returns the access token issued last.
+func (m *mockRebell) lastAccessToken() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lastAT
+}
+
+// cancelCalls returns the cancelToken calls so far.
+func (m *mockRebell) cancelCalls() []mockCancel {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]mockCancel(nil), m.cancels...)
+}
+
+// refreshLiveFor reports whether the refresh token issued with access
+// token at can still be redeemed.
+func (m *mockRebell) refreshLiveFor(at string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rt, ok := m.issued[at]
+	if !ok {
+		m.t.Errorf("the mock never issued access token %.8s…", at)
+		return false
+	}
+	_, ok = m.refresh[rt]
+	return ok
 }

@@ -378,18 +378,8 @@ func (rc *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 func (rc *recorder) measureSkew(r *Report) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	if !rc.haveResponseHeader || rc.responseTime == "" || len(rc.responseTime) > 64 {
+	if !rc.haveResponseHeader {
 		return
 	}
-	server, err := time.Parse(time.RFC3339Nano, rc.responseTime)
-	if err != nil {
-		return
-	}
-	mid := rc.sent.Add(rc.received.Sub(rc.sent) / 2)
-	// Response-Time is truncated to the second: its middle is half a
-	// second later.
-	if server.Nanosecond() == 0 {
-		server = server.Add(500 * time.Millisecond)
-	}
-	r.Skew, r.SkewKnown = server.Sub(mid), true
+	r.Skew, r.SkewKnown = rebell.MeasureSkew(rc.sent, rc.received, rc.responseTime)
 }

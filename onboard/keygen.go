@@ -40,6 +40,9 @@ type KeyPair struct {
 	PrivateKey, PublicKey, PublicKeyText string
 	// Bits is the modulus size.
 	Bits int
+	// CreatedDir is the directory GenerateKeyPair created (mode 0700) because
+	// it did not exist, "" if it existed.
+	CreatedDir string
 	// Fingerprint is the SHA-256 of the public key's PKIX DER in hex, the
 	// same value `caddy rebell check` prints, to tell keys apart without
 	// showing them.
@@ -50,7 +53,8 @@ type KeyPair struct {
 // dir as PrivateKeyFile (mode 0600), PublicKeyFile and PublicKeyTextFile. It
 // writes nothing if any of the three exists (the error wraps ErrExists), and
 // removes what it wrote if a later write fails, so it never leaves half a
-// pair or overwrites a key in use.
+// pair or overwrites a key in use. A missing dir is created, with its
+// missing parents, mode 0700: it holds a private key.
 func GenerateKeyPair(dir string, bits int) (*KeyPair, error) {
 	if !validBits(bits) {
 		return nil, fmt.Errorf("key size %d: use 2048, 3072 or 4096", bits)
@@ -58,12 +62,12 @@ func GenerateKeyPair(dir string, bits int) (*KeyPair, error) {
 	if dir == "" {
 		dir = "."
 	}
-	if st, err := os.Stat(dir); err != nil {
+	created, err := ensureDir(dir)
+	if err != nil {
 		return nil, err
-	} else if !st.IsDir() {
-		return nil, fmt.Errorf("%s: not a directory", dir)
 	}
 	kp := &KeyPair{
+		CreatedDir:    created,
 		PrivateKey:    filepath.Join(dir, PrivateKeyFile),
 		PublicKey:     filepath.Join(dir, PublicKeyFile),
 		PublicKeyText: filepath.Join(dir, PublicKeyTextFile),
@@ -100,11 +104,37 @@ func GenerateKeyPair(dir string, bits int) (*KeyPair, error) {
 			for _, p := range written {
 				_ = os.Remove(p)
 			}
+			if created != "" {
+				_ = os.Remove(created) // only if still empty
+			}
 			return nil, err
 		}
 		written = append(written, f.path)
 	}
 	return kp, nil
+}
+
+// ensureDir checks that dir is a directory, creating it (and its missing
+// parents) with mode 0700 when it does not exist. It returns dir when it
+// created it.
+func ensureDir(dir string) (created string, err error) {
+	st, err := os.Stat(dir)
+	switch {
+	case err == nil && st.IsDir():
+		return "", nil
+	case err == nil:
+		return "", fmt.Errorf("%s: not a directory", dir)
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	// MkdirAll's mode passes through the umask; 0700 is what is meant.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", err
+	}
+	return dir, nil
 }
 
 func validBits(bits int) bool {

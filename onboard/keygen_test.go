@@ -166,8 +166,38 @@ func TestGenerateKeyPairBits(t *testing.T) {
 	}
 }
 
+// TestGenerateKeyPairMissingDir: a missing --dir (and its missing parents)
+// is created with mode 0700 and the pair written into it; a path through a
+// regular file, or a file as --dir, is an error.
 func TestGenerateKeyPairMissingDir(t *testing.T) {
-	if _, err := GenerateKeyPair(filepath.Join(t.TempDir(), "nope"), 2048); err == nil {
-		t.Fatal("a missing directory is not an error")
+	dir := filepath.Join(t.TempDir(), "etc", "rebell")
+	kp, err := GenerateKeyPair(dir, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kp.CreatedDir != dir {
+		t.Errorf("CreatedDir %q, want %q", kp.CreatedDir, dir)
+	}
+	st, err := os.Stat(dir)
+	if err != nil || !st.IsDir() || st.Mode().Perm() != 0o700 {
+		t.Fatalf("created dir: %v %v", st, err)
+	}
+	if _, err := rebell.ReadPrivateKeyFile(filepath.Join(dir, PrivateKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	again, err := GenerateKeyPair(t.TempDir(), 2048)
+	if err != nil || again.CreatedDir != "" {
+		t.Errorf("an existing dir: CreatedDir %q, %v", again.CreatedDir, err)
+	}
+
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := GenerateKeyPair(file, 2048); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("a file as the directory: %v", err)
+	}
+	if _, err := GenerateKeyPair(filepath.Join(file, "sub"), 2048); err == nil {
+		t.Error("a directory under a regular file is not an error")
 	}
 }

@@ -70,14 +70,25 @@ type ClientConfig struct {
 	// result (a resultCode, or transport_error, bad_signature, bad_response,
 	// http_error) and how long it took. Metrics hook; keep it cheap.
 	Observe func(grantType, result string, took time.Duration)
+	// ObserveCancel, if set, is called after every cancelToken attempt with
+	// its result (as for Observe) and how long it took.
+	ObserveCancel func(result string, took time.Duration)
+	// OnAttempt, if set, is called after every attempt with the call's
+	// context and what the attempt got (tracing hook; keep it cheap).
+	OnAttempt func(ctx context.Context, a AttemptInfo)
+	// ClockSkew, if set, measures the offset of this machine's clock from
+	// Rebell's on every verified answer (its Response-Time against the
+	// middle of the round trip, read from Now). nil measures nothing.
+	ClockSkew *ClockSkew
 }
 
-// Client calls Rebell's applyToken. It is safe for concurrent use and
-// implements TokenExchanger.
+// Client calls Rebell's applyToken and cancelToken. It is safe for
+// concurrent use and implements TokenExchanger and TokenCanceller.
 type Client struct {
 	cfg        ClientConfig
 	url        *url.URL
 	uri        string // what is signed: the path (and query) as sent
+	cancelURL  *url.URL
 	extendInfo string
 	pubKeys    []*rsa.PublicKey // RebellPublicKey, then RebellPublicKeys
 	httpClient *http.Client
@@ -161,6 +172,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	c.url = &target
 	c.uri = target.RequestURI()
+	c.cancelURL = cancelURL(u)
 	return c, nil
 }
 
@@ -248,30 +260,71 @@ func (c *Client) applyToken(ctx context.Context, grantType string, credential Se
 	if err != nil {
 		return nil, &Error{Kind: KindConfiguration, Err: err}
 	}
+	var tok *Token
+	op := &call{
+		url: c.url, uri: c.uri, body: body, grantType: grantType,
+		parse: func(status int, respBody []byte) (e *Error) {
+			tok, e = parseApplyToken(status, respBody, grantType)
+			return e
+		},
+		observe: func(result string, took time.Duration) {
+			if c.cfg.Observe != nil {
+				c.cfg.Observe(grantType, result, took)
+			}
+		},
+	}
+	if e := c.do(ctx, op); e != nil {
+		return nil, e
+	}
+	return tok, nil
+}
+
+// call is one OpenAPI call as do sends it: where to, what, how its answer
+// is read and who hears of each attempt. applyToken and cancelToken share
+// do, and with it the signing, verification, retries and redaction.
+type call struct {
+	url  *url.URL
+	uri  string // what is signed
+	body []byte
+	// parse reads a verified (or, without keys, unverified) answer; it
+	// returns nil on SUCCESS.
+	parse func(httpStatus int, body []byte) *Error
+	// observe, if set, hears every attempt's result and duration.
+	observe func(result string, took time.Duration)
+	// op names the call in its errors ("" means applyToken).
+	op string
+	// grantType is applyToken's grant, for OnAttempt ("" for cancelToken).
+	grantType string
+}
+
+// do sends op, retrying a retryable failure as ClientConfig says, and
+// returns nil on SUCCESS or the last attempt's *Error.
+func (c *Client) do(ctx context.Context, op *call) *Error {
 	var last *Error
 	for attempt := 0; ; attempt++ {
-		tok, err := c.attempt(ctx, grantType, body)
+		err := c.attempt(ctx, op)
 		if err == nil {
-			return tok, nil
+			return nil
 		}
 		last = err
 		last.Attempts = attempt + 1
+		last.Op = op.op
 		if last.Kind != KindRetryable || attempt >= c.cfg.Retries || ctx.Err() != nil || !c.mayRetry() {
-			return nil, last
+			return last
 		}
 		wait := c.backoff(attempt)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
-			return nil, last
+			return last
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, last
+			return last
 		case <-t.C:
 		}
 		if !c.mayRetry() {
-			return nil, last
+			return last
 		}
 	}
 }
@@ -289,47 +342,52 @@ func (c *Client) backoff(attempt int) time.Duration {
 	return rand.N(ceiling) + 1
 }
 
-func (c *Client) attempt(ctx context.Context, grantType string, body []byte) (tok *Token, e *Error) {
+func (c *Client) attempt(ctx context.Context, op *call) (e *Error) {
 	start := time.Now()
+	status := 0 // the response's, for OnAttempt
 	defer func() {
-		if c.cfg.Observe != nil {
+		if op.observe != nil {
 			result := CodeSuccess
 			if e != nil {
 				result = e.metricResult()
 			}
-			c.cfg.Observe(grantType, result, time.Since(start))
+			op.observe(result, time.Since(start))
 		}
+		c.onAttempt(ctx, op.grantType, status, time.Since(start), e)
 	}()
 	actx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, c.url.String(), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, op.url.String(), bytes.NewReader(op.body))
 	if err != nil {
-		return nil, &Error{Kind: KindConfiguration, Err: err}
+		return &Error{Kind: KindConfiguration, Err: err}
 	}
-	if err := c.cfg.Signer.Sign(req.Header, HeaderRequestTime, http.MethodPost, c.uri, body, c.now()); err != nil {
-		return nil, &Error{Kind: KindConfiguration, Err: err}
+	sent := c.now()
+	if err := c.cfg.Signer.Sign(req.Header, HeaderRequestTime, http.MethodPost, op.uri, op.body, sent); err != nil {
+		return &Error{Kind: KindConfiguration, Err: err}
 	}
 	resp, err := c.httpClient.Do(req)
 	if err != nil {
-		return nil, &Error{Kind: KindRetryable, Err: transportError(err)}
+		return &Error{Kind: KindRetryable, Err: transportError(err)}
 	}
+	received := c.now() // the headers are in
+	status = resp.StatusCode
 	defer resp.Body.Close()
 	respBody, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
-		return nil, &Error{Kind: KindRetryable, HTTPStatus: resp.StatusCode, Err: transportError(err)}
+		return &Error{Kind: KindRetryable, HTTPStatus: resp.StatusCode, Err: transportError(err)}
 	}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
 		e := &Error{Kind: KindRetryable, HTTPStatus: resp.StatusCode, Err: errors.New("server error")}
 		if r, err := parseResult(respBody); err == nil {
 			e.ResultStatus, e.ResultCode, e.ResultMessage = r.ResultStatus, r.ResultCode, r.ResultMessage
 		}
-		return nil, e
+		return e
 	}
 	if len(respBody) > MaxResponseBytes {
-		return nil, &Error{Kind: KindBadResponse, HTTPStatus: resp.StatusCode, Err: fmt.Errorf("response body over %d bytes", MaxResponseBytes)}
+		return &Error{Kind: KindBadResponse, HTTPStatus: resp.StatusCode, Err: fmt.Errorf("response body over %d bytes", MaxResponseBytes)}
 	}
 	if len(c.pubKeys) > 0 {
-		if err := c.verify(resp.Header, respBody); err != nil {
+		if err := c.verify(resp.Header, op.uri, respBody); err != nil {
 			// Say what the unverified body claims: an INVALID_SIGNATURE
 			// answer is usually unsigned, and naming it helps the operator.
 			// Verified stays false, so the claim never reaches a client.
@@ -337,24 +395,26 @@ func (c *Client) attempt(ctx context.Context, grantType string, body []byte) (to
 			if r, perr := parseResult(respBody); perr == nil {
 				e.ResultStatus, e.ResultCode, e.ResultMessage = r.ResultStatus, r.ResultCode, r.ResultMessage
 			}
-			return nil, e
+			return e
 		}
+		// Only a verified Response-Time says what Rebell's clock reads.
+		c.cfg.ClockSkew.Observe(sent, received, resp.Header.Get(HeaderResponseTime))
 	}
-	tok, e = parseApplyToken(resp.StatusCode, respBody, grantType)
+	e = op.parse(resp.StatusCode, respBody)
 	if e != nil && len(c.pubKeys) > 0 {
 		e.Verified = true
 	}
-	return tok, e
+	return e
 }
 
 // verify checks the response's signature against each configured Rebell key
 // in turn. It returns nil as soon as one verifies, and otherwise the first
 // key's error (a missing or unreadable signature fails the same way for
 // every key).
-func (c *Client) verify(h http.Header, body []byte) error {
+func (c *Client) verify(h http.Header, uri string, body []byte) error {
 	var first error
 	for _, pub := range c.pubKeys {
-		_, err := VerifyMessage(pub, h, HeaderResponseTime, http.MethodPost, c.uri, body)
+		_, err := VerifyMessage(pub, h, HeaderResponseTime, http.MethodPost, uri, body)
 		if err == nil {
 			return nil
 		}

@@ -30,6 +30,10 @@ const (
 	// KindBadResponse: the response could not be used: too large, not the
 	// JSON expected, or a field out of its documented bounds.
 	KindBadResponse
+	// KindNothingToCancel: cancelToken answered INVALID_ACCESS_TOKEN or
+	// EXPIRED_ACCESS_TOKEN. Rebell no longer knows the access token as a
+	// live one: there is nothing left to cancel with it (docs/protocol.md).
+	KindNothingToCancel
 )
 
 var kindNames = [...]string{
@@ -39,6 +43,7 @@ var kindNames = [...]string{
 	KindConfiguration:    "merchant configuration",
 	KindBadSignature:     "bad response signature",
 	KindBadResponse:      "bad response",
+	KindNothingToCancel:  "nothing left to cancel",
 }
 
 func (k Kind) String() string {
@@ -76,6 +81,19 @@ const (
 	CodeInvalidSignature               = "INVALID_SIGNATURE"
 )
 
+// Result codes of cancelToken (docs/protocol.md) that applyToken does not
+// share. cancelToken also answers CodeSuccess, CodeProcessFail,
+// CodeParamIllegal, CodeAccessDenied, CodeInvalidAuthClient,
+// CodeUnknownException and CodeRequestTrafficExceedLimit.
+const (
+	CodeInvalidAPI              = "INVALID_API"
+	CodeInvalidAuthClientStatus = "INVALID_AUTH_CLIENT_STATUS"
+	CodeInvalidAccessToken      = "INVALID_ACCESS_TOKEN"
+	CodeExpiredAccessToken      = "EXPIRED_ACCESS_TOKEN"
+	CodeExpiredAgentToken       = "EXPIRED_AGENT_TOKEN"
+	CodeInvalidAgentToken       = "INVALID_AGENT_TOKEN"
+)
+
 // ResultOtherCode is the metric label of a resultCode that is not among
 // the codes above (KnownResultCode): a label takes one of a bounded set of
 // values whatever a response claims. The code itself is logged.
@@ -87,7 +105,9 @@ func KnownResultCode(code string) bool {
 	case CodeSuccess, CodeUnknownException, CodeRequestTrafficExceedLimit, CodeParamIllegal,
 		CodeProcessFail, CodeAccessDenied, CodeInvalidAuthClient, CodeAuthClientUnsupportedGrantType,
 		CodeReferenceClientIDNotMatch, CodeInvalidCode, CodeExpiredCode, CodeUsedCode,
-		CodeInvalidRefreshToken, CodeExpiredRefreshToken, CodeUsedRefreshToken, CodeInvalidSignature:
+		CodeInvalidRefreshToken, CodeExpiredRefreshToken, CodeUsedRefreshToken, CodeInvalidSignature,
+		CodeInvalidAPI, CodeInvalidAuthClientStatus, CodeInvalidAccessToken, CodeExpiredAccessToken,
+		CodeExpiredAgentToken, CodeInvalidAgentToken:
 		return true
 	}
 	return false
@@ -121,10 +141,13 @@ func Classify(resultStatus, resultCode string) Kind {
 	return KindRetryable
 }
 
-// Error is a failed applyToken call. Callers act on Kind; ResultCode names
-// Rebell's reason when Rebell gave one. It never holds a token, an auth code
-// or a signature.
+// Error is a failed applyToken or cancelToken call. Callers act on Kind;
+// ResultCode names Rebell's reason when Rebell gave one. It never holds a
+// token, an auth code or a signature.
 type Error struct {
+	// Op is the call that failed: "" for applyToken, OpCancelToken for
+	// cancelToken.
+	Op string
 	// Kind says what the failure means.
 	Kind Kind
 	// ResultStatus and ResultCode are Rebell's, when it answered with a result.
@@ -148,7 +171,11 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	msg := "rebell: applyToken: " + e.Kind.String()
+	op := e.Op
+	if op == "" {
+		op = "applyToken"
+	}
+	msg := "rebell: " + op + ": " + e.Kind.String()
 	if e.ResultCode != "" {
 		if e.Kind == KindBadSignature {
 			msg += ": unverified answer claims"

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/base64"
+	"errors"
 	"testing"
 )
 
@@ -74,6 +75,30 @@ func FuzzParseKeys(f *testing.F) {
 		}
 		if k, err := ParsePublicKey(data); err == nil && k.N.BitLen() < MinKeyBits {
 			t.Fatal("accepted a small public key")
+		}
+	})
+}
+
+func FuzzParseCancelTokenResponse(f *testing.F) {
+	f.Add(200, []byte(`{"result":{"resultStatus":"S","resultCode":"SUCCESS","resultMessage":"ok"}}`))
+	f.Add(200, []byte(`{"result":{"resultStatus":"F","resultCode":"INVALID_ACCESS_TOKEN"}}`))
+	f.Add(429, []byte(`{"result":{"resultStatus":"U","resultCode":"REQUEST_TRAFFIC_EXCEED_LIMIT"}}`))
+	f.Add(200, []byte(`{"result":{"resultStatus":"S","resultCode":"SUCCESS"},"extendInfo":"{}"} x`))
+	f.Add(503, []byte(`<html>`))
+	f.Fuzz(func(t *testing.T, status int, body []byte) {
+		err := ParseCancelTokenResponse(status, body)
+		if err == nil {
+			if status < 200 || status >= 300 {
+				t.Fatalf("SUCCESS with HTTP %d", status)
+			}
+			return
+		}
+		var e *Error
+		if !errors.As(err, &e) || e.Kind == 0 || e.Op != OpCancelToken {
+			t.Fatalf("untyped error %v", err)
+		}
+		if e.Kind == KindNothingToCancel && e.ResultCode != CodeInvalidAccessToken && e.ResultCode != CodeExpiredAccessToken {
+			t.Fatalf("nothing to cancel for %s", e.ResultCode)
 		}
 	})
 }

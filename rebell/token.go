@@ -37,3 +37,14 @@ type TokenExchanger interface {
 	// Refresh calls applyToken with grantType REFRESH_TOKEN.
 	Refresh(ctx context.Context, refreshToken Secret) (*Token, error)
 }
+
+// TokenCanceller ends an authorization at Rebell: cancelling its access
+// token revokes the refresh token issued with it too (docs/protocol.md).
+// *Client implements it; tests use fakes.
+type TokenCanceller interface {
+	// CancelToken calls cancelToken with accessToken. It returns nil when
+	// Rebell answered SUCCESS, and otherwise an *Error: KindNothingToCancel
+	// for INVALID_ACCESS_TOKEN and EXPIRED_ACCESS_TOKEN, KindRetryable for a
+	// failure worth trying again, and the other kinds as for applyToken.
+	CancelToken(ctx context.Context, accessToken Secret) error
+}

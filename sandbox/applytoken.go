@@ -54,6 +54,8 @@ var results = map[string]resultSpec{
 	rebell.CodeInvalidSignature:               {rebell.StatusFail, http.StatusUnauthorized, "The signature is invalid."},
 	rebell.CodeRequestTrafficExceedLimit:      {rebell.StatusUnknown, http.StatusTooManyRequests, "The request traffic exceeds the limit."},
 	rebell.CodeUnknownException:               {rebell.StatusUnknown, http.StatusInternalServerError, "An unknown exception occurred."},
+	rebell.CodeInvalidAccessToken:             {rebell.StatusFail, http.StatusOK, "The access token is invalid."},
+	rebell.CodeExpiredAccessToken:             {rebell.StatusFail, http.StatusOK, "The access token has expired."},
 }
 
 // result is the result object of every applyToken response.
@@ -123,7 +125,7 @@ func (s *Sandbox) serveApplyToken(w http.ResponseWriter, r *http.Request, v apiV
 	}
 
 	s.mu.Lock()
-	f, faulted := s.faults.take(grant)
+	f, faulted := s.faults.take(callApplyToken, grant)
 	s.mu.Unlock()
 	if faulted {
 		if f.delay > 0 {
@@ -273,40 +275,7 @@ func checkRequestTime(values []string, now time.Time) string {
 // writeAnswer signs a and writes it, and counts it in the stats. Every
 // applyToken response goes through here.
 func (s *Sandbox) writeAnswer(w http.ResponseWriter, v apiVersion, uri, grant string, a answer) {
-	body, err := json.Marshal(a.body)
-	if err != nil { // cannot happen: strings only
-		body = []byte(`{"result":{"resultCode":"UNKNOWN_EXCEPTION","resultStatus":"U","resultMessage":"An unknown exception occurred."}}`)
-	}
-	if !bodyAllowed(a.httpStatus) {
-		body = nil
-	}
-	h := w.Header()
-	h.Set("Cache-Control", "no-store")
-	now := s.now()
-	switch a.signing {
-	case signNormal:
-		err = s.signer.Sign(h, rebell.HeaderResponseTime, http.MethodPost, uri, body, now)
-	case signForged:
-		var forger *rebell.Signer
-		if forger, err = s.forgeSigner(); err == nil {
-			err = forger.Sign(h, rebell.HeaderResponseTime, http.MethodPost, uri, body, now)
-		}
-	case signUnsigned:
-		h.Set(rebell.HeaderClientID, s.clientID)
-		h.Set(rebell.HeaderResponseTime, rebell.FormatTime(now))
-		h.Set(rebell.HeaderContentType, rebell.ContentType)
-	}
-	if err != nil {
-		// Signing with a valid key does not fail; answer honestly unsigned.
-		s.log.Error("rebell sandbox: cannot sign applyToken response", zap.Error(err))
-		a = answerFor(rebell.CodeUnknownException, "")
-		body, _ = json.Marshal(a.body)
-		h.Del(rebell.HeaderSignature)
-		h.Set(rebell.HeaderClientID, s.clientID)
-		h.Set(rebell.HeaderResponseTime, rebell.FormatTime(now))
-		h.Set(rebell.HeaderContentType, rebell.ContentType)
-	}
-
+	a, body := s.signAnswer(w.Header(), uri, a)
 	code := a.body.Result.ResultCode
 	s.mu.Lock()
 	s.counters.record(grant, code)
@@ -324,6 +293,46 @@ func (s *Sandbox) writeAnswer(w http.ResponseWriter, v apiVersion, uri, grant st
 	if len(body) > 0 {
 		_, _ = w.Write(body)
 	}
+}
+
+// signAnswer encodes a and signs it into h for uri. It returns the answer
+// actually sent (UNKNOWN_EXCEPTION, unsigned, if signing failed) and its
+// body.
+func (s *Sandbox) signAnswer(h http.Header, uri string, a answer) (answer, []byte) {
+	body, err := json.Marshal(a.body)
+	if err != nil { // cannot happen: strings only
+		body = []byte(`{"result":{"resultCode":"UNKNOWN_EXCEPTION","resultStatus":"U","resultMessage":"An unknown exception occurred."}}`)
+	}
+	if !bodyAllowed(a.httpStatus) {
+		body = nil
+	}
+	h.Set("Cache-Control", "no-store")
+	now := s.now()
+	switch a.signing {
+	case signNormal:
+		err = s.signer.Sign(h, rebell.HeaderResponseTime, http.MethodPost, uri, body, now)
+	case signForged:
+		var forger *rebell.Signer
+		if forger, err = s.forgeSigner(); err == nil {
+			err = forger.Sign(h, rebell.HeaderResponseTime, http.MethodPost, uri, body, now)
+		}
+	case signUnsigned:
+		h.Set(rebell.HeaderClientID, s.clientID)
+		h.Set(rebell.HeaderResponseTime, rebell.FormatTime(now))
+		h.Set(rebell.HeaderContentType, rebell.ContentType)
+	}
+	if err != nil {
+		// Signing with a valid key does not fail; answer honestly unsigned.
+		s.log.Error("rebell sandbox: cannot sign a response", zap.Error(err))
+		a = answerFor(rebell.CodeUnknownException, "")
+		body, _ = json.Marshal(a.body)
+		h.Del(rebell.HeaderSignature)
+		h.Set(rebell.HeaderClientID, s.clientID)
+		h.Set(rebell.HeaderResponseTime, rebell.FormatTime(now))
+		h.Set(rebell.HeaderContentType, rebell.ContentType)
+	}
+
+	return a, body
 }
 
 // bodyAllowed reports whether a response with this status may have a body.

@@ -1,4 +1,5 @@
-// Package sandbox is a strict emulator of Rebell's OpenAPI applyToken call
+// Package sandbox is a strict emulator of Rebell's OpenAPI applyToken and
+// cancelToken calls
 // (docs/contract.md, docs/protocol.md), served by a plain http.Handler. It is used for
 // the demo, local development and the gateway's tests.
 //
@@ -7,6 +8,7 @@
 //
 //	POST   .../v1/authorizations/applyToken   applyToken, v1 body
 //	POST   .../v2/authorizations/applyToken   applyToken, v2 body
+//	POST   .../v1/authorizations/cancelToken  cancelToken (revokes the authorization)
 //	POST   .../sandbox/authcode                issue an auth code (my.getAuthCode)
 //	POST   .../sandbox/faults                  queue injected failures
 //	DELETE .../sandbox/faults                  clear them

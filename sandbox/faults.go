@@ -27,10 +27,17 @@ const (
 	signUnsigned                 // no Signature header
 )
 
-// fault answers the next count applyToken calls (of grantType, when set)
-// instead of processing them.
+// The calls a fault may answer (faultSpec.Call).
+const (
+	callApplyToken  = "applyToken"
+	callCancelToken = "cancelToken"
+)
+
+// fault answers the next count applyToken calls (of grantType, when set),
+// or cancelToken calls, instead of processing them.
 type fault struct {
 	remaining     int
+	call          string // callApplyToken or callCancelToken
 	grantType     string
 	resultStatus  string
 	resultCode    string
@@ -49,6 +56,7 @@ type faultSpec struct {
 	Delay          string `json:"delay"`
 	HTTPStatus     *int   `json:"httpStatus"`
 	GrantType      string `json:"grantType"`
+	Call           string `json:"call"`
 	ForgeSignature bool   `json:"forgeSignature"`
 	Unsigned       bool   `json:"unsigned"`
 }
@@ -58,6 +66,7 @@ type faultSpec struct {
 func (spec faultSpec) fault() (fault, error) {
 	f := fault{
 		remaining:     1,
+		call:          callApplyToken,
 		grantType:     spec.GrantType,
 		resultStatus:  rebell.StatusUnknown,
 		resultCode:    rebell.CodeUnknownException,
@@ -110,6 +119,16 @@ func (spec faultSpec) fault() (fault, error) {
 	default:
 		return f, fmt.Errorf("grantType must be %s or %s", rebell.GrantAuthorizationCode, rebell.GrantRefreshToken)
 	}
+	switch spec.Call {
+	case "", callApplyToken:
+	case callCancelToken:
+		if spec.GrantType != "" {
+			return f, fmt.Errorf("grantType is an applyToken filter; leave it out with call cancelToken")
+		}
+		f.call = callCancelToken
+	default:
+		return f, fmt.Errorf("call must be %s (the default) or %s", callApplyToken, callCancelToken)
+	}
 	switch {
 	case spec.ForgeSignature && spec.Unsigned:
 		return f, fmt.Errorf("forgeSignature and unsigned exclude each other")
@@ -153,11 +172,12 @@ func (q *faultQueue) add(f fault) bool {
 	return true
 }
 
-// take consumes one use of the first fault that applies to grantType.
-func (q *faultQueue) take(grantType string) (fault, bool) {
+// take consumes one use of the first fault that applies to a call (one of
+// callApplyToken, callCancelToken) of grantType (applyToken only).
+func (q *faultQueue) take(call, grantType string) (fault, bool) {
 	for i := range q.items {
 		f := &q.items[i]
-		if f.grantType != "" && f.grantType != grantType {
+		if f.call != call || f.grantType != "" && f.grantType != grantType {
 			continue
 		}
 		taken := *f

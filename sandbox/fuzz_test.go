@@ -74,3 +74,48 @@ func FuzzApplyTokenBody(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCancelTokenBody feeds arbitrary bodies to cancelToken on an
+// authenticated request: no panic, always a signed result of the
+// catalogue, and SUCCESS only for a token the sandbox issued.
+func FuzzCancelTokenBody(f *testing.F) {
+	testKeys(f)
+	clock := newFakeClock()
+	sb, err := New(Config{ClientID: testClientID, PrivateKey: sandboxKey, Now: clock.Now})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, seed := range []string{
+		atBody("SBXAT0000000000000000000000000000000000000000"),
+		`{"accessToken":"a","extendInfo":"{\"k\":\"v\"}"}`,
+		`{"accessToken":"a","accessToken":"b"}`,
+		`{"accessToken":null}`, `{"accessToken":"a@b"}`, `{"ACCESSTOKEN":"a"}`,
+		`[]`, `null`, `{`, ``, "{\"accessToken\":\"\xff\"}",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		const path = "/v1/authorizations/cancelToken"
+		req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+		req.Header.Set(rebell.HeaderClientID, testClientID)
+		req.Header.Set(rebell.HeaderRequestTime, rebell.FormatTime(clock.Now()))
+		req.Header.Set(rebell.HeaderContentType, rebell.ContentType)
+		w := httptest.NewRecorder()
+		sb.ServeHTTP(w, req)
+		raw := w.Body.Bytes()
+		var resp wireResponse
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&resp); err != nil {
+			t.Fatalf("body %q: response %q: %v", body, raw, err)
+		}
+		res := resp.Result
+		spec, known := results[res.ResultCode]
+		if !known || res.ResultStatus != spec.status || w.Code != spec.httpStatus || res.ResultCode == rebell.CodeSuccess || resp.AccessToken != "" {
+			t.Fatalf("body %q: HTTP %d %+v", body, w.Code, res)
+		}
+		if _, err := rebell.VerifyMessage(sb.PublicKey(), w.Header(), rebell.HeaderResponseTime, http.MethodPost, path, raw); err != nil {
+			t.Fatalf("body %q: response signature: %v", body, err)
+		}
+	})
+}

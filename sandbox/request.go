@@ -98,12 +98,6 @@ func parseTokenRequest(body []byte, v apiVersion) (tokenRequest, answer, bool) {
 // decodeFields reads the body's single JSON object into req. present holds
 // the fields given with a string value. msg says what is wrong, if anything.
 func decodeFields(body []byte, v apiVersion, req *tokenRequest) (present map[string]bool, msg string) {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, "The request body is empty."
-	}
-	if !utf8.Valid(body) {
-		return nil, "The request body is not valid UTF-8."
-	}
 	slots := map[string]*string{
 		"grantType":    &req.grantType,
 		"authCode":     &req.authCode,
@@ -112,6 +106,25 @@ func decodeFields(body []byte, v apiVersion, req *tokenRequest) (present map[str
 	}
 	if v == apiV2 {
 		slots["referenceClientId"] = &req.referenceClientID
+	}
+	return decodeStringFields(body, slots, func(key string) string {
+		if key == "referenceClientId" {
+			return "referenceClientId is not a v1 field; use v2 applyToken."
+		}
+		return "Unknown field " + quoteField(key) + "."
+	})
+}
+
+// decodeStringFields reads body, a single JSON object whose fields are all
+// strings (or null, meaning absent), into slots. unknown says what is wrong
+// with a field that has no slot. present holds the fields given with a
+// string value; msg says what is wrong, if anything.
+func decodeStringFields(body []byte, slots map[string]*string, unknown func(key string) string) (present map[string]bool, msg string) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, "The request body is empty."
+	}
+	if !utf8.Valid(body) {
+		return nil, "The request body is not valid UTF-8."
 	}
 	const notJSON = "The request body is not valid JSON."
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -132,10 +145,8 @@ func decodeFields(body []byte, v apiVersion, req *tokenRequest) (present map[str
 		key, _ := tok.(string) // object keys are strings
 		slot, known := slots[key]
 		switch {
-		case !known && key == "referenceClientId":
-			return nil, "referenceClientId is not a v1 field; use v2 applyToken."
 		case !known:
-			return nil, "Unknown field " + quoteField(key) + "."
+			return nil, unknown(key)
 		case seen[key]:
 			return nil, "Field " + key + " appears more than once."
 		}

@@ -61,7 +61,8 @@ type Config struct {
 	Logger *zap.Logger
 }
 
-// Sandbox emulates Rebell's applyToken and its test endpoints. It is an
+// Sandbox emulates Rebell's applyToken and cancelToken and its test
+// endpoints. It is an
 // http.Handler and is safe for concurrent use.
 type Sandbox struct {
 	clientID     string
@@ -192,6 +193,10 @@ func (s *Sandbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case strings.HasSuffix(p, "/v2/authorizations/applyToken"):
 		if allow(w, r, http.MethodPost) {
 			s.serveApplyToken(w, r, apiV2)
+		}
+	case strings.HasSuffix(p, rebell.CancelTokenPath):
+		if allow(w, r, http.MethodPost) {
+			s.serveCancelToken(w, r)
 		}
 	case strings.HasSuffix(p, "/sandbox/authcode"):
 		if allow(w, r, http.MethodPost) {

@@ -1,6 +1,10 @@
 package sandbox
 
-import "maps"
+import (
+	"maps"
+
+	"github.com/rebell-gateway/caddy-rebell/rebell"
+)
 
 // grantUnknown is the grant type counted when a request named none of the
 // two grant types (none, an unsupported one, or an unreadable body).
@@ -30,9 +34,18 @@ type Stats struct {
 	// StoredRefreshTokens is the number of refresh tokens held in memory:
 	// live ones plus used or expired ones not purged yet.
 	StoredRefreshTokens int `json:"storedRefreshTokens"`
-	// PendingFaults is the number of applyToken calls that queued faults
-	// will still answer.
+	// PendingFaults is the number of applyToken and cancelToken calls that
+	// queued faults will still answer.
 	PendingFaults int `json:"pendingFaults"`
+	// CancelTokenCalls counts cancelToken responses of every kind. It and
+	// the two fields below are left out of the JSON until the first
+	// cancelToken call (since the last reset).
+	CancelTokenCalls int64 `json:"cancelTokenCalls,omitempty"`
+	// CancelByResultCode counts cancelToken responses by result code.
+	CancelByResultCode map[string]int64 `json:"cancelByResultCode,omitempty"`
+	// AuthorizationsCancelled counts the cancelToken calls that revoked an
+	// authorization (SUCCESS).
+	AuthorizationsCancelled int64 `json:"authorizationsCancelled,omitempty"`
 }
 
 // counters are the resettable parts of Stats. The caller holds Sandbox.mu.
@@ -41,6 +54,8 @@ type counters struct {
 	byGrantType     map[string]map[string]int64
 	byResultCode    map[string]int64
 	authCodesIssued int64
+	cancelCalls     int64
+	cancelByCode    map[string]int64
 }
 
 func newCounters() counters {
@@ -62,6 +77,15 @@ func (c *counters) record(grantType, resultCode string) {
 	g[resultCode]++
 }
 
+// recordCancel counts one cancelToken response.
+func (c *counters) recordCancel(resultCode string) {
+	c.cancelCalls++
+	if c.cancelByCode == nil {
+		c.cancelByCode = make(map[string]int64)
+	}
+	c.cancelByCode[resultCode]++
+}
+
 // snapshot returns the counters as a Stats whose maps the caller owns.
 func (c *counters) snapshot() Stats {
 	st := Stats{
@@ -69,6 +93,10 @@ func (c *counters) snapshot() Stats {
 		ByGrantType:     make(map[string]map[string]int64, len(c.byGrantType)),
 		ByResultCode:    maps.Clone(c.byResultCode),
 		AuthCodesIssued: c.authCodesIssued,
+		// The maps stay nil until the first cancelToken call.
+		CancelTokenCalls:        c.cancelCalls,
+		CancelByResultCode:      maps.Clone(c.cancelByCode),
+		AuthorizationsCancelled: c.cancelByCode[rebell.CodeSuccess],
 	}
 	for g, m := range c.byGrantType {
 		st.ByGrantType[g] = maps.Clone(m)

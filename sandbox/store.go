@@ -41,11 +41,15 @@ const (
 // errTooManyAuthCodes is returned when the auth code store is full.
 var errTooManyAuthCodes = errors.New("sandbox: too many auth codes held; use some or wait for them to expire")
 
-// entry is an auth code or a refresh token.
+// entry is an auth code, a refresh token or an access token.
 type entry struct {
 	customerID string
 	expires    time.Time
-	used       bool
+	// used: a code or refresh token redeemed, an access token cancelled.
+	used bool
+	// auth names the authorization a token belongs to (0 for a code): a
+	// login starts one, refreshes carry it on, cancelToken revokes it.
+	auth uint64
 }
 
 // dead reports whether e can be forgotten at now: it expired markerGrace ago.
@@ -63,15 +67,20 @@ type session struct {
 	customerID    string
 }
 
-// store holds auth codes and refresh tokens. Access tokens are issued but not
-// kept: nothing in the sandbox consumes them. The caller holds Sandbox.mu.
+// store holds auth codes, refresh tokens and access tokens (which only
+// cancelToken consumes). The caller holds Sandbox.mu.
 type store struct {
 	codeTTL, accessTTL, refreshTTL time.Duration
 
 	codes       map[string]entry
 	refresh     map[string]entry
+	access      map[string]entry
 	unusedCodes int // entries of codes not used yet (expired or not)
 	lastSweep   time.Time
+	// lastAuth numbers authorizations; revoked holds the cancelled ones
+	// until every token of theirs has expired (then markerGrace).
+	lastAuth uint64
+	revoked  map[uint64]time.Time
 
 	// Limits, lowered by tests.
 	maxLiveCodes, maxStoredCodes, maxStoredRefresh int
@@ -84,6 +93,8 @@ func newStore(codeTTL, accessTTL, refreshTTL time.Duration) store {
 		refreshTTL:       refreshTTL,
 		codes:            make(map[string]entry),
 		refresh:          make(map[string]entry),
+		access:           make(map[string]entry),
+		revoked:          make(map[uint64]time.Time),
 		maxLiveCodes:     maxLiveAuthCodes,
 		maxStoredCodes:   maxStoredAuthCodes,
 		maxStoredRefresh: maxStoredRefreshTokens,
@@ -113,6 +124,16 @@ func (st *store) maybeSweep(now time.Time, force bool) {
 	for k, e := range st.refresh {
 		if e.dead(now) {
 			delete(st.refresh, k)
+		}
+	}
+	for k, e := range st.access {
+		if e.dead(now) {
+			delete(st.access, k)
+		}
+	}
+	for a, until := range st.revoked {
+		if !now.Before(until.Add(markerGrace)) {
+			delete(st.revoked, a)
 		}
 	}
 }
@@ -153,7 +174,8 @@ func (st *store) exchangeCode(now time.Time, code string) (session, string) {
 	e.used = true
 	st.codes[code] = e
 	st.unusedCodes--
-	return st.newSession(now, e.customerID), rebell.CodeSuccess
+	st.lastAuth++
+	return st.newSession(now, e.customerID, st.lastAuth), rebell.CodeSuccess
 }
 
 // refreshSession redeems a refresh token: it becomes used and a new access
@@ -161,8 +183,9 @@ func (st *store) exchangeCode(now time.Time, code string) (session, string) {
 func (st *store) refreshSession(now time.Time, token string) (session, string) {
 	st.maybeSweep(now, false)
 	e, ok := st.refresh[token]
+	_, revoked := st.revoked[e.auth]
 	switch {
-	case !ok:
+	case !ok, revoked:
 		return session{}, rebell.CodeInvalidRefreshToken
 	case e.used:
 		return session{}, rebell.CodeUsedRefreshToken
@@ -173,30 +196,57 @@ func (st *store) refreshSession(now time.Time, token string) (session, string) {
 	}
 	e.used = true
 	st.refresh[token] = e
-	return st.newSession(now, e.customerID), rebell.CodeSuccess
+	return st.newSession(now, e.customerID, e.auth), rebell.CodeSuccess
+}
+
+// cancelToken cancels an access token, which revokes its authorization:
+// every refresh token and access token of it stops working. An access
+// token unknown, cancelled already or of a revoked authorization is
+// INVALID_ACCESS_TOKEN (so a second cancel is harmless), an expired one
+// EXPIRED_ACCESS_TOKEN.
+func (st *store) cancelToken(now time.Time, token string) string {
+	st.maybeSweep(now, false)
+	e, ok := st.access[token]
+	_, revoked := st.revoked[e.auth]
+	switch {
+	case !ok, e.used, revoked:
+		return rebell.CodeInvalidAccessToken
+	case !now.Before(e.expires):
+		return rebell.CodeExpiredAccessToken
+	}
+	e.used = true
+	st.access[token] = e
+	// No token of the authorization outlives one issued now.
+	st.revoked[e.auth] = now.Add(max(st.refreshTTL, st.accessTTL))
+	return rebell.CodeSuccess
 }
 
 func (st *store) roomForRefreshToken(now time.Time) bool {
-	if len(st.refresh) < st.maxStoredRefresh {
+	if len(st.refresh) < st.maxStoredRefresh && len(st.access) < st.maxStoredRefresh {
 		return true
 	}
 	st.maybeSweep(now, true)
-	return len(st.refresh) < st.maxStoredRefresh
+	return len(st.refresh) < st.maxStoredRefresh && len(st.access) < st.maxStoredRefresh
 }
 
-func (st *store) newSession(now time.Time, customerID string) session {
+func (st *store) newSession(now time.Time, customerID string, auth uint64) session {
 	rt := newToken(refreshPrefix)
 	for _, taken := st.refresh[rt]; taken; _, taken = st.refresh[rt] {
 		rt = newToken(refreshPrefix)
 	}
+	at := newToken(accessPrefix)
+	for _, taken := st.access[at]; taken; _, taken = st.access[at] {
+		at = newToken(accessPrefix)
+	}
 	s := session{
-		accessToken:   newToken(accessPrefix),
+		accessToken:   at,
 		accessExpiry:  now.Add(st.accessTTL),
 		refreshToken:  rt,
 		refreshExpiry: now.Add(st.refreshTTL),
 		customerID:    customerID,
 	}
-	st.refresh[rt] = entry{customerID: customerID, expires: s.refreshExpiry}
+	st.refresh[rt] = entry{customerID: customerID, expires: s.refreshExpiry, auth: auth}
+	st.access[at] = entry{customerID: customerID, expires: s.accessExpiry, auth: auth}
 	return s
 }
 
@@ -209,7 +259,7 @@ func (st *store) counts(now time.Time) (liveCodes, storedCodes, liveRefresh, sto
 		}
 	}
 	for _, e := range st.refresh {
-		if e.live(now) {
+		if _, revoked := st.revoked[e.auth]; e.live(now) && !revoked {
 			liveRefresh++
 		}
 	}

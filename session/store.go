@@ -29,6 +29,7 @@ type Store interface {
 	LoginMemo
 	CustomerIndex
 	Events
+	PendingCancels
 	// Close stops Listen's delivery and releases the store's connections.
 	Close() error
 }
@@ -171,6 +172,10 @@ const (
 	// have been lost before it. Key is zero; Lost says whether the store lost
 	// its data meanwhile.
 	EventResync
+	// EventCancelQueued: a pending cancel was queued
+	// (PendingCancels.AddCancel), so every instance looks for due ones
+	// (docs/sessions.md, pending cancels). Key is zero.
+	EventCancelQueued
 )
 
 // Event is an announcement of the Store.

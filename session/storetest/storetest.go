@@ -42,6 +42,8 @@ func Run(t *testing.T, h Harness) {
 		{"CustomerIndex", testCustomerIndex},
 		{"LoginMemo", testLoginMemo},
 		{"Events", testEvents},
+		{"PendingCancels", func(t *testing.T, h Harness) { testPendingCancels(t, cancelsOf(h)) }},
+		{"PendingCancelLease", func(t *testing.T, h Harness) { testPendingCancelLease(t, cancelsOf(h)) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, h) })
 	}

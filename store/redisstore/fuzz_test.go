@@ -17,6 +17,7 @@ func FuzzParseMessage(f *testing.F) {
 	f.Add("u:" + strings.Repeat("a", 64))
 	f.Add("u:" + strings.Repeat("a", 64) + ":18446744073709551616")
 	f.Add("x:zz")
+	f.Add(cancelQueuedMessage)
 	f.Add("")
 	f.Fuzz(func(t *testing.T, msg string) {
 		ev, ok := parseMessage(msg)
@@ -31,6 +32,8 @@ func FuzzParseMessage(f *testing.F) {
 			// The short form "u:<hex>" parses as version 0, which formats as
 			// "u:<hex>:0" and parses back to the same event.
 			again = updatedMessage(ev.Key, ev.Version)
+		case session.EventCancelQueued:
+			again = cancelQueuedMessage
 		default:
 			t.Fatalf("kind %d from %q", ev.Kind, msg)
 		}

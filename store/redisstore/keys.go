@@ -16,7 +16,7 @@ import (
 //	<prefix>{<hex k>}:lease    its refresh lease (same slot)
 //	<prefix>c:{<hex hmac>}     customer index: set of hex session keys
 //	<prefix>l:{<hex hmac>}     login memo of an auth code
-//	<prefix>events             announcements: e:<hex k>, u:<hex k>:<version>
+//	<prefix>events             announcements: e:<hex k>, u:<hex k>:<version>, q: (a pending cancel queued)
 //
 // Customer ids and auth codes are named by HMAC-SHA256 under indexKey (itself
 // derived from the encryption key), since a plain hash of a guessable
@@ -94,9 +94,15 @@ func updatedMessage(k session.Key, version uint64) string {
 	return "u:" + hex.EncodeToString(k[:]) + ":" + strconv.FormatUint(version, 10)
 }
 
-// parseMessage reads an announcement: "e:<hex>", "u:<hex>" or
+// cancelQueuedMessage announces that a pending cancel was queued.
+const cancelQueuedMessage = "q:"
+
+// parseMessage reads an announcement: "q:", "e:<hex>", "u:<hex>" or
 // "u:<hex>:<version>".
 func parseMessage(msg string) (session.Event, bool) {
+	if msg == cancelQueuedMessage {
+		return session.Event{Kind: session.EventCancelQueued}, true
+	}
 	kind, rest, ok := strings.Cut(msg, ":")
 	if !ok {
 		return session.Event{}, false

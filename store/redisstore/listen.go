@@ -126,7 +126,7 @@ func (s *Store) receive(ps *redis.PubSub, fn func(session.Event)) (subscribed bo
 		case *redis.Message:
 			ev, ok := parseMessage(m.Payload)
 			if !ok {
-				s.log.Debug("redis store: ignoring a malformed announcement", zap.Int("length", len(m.Payload)))
+				s.log.Debug("redis store: ignoring a malformed announcement", zap.Int("length_bytes", len(m.Payload)))
 				continue
 			}
 			fn(ev)
