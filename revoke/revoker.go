@@ -237,6 +237,7 @@ func (r *Revoker) Enqueue(ctx context.Context, tok session.Cancel, reason string
 		return // nothing left to cancel
 	}
 	r.keep(ctx, &c)
+	id := c.ID // set if Carry kept something under it
 	if r.durable != nil {
 		// The request may go away meanwhile; the cancel must not.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
@@ -248,6 +249,7 @@ func (r *Revoker) Enqueue(ctx context.Context, tok session.Cancel, reason string
 		}
 		r.log.Warn("rebell cancel kept in this instance's memory only: the store cannot take it",
 			zap.String("end", reason), zap.Error(err))
+		c.ID = id
 	}
 	if err := r.memory.AddCancel(context.Background(), &c); err != nil {
 		r.giveUp(&c, "cannot be queued", err)

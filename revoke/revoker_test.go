@@ -579,7 +579,29 @@ func TestCarryUntracedCostsNothing(t *testing.T) {
 	ctx := context.Background()
 	a := testing.AllocsPerRun(100, func() { with.Enqueue(ctx, tok, "logout") })
 	b := testing.AllocsPerRun(100, func() { without.Enqueue(ctx, tok, "logout") })
+	t.Logf("Enqueue of an untraced cancel: %v allocations with Carry, %v without", a, b)
 	if a != b {
 		t.Errorf("Enqueue: %v allocations with Carry, %v without", a, b)
+	}
+}
+
+// TestCarryStoreDown: a traced cancel the store cannot take, kept in
+// memory, still carries what was kept to its try.
+func TestCarryStoreDown(t *testing.T) {
+	clock := fakeclock.New(t0)
+	cc := &ctxCanceller{}
+	r, err := New(Config{Queue: failingQueue{NewMemoryQueue()}, Canceller: cc, Refresher: cc, Now: clock.Now, Carry: carryMarker, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	e := &env{clock: clock}
+	r.Enqueue(context.WithValue(context.Background(), carryKey{}, "span1"), e.tokens(1), "logout")
+	r.Drain(context.Background())
+	cc.mu.Lock()
+	seen := fmt.Sprint(cc.seen)
+	cc.mu.Unlock()
+	if seen != "[AT1:span1]" || r.carriedLen() != 0 {
+		t.Fatalf("tries saw %s, %d kept", seen, r.carriedLen())
 	}
 }
