@@ -316,6 +316,7 @@ func (s *swapExchanger) Refresh(ctx context.Context, rt rebell.Secret) (*rebell.
 }
 
 func (s *swapExchanger) CancelToken(ctx context.Context, at rebell.Secret) error {
+	markAdmitted(ctx)
 	return s.client.Load().CancelToken(ctx, at)
 }
 
@@ -390,6 +391,8 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			store, redisStore = tracedStore{st}, st
 		}
 		guarded := guard.NewExchanger(ex, a.guard.Guard)
+		// Calls made under a traced context get spans (tracing.go).
+		traced := &tracingExchanger{next: guarded, breaker: a.guard.State}
 		p := &pooledCache{exchanger: ex}
 		var queue session.PendingCancels
 		if store != nil {
@@ -397,8 +400,10 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		}
 		if p.revoker, err = revoke.New(revoke.Config{
 			Queue:     queue,
-			Canceller: guarded,
-			Refresher: guarded,
+			Canceller: traced,
+			Refresher: traced,
+			// A request's trace goes with the cancel it queues (tracing.go).
+			Carry:     carryLink,
 			Logger:    a.logger,
 			OnResult:  func(result string) { metrics.cancels.WithLabelValues(result).Inc() },
 			OnPending: func(n int) { p.pending.Store(int64(n)) },
@@ -416,7 +421,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 		c, err := cache.New(cache.Config{
 			Store:            store,
 			SessionKeys:      sessionKeys,
-			Exchanger:        &tracingExchanger{next: guarded, breaker: a.guard.State},
+			Exchanger:        traced,
 			MaxSessions:      a.MaxSessions,
 			RefreshAhead:     time.Duration(a.RefreshAhead),
 			IdleTimeout:      time.Duration(a.IdleTimeout),

@@ -27,7 +27,8 @@ const tracerName = "github.com/rebell-gateway/caddy-rebell"
 
 // Span names.
 const (
-	spanApplyToken = "rebell.applyToken"
+	spanApplyToken  = "rebell.applyToken"
+	spanCancelToken = "rebell.cancelToken"
 )
 
 // Attribute keys of the spans.
@@ -76,6 +77,20 @@ func carrySpan(from, work context.Context, background bool) context.Context {
 	return trace.ContextWithSpan(work, span)
 }
 
+// carryLink is the revoker's Config.Carry: a request that queues a cancel
+// (a logout, an admin end, an eviction) gives the cancel's work a link to
+// its span and its tracer provider, and nothing else (not the request's
+// context, which is cancelled after the response); the revoker keeps that
+// and gives it, as from, to each try of the cancel, which then runs under
+// a root span linked to the request. Without a recording span it returns
+// work unchanged, and nothing is allocated.
+func carryLink(from, work context.Context) context.Context {
+	if l, ok := from.Value(requestLinkKey{}).(*requestLink); ok {
+		return context.WithValue(work, requestLinkKey{}, l)
+	}
+	return carrySpan(from, work, true)
+}
+
 // tracer returns the tracer for a span started under ctx, and the options
 // that make it a root span linked to a request for background work; ok is
 // false when ctx is not traced.
@@ -120,6 +135,23 @@ func (x *tracingExchanger) Refresh(ctx context.Context, rt rebell.Secret) (*rebe
 	return tok, err
 }
 
+// CancelToken puts a span rebell.cancelToken around a cancel worked under
+// a traced context: in practice a root span linked to the request that
+// queued it (carryLink), as the revoker works cancels in the background.
+func (x *tracingExchanger) CancelToken(ctx context.Context, at rebell.Secret) error {
+	next, ok := x.next.(rebell.TokenCanceller)
+	if !ok {
+		return &rebell.Error{Op: rebell.OpCancelToken, Kind: rebell.KindConfiguration, Err: errors.New("the exchanger cannot cancel tokens")}
+	}
+	ctx, ct := x.startSpan(ctx, spanCancelToken, "")
+	if ct == nil {
+		return next.CancelToken(ctx, at)
+	}
+	err := next.CancelToken(ctx, at)
+	ct.end(err)
+	return err
+}
+
 // callTraceKey carries the *callTrace of a traced call to the hooks below.
 type callTraceKey struct{}
 
@@ -134,16 +166,26 @@ type callTrace struct {
 }
 
 func (x *tracingExchanger) start(ctx context.Context, grantType string) (context.Context, *callTrace) {
+	return x.startSpan(ctx, spanApplyToken, grantType)
+}
+
+// startSpan starts the span name of a call under a traced context (nil
+// when it is not traced); grantType is applyToken's ("" for cancelToken,
+// which has none).
+func (x *tracingExchanger) startSpan(ctx context.Context, name, grantType string) (context.Context, *callTrace) {
 	t, opts, ok := tracer(ctx)
 	if !ok {
 		return ctx, nil
 	}
-	attrs := []attribute.KeyValue{attrGrantType.String(grantType)}
+	attrs := make([]attribute.KeyValue, 0, 2)
+	if grantType != "" {
+		attrs = append(attrs, attrGrantType.String(grantType))
+	}
 	if x.breaker != nil {
 		attrs = append(attrs, attrBreaker.String(x.breaker().String()))
 	}
 	opts = append(opts, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
-	ctx, span := t.Start(ctx, spanApplyToken, opts...)
+	ctx, span := t.Start(ctx, name, opts...)
 	ct := &callTrace{span: span, start: time.Now()}
 	return context.WithValue(ctx, callTraceKey{}, ct), ct
 }
@@ -351,4 +393,5 @@ func (s tracedStore) CustomerSessions(ctx context.Context, customerID string) ([
 var (
 	_ session.Store         = tracedStore{}
 	_ rebell.TokenExchanger = (*tracingExchanger)(nil)
+	_ rebell.TokenCanceller = (*tracingExchanger)(nil)
 )

@@ -12,9 +12,11 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/rebell-gateway/caddy-rebell/cache"
 	"github.com/rebell-gateway/caddy-rebell/guard"
 	"github.com/rebell-gateway/caddy-rebell/internal/testkeys"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
+	"github.com/rebell-gateway/caddy-rebell/revoke"
 	"github.com/rebell-gateway/caddy-rebell/sandbox"
 	"github.com/rebell-gateway/caddy-rebell/session"
 )
@@ -297,4 +299,94 @@ func TestTraceStore(t *testing.T) {
 		t.Errorf("redis.load: parent %v, %v", load.Parent(), a)
 	}
 	noSecrets(t, rec, "2188000000000099")
+}
+
+// TestTraceCancelLinked: a logout under a request's span queues a cancel
+// that the revoker works after the request is over (its context cancelled):
+// the cancel runs under a root span rebell.cancelToken linked to the
+// logout's span, from the request's tracer provider, with the call's
+// attributes and one event per attempt, and no span holds a code, a token,
+// a session id or a customer id. Once the cancel settled, the revoker keeps
+// nothing of the request.
+func TestTraceCancelLinked(t *testing.T) {
+	r := newTraceRig(t)
+	rv, err := revoke.New(revoke.Config{Canceller: r.ex, Refresher: r.ex, Carry: carryLink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cache.New(cache.Config{Exchanger: r.ex, Revoke: rv.Enqueue, Carry: carrySpan})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	code, customer := r.sb.IssueAuthCode("2188000000000079")
+	sid, g, err := c.Login(context.Background(), rebell.NewSecret(code))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, ok := c.ParseSessionID(sid)
+	if !ok {
+		t.Fatal("session id does not parse")
+	}
+	reqCtx, cancelReq := context.WithCancel(context.Background())
+	reqCtx, reqSpan := r.provider.Tracer("caddy").Start(reqCtx, "logout")
+	if err := c.Logout(reqCtx, k); err != nil {
+		t.Fatal(err)
+	}
+	reqSpan.End()
+	cancelReq() // the request is over before the cancel is worked
+
+	rv.Drain(context.Background())
+	if n, err := rv.Pending(context.Background()); err != nil || n != 0 {
+		t.Fatalf("pending cancels %d, %v", n, err)
+	}
+	spans := r.ended(spanCancelToken)
+	if len(spans) != 1 {
+		t.Fatalf("%d %s spans, want 1", len(spans), spanCancelToken)
+	}
+	s := spans[0]
+	if s.Parent().IsValid() || s.SpanContext().TraceID() == reqSpan.SpanContext().TraceID() {
+		t.Error("the cancel is not a root span of its own")
+	}
+	if l := s.Links(); len(l) != 1 || l[0].SpanContext.SpanID() != reqSpan.SpanContext().SpanID() ||
+		l[0].SpanContext.TraceID() != reqSpan.SpanContext().TraceID() {
+		t.Errorf("cancel links %v, want the logout's span", l)
+	}
+	if s.SpanKind() != trace.SpanKindClient || s.Status().Code.String() != "Unset" {
+		t.Errorf("kind %v, status %v", s.SpanKind(), s.Status())
+	}
+	a := attrs(s)
+	for k, want := range map[string]any{
+		"rebell.background": true, "rebell.result_status": "S", "rebell.result_code": "SUCCESS", "rebell.verified": true,
+		"http.response.status_code": int64(200), "rebell.attempts": int64(1), "rebell.breaker_state": "closed",
+	} {
+		if a[k] != want {
+			t.Errorf("cancel %s = %v, want %v", k, a[k], want)
+		}
+	}
+	if _, ok := a["rebell.grant_type"]; ok {
+		t.Errorf("a cancel has a grant type: %v", a)
+	}
+	if _, ok := a["rebell.slot_wait_seconds"]; !ok {
+		t.Errorf("no slot wait: %v", a)
+	}
+	if ev := s.Events(); len(ev) != 1 || ev[0].Name != "attempt" {
+		t.Errorf("cancel events %v, want 1 attempt", ev)
+	}
+	if st := r.sb.Stats(); st.CancelTokenCalls != 1 || st.CancelByResultCode["SUCCESS"] != 1 {
+		t.Errorf("Rebell saw cancels %d, %v", st.CancelTokenCalls, st.CancelByResultCode)
+	}
+	noSecrets(t, r.rec, code, customer, sid, g.AccessToken.Reveal())
+}
+
+// TestTraceCancelUntraced: a cancel queued without a recording span gets no
+// span, and Carry adds nothing to the work (no allocation).
+func TestTraceCancelUntraced(t *testing.T) {
+	bg := context.Background()
+	if got := carryLink(bg, bg); got != bg {
+		t.Error("an untraced request gave the cancel something to keep")
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = carryLink(bg, bg) }); n != 0 {
+		t.Errorf("untraced carry: %v allocations", n)
+	}
 }

@@ -114,7 +114,8 @@ func spanAttr(s *tracepb.Span, key string) string {
 // real Caddy exports (OTLP/HTTP, to a receiver on 127.0.0.1) a
 // rebell.applyToken span and the store's round trips as children of the
 // request's span, with the call's attributes; a refresh-ahead is a root span
-// linked to the request that started it; no auth code, token, session id or
+// linked to the request that started it, and so is the cancel a logout
+// queues (rebell.cancelToken); no auth code, token, session id or
 // customer id is anywhere in the export.
 func TestTracingThroughCaddy(t *testing.T) {
 	recv := newOTLPReceiver(t)
@@ -229,6 +230,53 @@ http://127.0.0.1:%d {
 	stores := recv.find("redis.create")
 	if len(stores) == 0 || !bytes.Equal(stores[0].ParentSpanId, req.SpanId) {
 		t.Errorf("no redis.create child of the request's span (%d)", len(stores))
+	}
+
+	// A logout queues the cancel of the session's tokens, which the
+	// revoker works after the response: a root span rebell.cancelToken of
+	// its own, linked to the logout's span.
+	lo, _ := http.NewRequest(http.MethodPost, base+"/rebell/logout", nil)
+	lo.Header.Set("Authorization", "Bearer "+lr.SessionID)
+	loresp, err := http.DefaultClient.Do(lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loresp.Body.Close()
+	if loresp.StatusCode/100 != 2 {
+		t.Fatalf("logout: %d", loresp.StatusCode)
+	}
+	var logout, cancelSpan *tracepb.Span
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && (logout == nil || cancelSpan == nil); time.Sleep(100 * time.Millisecond) {
+		for _, s := range recv.find("gateway_request") {
+			if s != req && s != ahead {
+				logout = s
+			}
+		}
+		if cs := recv.find("rebell.cancelToken"); len(cs) > 0 {
+			cancelSpan = cs[0]
+		}
+	}
+	if logout == nil || cancelSpan == nil {
+		t.Fatalf("spans: logout request %v, cancelToken %v", logout != nil, cancelSpan != nil)
+	}
+	if n := len(recv.find("rebell.cancelToken")); n != 1 {
+		t.Errorf("%d rebell.cancelToken spans, want 1", n)
+	}
+	if len(cancelSpan.ParentSpanId) != 0 || bytes.Equal(cancelSpan.TraceId, logout.TraceId) ||
+		len(cancelSpan.Links) != 1 || !bytes.Equal(cancelSpan.Links[0].SpanId, logout.SpanId) || !bytes.Equal(cancelSpan.Links[0].TraceId, logout.TraceId) {
+		t.Errorf("cancelToken span: parent %x, trace %x (logout's %x), links %v, want a root span linked to the logout's span %x",
+			cancelSpan.ParentSpanId, cancelSpan.TraceId, logout.TraceId, cancelSpan.Links, logout.SpanId)
+	}
+	for k, want := range map[string]string{
+		"rebell.background": "true", "rebell.result_status": "S", "rebell.result_code": "SUCCESS",
+		"http.response.status_code": "200", "rebell.attempts": "1", "rebell.breaker_state": "closed",
+	} {
+		if got := spanAttr(cancelSpan, k); got != want {
+			t.Errorf("cancelToken %s = %q, want %q", k, got, want)
+		}
+	}
+	if cs := mock.cancelCalls(); len(cs) != 1 || !cs[0].signed {
+		t.Errorf("cancelToken calls at Rebell: %v", cs)
 	}
 	recv.mu.Lock()
 	raw := recv.raw.String()

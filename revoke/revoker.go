@@ -76,7 +76,22 @@ type Config struct {
 	// OnPending, if set, is called with the number of pending cancels
 	// after it may have changed (at most once a Poll while some are).
 	OnPending func(n int)
+	// Carry, if set, takes what the work on a cancel needs of the context
+	// that queued it (a request's trace, docs/operations.md "Tracing")
+	// into the context of that work. Enqueue calls it with the queuing
+	// context and context.Background(): a result other than that
+	// Background is kept in memory with the pending cancel (at most
+	// MaxCarried of them, never a request's cancellation), until the
+	// cancel settles or is given up. Each try of the cancel calls it again
+	// with the kept context and the try's. It must keep no secret. A
+	// cancel worked by another instance, or after a restart, has nothing
+	// kept.
+	Carry func(from, work context.Context) context.Context
 }
+
+// MaxCarried bounds the contexts Config.Carry kept for pending cancels;
+// beyond it a queued cancel keeps none.
+const MaxCarried = 1024
 
 // Revoker cancels the tokens of sessions the gateway ended, in the
 // background, retrying with capped backoff until Rebell answers for good
@@ -88,6 +103,10 @@ type Revoker struct {
 	memory  *MemoryQueue           // always: the queue, or the fallback
 	now     func() time.Time
 	log     *zap.Logger
+
+	// carried holds Config.Carry's contexts by pending cancel id.
+	carriedMu sync.Mutex
+	carried   map[string]carried
 
 	wake chan struct{}
 	// busy is set while a cancel may be pending (the last look found one,
@@ -125,6 +144,78 @@ func New(cfg Config) (*Revoker, error) {
 	return r, nil
 }
 
+// carried is what Config.Carry kept of a pending cancel's queuing
+// context, until its tokens expire at the latest.
+type carried struct {
+	ctx   context.Context
+	until time.Time
+}
+
+// keep runs Config.Carry on the context that queues c and, if it gives
+// something to keep, names c (AddCancel keeps a set id) and keeps it under
+// that name, before c is queued and can be worked.
+func (r *Revoker) keep(from context.Context, c *session.Cancel) {
+	if r.cfg.Carry == nil {
+		return
+	}
+	bg := context.Background()
+	kept := r.cfg.Carry(from, bg)
+	if kept == bg {
+		return // nothing to carry: nothing allocated
+	}
+	now := r.now()
+	r.carriedMu.Lock()
+	defer r.carriedMu.Unlock()
+	if len(r.carried) >= MaxCarried {
+		// Cancels settled by another instance leave theirs behind:
+		// drop those whose tokens expired.
+		for id, k := range r.carried {
+			if !now.Before(k.until) {
+				delete(r.carried, id)
+			}
+		}
+		if len(r.carried) >= MaxCarried {
+			return
+		}
+	}
+	if r.carried == nil {
+		r.carried = make(map[string]carried)
+	}
+	c.ID = newID()
+	r.carried[c.ID] = carried{ctx: kept, until: c.Until()}
+}
+
+// carry returns work with what Config.Carry kept for c, if anything.
+func (r *Revoker) carry(c *session.Cancel, work context.Context) context.Context {
+	if r.cfg.Carry == nil {
+		return work
+	}
+	r.carriedMu.Lock()
+	k, ok := r.carried[c.ID]
+	r.carriedMu.Unlock()
+	if !ok {
+		return work
+	}
+	return r.cfg.Carry(k.ctx, work)
+}
+
+// forget drops what was kept for c, which settled or was given up.
+func (r *Revoker) forget(c *session.Cancel) {
+	if r.cfg.Carry == nil {
+		return
+	}
+	r.carriedMu.Lock()
+	delete(r.carried, c.ID)
+	r.carriedMu.Unlock()
+}
+
+// carriedLen returns how many pending cancels have a kept context.
+func (r *Revoker) carriedLen() int {
+	r.carriedMu.Lock()
+	defer r.carriedMu.Unlock()
+	return len(r.carried)
+}
+
 func orDefault(d, def time.Duration) time.Duration {
 	if d == 0 {
 		return def
@@ -145,6 +236,8 @@ func (r *Revoker) Enqueue(ctx context.Context, tok session.Cancel, reason string
 	if c.AccessToken.IsZero() || !now.Before(c.Until()) {
 		return // nothing left to cancel
 	}
+	r.keep(ctx, &c)
+	id := c.ID // set if Carry kept something under it
 	if r.durable != nil {
 		// The request may go away meanwhile; the cancel must not.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
@@ -156,7 +249,7 @@ func (r *Revoker) Enqueue(ctx context.Context, tok session.Cancel, reason string
 		}
 		r.log.Warn("rebell cancel kept in this instance's memory only: the store cannot take it",
 			zap.String("end", reason), zap.Error(err))
-		c.ID = ""
+		c.ID = id
 	}
 	if err := r.memory.AddCancel(context.Background(), &c); err != nil {
 		r.giveUp(&c, "cannot be queued", err)
@@ -288,7 +381,7 @@ func (r *Revoker) try(ctx context.Context, q session.PendingCancels, c *session.
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.cfg.LeaseTTL/2)
 	defer cancel()
-	cctx = rebell.WithBackground(cctx)
+	cctx = rebell.WithBackground(r.carry(c, cctx))
 	if !now.Before(c.AccessTokenExpiry) {
 		r.refreshFirst(cctx, q, c, lease)
 		return
@@ -403,6 +496,7 @@ func (r *Revoker) putBack(q session.PendingCancels, c *session.Cancel, lease str
 }
 
 func (r *Revoker) remove(q session.PendingCancels, c *session.Cancel) {
+	r.forget(c)
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	if err := q.RemoveCancel(ctx, c.ID); err != nil {
@@ -411,6 +505,7 @@ func (r *Revoker) remove(q session.PendingCancels, c *session.Cancel) {
 }
 
 func (r *Revoker) giveUp(c *session.Cancel, why string, err error) {
+	r.forget(c)
 	r.result(ResultGivenUp)
 	fields := []zap.Field{zap.String("end", c.Reason), zap.String("why", why), zap.Int("attempts", c.Attempts)}
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -449,4 +450,158 @@ type fakeListener struct{ session.Store }
 
 func (fakeListener) Listen(fn func(session.Event)) {
 	fn(session.Event{Kind: session.EventCancelQueued})
+}
+
+// carryKey marks a queuing context as traced in TestCarry.
+type carryKey struct{}
+
+// carryMarker is Config.Carry for the tests: it takes the marker of a
+// traced queuing context (or of what it kept) into the work, and leaves an
+// untraced one's work unchanged.
+func carryMarker(from, work context.Context) context.Context {
+	if v, ok := from.Value(carryKey{}).(string); ok {
+		return context.WithValue(work, carryKey{}, v)
+	}
+	return work
+}
+
+// ctxCanceller records what each cancelToken call's context carried.
+type ctxCanceller struct {
+	fakeRebell
+	mu   sync.Mutex
+	seen []string // the marker of each call, "" for none; "!" if cut short
+	fail int      // the first fail calls fail retryably
+}
+
+func (c *ctxCanceller) CancelToken(ctx context.Context, at rebell.Secret) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, _ := ctx.Value(carryKey{}).(string)
+	if ctx.Err() != nil {
+		v = "!"
+	}
+	c.seen = append(c.seen, at.Reveal()+":"+v)
+	if c.fail > 0 {
+		c.fail--
+		return &rebell.Error{Kind: rebell.KindRetryable, ResultStatus: "U", ResultCode: rebell.CodeUnknownException}
+	}
+	if at.Reveal() == "AT3" {
+		return &rebell.Error{Kind: rebell.KindConfiguration, ResultStatus: "F", ResultCode: rebell.CodeAccessDenied}
+	}
+	return nil
+}
+
+// TestCarry: what Carry takes of a queuing context reaches every try of its
+// cancel, also after that context was cancelled (the request is over), and
+// is dropped once the cancel is confirmed or given up; an untraced queuing
+// context keeps nothing; what is kept is bounded.
+func TestCarry(t *testing.T) {
+	clock := fakeclock.New(t0)
+	cc := &ctxCanceller{fail: 1}
+	r, err := New(Config{Canceller: cc, Refresher: cc, Now: clock.Now, Carry: carryMarker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	e := &env{clock: clock}
+	req, cancel := context.WithCancel(context.WithValue(context.Background(), carryKey{}, "span1"))
+	r.Enqueue(req, e.tokens(1), "logout")
+	cancel()
+	r.Enqueue(context.Background(), e.tokens(2), "logout")
+	r.Enqueue(context.WithValue(context.Background(), carryKey{}, "span3"), e.tokens(3), "customer")
+	if n := r.carriedLen(); n != 2 {
+		t.Fatalf("%d kept, want 2 (the untraced cancel keeps nothing)", n)
+	}
+	for range 5 {
+		r.Drain(context.Background())
+		clock.Advance(time.Minute)
+	}
+	cc.mu.Lock()
+	seen := fmt.Sprint(cc.seen)
+	cc.mu.Unlock()
+	// The first try (AT1's) fails and is tried again with the same marker.
+	if !containsAll(seen, "AT1:span1 ", "AT2: ", "AT3:span3") || strings.Count(seen, "AT1:span1") != 2 || strings.Contains(seen, "!") {
+		t.Fatalf("tries saw %s", seen)
+	}
+	if n, _ := r.Pending(context.Background()); n != 0 {
+		t.Fatalf("%d pending", n)
+	}
+	if n := r.carriedLen(); n != 0 {
+		t.Fatalf("%d kept after every cancel settled or was given up", n)
+	}
+
+	// Bounded: beyond MaxCarried nothing more is kept, until those whose
+	// tokens expired are dropped.
+	traced := context.WithValue(context.Background(), carryKey{}, "x")
+	for range MaxCarried + 1 {
+		c := e.tokens(9)
+		r.keep(traced, &c)
+	}
+	if n := r.carriedLen(); n != MaxCarried {
+		t.Fatalf("%d kept, want at most %d", n, MaxCarried)
+	}
+	clock.Advance(25 * time.Hour)
+	c := e.tokens(9)
+	r.keep(traced, &c)
+	if n := r.carriedLen(); n != 1 {
+		t.Fatalf("%d kept after the expired ones were dropped, want 1", n)
+	}
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
+
+// nopQueue takes every cancel and holds none.
+type nopQueue struct{ session.PendingCancels }
+
+func (nopQueue) AddCancel(context.Context, *session.Cancel) error { return nil }
+
+// TestCarryUntracedCostsNothing: an untraced queuing context allocates
+// nothing more in Enqueue than without Carry.
+func TestCarryUntracedCostsNothing(t *testing.T) {
+	clock := fakeclock.New(t0)
+	with, err := New(Config{Queue: nopQueue{}, Canceller: &fakeRebell{}, Refresher: &fakeRebell{}, Now: clock.Now, Carry: carryMarker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	without, err := New(Config{Queue: nopQueue{}, Canceller: &fakeRebell{}, Refresher: &fakeRebell{}, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{clock: clock}
+	tok := e.tokens(1)
+	ctx := context.Background()
+	a := testing.AllocsPerRun(100, func() { with.Enqueue(ctx, tok, "logout") })
+	b := testing.AllocsPerRun(100, func() { without.Enqueue(ctx, tok, "logout") })
+	t.Logf("Enqueue of an untraced cancel: %v allocations with Carry, %v without", a, b)
+	if a != b {
+		t.Errorf("Enqueue: %v allocations with Carry, %v without", a, b)
+	}
+}
+
+// TestCarryStoreDown: a traced cancel the store cannot take, kept in
+// memory, still carries what was kept to its try.
+func TestCarryStoreDown(t *testing.T) {
+	clock := fakeclock.New(t0)
+	cc := &ctxCanceller{}
+	r, err := New(Config{Queue: failingQueue{NewMemoryQueue()}, Canceller: cc, Refresher: cc, Now: clock.Now, Carry: carryMarker, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	e := &env{clock: clock}
+	r.Enqueue(context.WithValue(context.Background(), carryKey{}, "span1"), e.tokens(1), "logout")
+	r.Drain(context.Background())
+	cc.mu.Lock()
+	seen := fmt.Sprint(cc.seen)
+	cc.mu.Unlock()
+	if seen != "[AT1:span1]" || r.carriedLen() != 0 {
+		t.Fatalf("tries saw %s, %d kept", seen, r.carriedLen())
+	}
 }
