@@ -200,7 +200,7 @@ func New(cfg Config) (*Cache, error) {
 	}
 	c.logins.m = make(map[[32]byte]*loginCall)
 	mem, err := newMemoryTier(orDefault(cfg.MaxSessions, DefaultMaxSessions), memoryHooks{
-		evicted: func(e *entry) { c.back.evicted(e) },
+		evicted: func(ctx context.Context, e *entry) { c.back.evicted(ctx, e) },
 		expired: c.expired,
 		changed: cfg.OnSessionsChanged,
 	})
@@ -406,7 +406,7 @@ func (c *Cache) heldCopies() []*entry { return c.mem.idx.all() }
 // hold puts e, read from the store with state st at now, in memory; see
 // host.hold.
 func (c *Cache) hold(e *entry, st *tokenState, now time.Time) (*entry, error) {
-	if err := c.mem.insert(e, c.pol.lifetime(st, now), nil); err != nil {
+	if err := c.mem.insert(context.Background(), e, c.pol.lifetime(st, now), nil); err != nil {
 		if held := c.mem.get(&e.key); held != nil {
 			return held, nil // another path stored it meanwhile
 		}

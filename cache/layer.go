@@ -56,8 +56,9 @@ type layer interface {
 	// confirmedEnd is told that session k ended for good: its end is
 	// stored, or came from the store.
 	confirmedEnd(k Key)
-	// evicted is told that the memory tier removed e to make room.
-	evicted(e *entry)
+	// evicted is told that the memory tier removed e to make room for the
+	// call with ctx (a login).
+	evicted(ctx context.Context, e *entry)
 	// close releases what the layer holds. The cache's own work has
 	// stopped.
 	close()
@@ -175,14 +176,16 @@ func (*memoryOnly) endCustomer(context.Context, string, map[Key]bool, *int) erro
 
 func (*memoryOnly) confirmedEnd(Key) {}
 
-// evicted ends the session: memory was its only home.
-func (m *memoryOnly) evicted(e *entry) {
+// evicted ends the session: memory was its only home. ctx is the call that
+// needed the room (a login's request): the cancel keeps its trace, not its
+// cancellation.
+func (m *memoryOnly) evicted(ctx context.Context, e *entry) {
 	if !e.ended.CompareAndSwap(false, true) {
 		return
 	}
 	m.h.reportEnd(e, "evicted", zapcore.InfoLevel)
 	if m.ctx.Err() == nil { // Close drops every session; that ends none
-		m.revokeState(context.Background(), e.state.Load(), RevokeEvicted)
+		m.revokeState(context.WithoutCancel(ctx), e.state.Load(), RevokeEvicted)
 	}
 	if n, ok := m.roomWarn.allow(m.now()); ok {
 		m.log.Warn("rebell memory tier full (max_sessions): sessions used least recently ended to make room",

@@ -77,7 +77,7 @@ func (c *Cache) runLogin(ctx context.Context, h [32]byte, call *loginCall, authC
 // in memory is secured first, so that Rebell never spends an auth code on a
 // session that is not kept.
 func (c *Cache) exchangeCode(ctx context.Context, authCode rebell.Secret) (string, *entry, error) {
-	r, err := c.mem.reserve()
+	r, err := c.mem.reserve(ctx)
 	if err != nil {
 		return "", nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 	}
@@ -126,7 +126,7 @@ func (c *Cache) storeNew(ctx context.Context, st *tokenState, now time.Time, r *
 	e := newEntry(k, st, now)
 	e.checked.Store(now.UnixNano())
 	e.pinned.Store(true) // until exchange hands it out
-	if err := c.mem.insert(e, c.pol.lifetime(st, now), r); err != nil {
+	if err := c.mem.insert(ctx, e, c.pol.lifetime(st, now), r); err != nil {
 		e.ended.Store(true)
 		return "", nil, err
 	}

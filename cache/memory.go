@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -59,7 +60,7 @@ type memoryTier struct {
 type memoryHooks struct {
 	// evicted is called, with no lock held, for a session removed to make
 	// room. It may call the tier.
-	evicted func(e *entry)
+	evicted func(ctx context.Context, e *entry)
 	// expired is called by ristretto's processing goroutine for a session
 	// whose record lifetime passed. It must not call into ristretto (the
 	// index is fine).
@@ -146,7 +147,7 @@ type room struct {
 // sessions if the tier is full, so that a login whose exchange succeeds is
 // sure to be kept. Release what insert does not consume. It fails only
 // after close.
-func (m *memoryTier) reserve() (*room, error) {
+func (m *memoryTier) reserve(ctx context.Context) (*room, error) {
 	if m.closed() {
 		return nil, errClosed
 	}
@@ -154,7 +155,7 @@ func (m *memoryTier) reserve() (*room, error) {
 	victims := m.makeRoom()
 	m.reserved++
 	m.roomMu.Unlock()
-	m.report(victims)
+	m.report(ctx, victims)
 	return &room{m: m, held: true}, nil
 }
 
@@ -187,16 +188,18 @@ func (m *memoryTier) makeRoom() []*entry {
 	return victims
 }
 
-func (m *memoryTier) report(victims []*entry) {
+// report hands the sessions removed for room to the evicted hook, with the
+// context of the call that needed the room (a login's request).
+func (m *memoryTier) report(ctx context.Context, victims []*entry) {
 	for _, v := range victims {
-		m.hooks.evicted(v)
+		m.hooks.evicted(ctx, v)
 	}
 }
 
 // insert holds a new entry for ttl, using r (which may be nil) for room or
 // making room itself. It fails with errClosed after close, and with
 // errOccupied when a session is held under e's key already.
-func (m *memoryTier) insert(e *entry, ttl time.Duration, r *room) error {
+func (m *memoryTier) insert(ctx context.Context, e *entry, ttl time.Duration, r *room) error {
 	s := e.key[0]
 	if !m.gate.enter(s) {
 		return errClosed
@@ -214,7 +217,7 @@ func (m *memoryTier) insert(e *entry, ttl time.Duration, r *room) error {
 	victims := m.makeRoom()
 	added := m.idx.add(e)
 	m.roomMu.Unlock()
-	m.report(victims)
+	m.report(ctx, victims)
 	if !added {
 		return errOccupied
 	}

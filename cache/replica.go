@@ -200,7 +200,7 @@ func (r *replica) login(ctx context.Context, authCode rebell.Secret) (string, *e
 
 // evicted drops only the copy: the session lives on in the store, and the
 // next request for it reads it back.
-func (r *replica) evicted(e *entry) {
+func (r *replica) evicted(_ context.Context, e *entry) {
 	r.log.Debug("rebell session dropped from memory for room; kept in the store", zap.String("session", e.key.Tag()))
 	if n, ok := r.roomWarn.allow(r.now()); ok {
 		r.log.Warn("rebell memory tier full (max_sessions): copies of sessions dropped from memory; they are read from the store when next used",

@@ -804,7 +804,7 @@ func TestSharedEvictionDuringRefreshKeepsSession(t *testing.T) {
 	e := node.entryOf(t, k)
 	finish := cl.getDuringRefresh(t, 0, k, g)
 	node.mem.remove(e) // dropped for room while applyToken runs
-	node.back.evicted(e)
+	node.back.evicted(context.Background(), e)
 	if node.Len() != 0 {
 		t.Fatalf("Len after eviction = %d", node.Len())
 	}

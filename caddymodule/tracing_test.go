@@ -390,3 +390,47 @@ func TestTraceCancelUntraced(t *testing.T) {
 		t.Errorf("untraced carry: %v allocations", n)
 	}
 }
+
+// TestTraceCancelOfEvictedLinked: a login into a full memory tier ends the
+// least recently used session to make room; the cancel of that session's
+// tokens is a root span linked to the login's request, like a logout's.
+func TestTraceCancelOfEvictedLinked(t *testing.T) {
+	r := newTraceRig(t)
+	rv, err := revoke.New(revoke.Config{Canceller: r.ex, Refresher: r.ex, Carry: carryLink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cache.New(cache.Config{Exchanger: r.ex, MaxSessions: 1, Revoke: rv.Enqueue, Carry: carrySpan})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	code, customer := r.sb.IssueAuthCode("2188000000000078")
+	sid, g, err := c.Login(context.Background(), rebell.NewSecret(code))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code2, _ := r.sb.IssueAuthCode("2188000000000077")
+	reqCtx, reqSpan := r.provider.Tracer("caddy").Start(context.Background(), "login")
+	if _, _, err := c.Login(reqCtx, rebell.NewSecret(code2)); err != nil {
+		t.Fatal(err)
+	}
+	reqSpan.End()
+
+	rv.Drain(context.Background())
+	spans := r.ended(spanCancelToken)
+	if len(spans) != 1 {
+		t.Fatalf("%d %s spans, want 1 (the evicted session's cancel)", len(spans), spanCancelToken)
+	}
+	s := spans[0]
+	if s.Parent().IsValid() || s.SpanContext().TraceID() == reqSpan.SpanContext().TraceID() {
+		t.Error("the cancel is not a root span of its own")
+	}
+	if l := s.Links(); len(l) != 1 || l[0].SpanContext.SpanID() != reqSpan.SpanContext().SpanID() {
+		t.Errorf("cancel links %v, want the login's span", l)
+	}
+	if st := r.sb.Stats(); st.CancelTokenCalls != 1 || st.CancelByResultCode["SUCCESS"] != 1 {
+		t.Errorf("Rebell saw cancels %d, %v", st.CancelTokenCalls, st.CancelByResultCode)
+	}
+	noSecrets(t, r.rec, code, customer, sid, g.AccessToken.Reveal())
+}
