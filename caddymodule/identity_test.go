@@ -1,13 +1,7 @@
 package caddymodule
 
 import (
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,35 +14,14 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/rebell-gateway/caddy-rebell/handler"
+	"github.com/rebell-gateway/caddy-rebell/internal/testkeys"
 )
 
-// writeIdentityKey writes a new PKCS#8 key (Ed25519, or P-256 when ec) to a
-// file in dir and returns its path.
+// writeIdentityKey writes a new identity key (Ed25519, or P-256 when ec)
+// to the file name in dir and returns its path.
 func writeIdentityKey(tb testing.TB, dir, name string, ec bool) string {
 	tb.Helper()
-	var key any
-	if ec {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		key = k
-	} else {
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		key = k
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	return path
+	return testkeys.WriteIdentityKey(tb, dir, name, ec)
 }
 
 func TestIdentityCaddyfile(t *testing.T) {

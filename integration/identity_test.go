@@ -2,53 +2,24 @@ package integration
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/rebell-gateway/caddy-rebell/internal/testkeys"
 	verifier "github.com/rebell-gateway/caddy-rebell/upstream"
 )
 
-// writeIdentityKey writes a new PKCS#8 identity key, Ed25519 or (ec) P-256.
+// writeIdentityKey writes a new identity key, Ed25519 or (ec) P-256.
 func writeIdentityKey(t *testing.T, ec bool) string {
 	t.Helper()
-	var key any
-	if ec {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		key = k
-	} else {
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		key = k
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "identity.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return testkeys.WriteIdentityKey(t, t.TempDir(), "identity.pem", ec)
 }
 
 // identityGateway is a gateway with identity_assertion whose site also
