@@ -17,7 +17,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -27,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rebell-gateway/caddy-rebell/bench/internal/freeport"
 	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
@@ -267,24 +267,13 @@ func cpuTicks(pid int) (int64, error) {
 	return ut + st, nil
 }
 
+// printFreePorts prints n distinct ports on 127.0.0.1 that were free a
+// moment ago, on one line.
 func printFreePorts(n int) int {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var out []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "login:", err)
-			return 1
-		}
-		ls = append(ls, l)
-		out = append(out, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	if err := freeport.Print(os.Stdout, n); err != nil {
+		fmt.Fprintln(os.Stderr, "login:", err)
+		return 1
 	}
-	fmt.Println(strings.Join(out, " "))
 	return 0
 }
 

@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -35,6 +34,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/rebell-gateway/caddy-rebell/bench/internal/freeport"
 )
 
 // flatFactor bounds goroutines and the live heap at the end against their
@@ -732,23 +733,10 @@ func goroutines(c *http.Client, admin string) (int, error) {
 // printFreePorts prints n distinct ports on 127.0.0.1 that were free a
 // moment ago, on one line.
 func printFreePorts(n int) int {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var out []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "soak:", err)
-			return 1
-		}
-		ls = append(ls, l)
-		out = append(out, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	if err := freeport.Print(os.Stdout, n); err != nil {
+		fmt.Fprintln(os.Stderr, "soak:", err)
+		return 1
 	}
-	fmt.Println(strings.Join(out, " "))
 	return 0
 }
 
