@@ -123,7 +123,7 @@ func TestMetricsThroughCaddy(t *testing.T) {
 	}
 	// The logout's cancel at Rebell (revoke on) runs in the background.
 	waitUntil(t, 5*time.Second, "the logout's cancel", func() (bool, string) {
-		st := getCancelStats(t, g.sandbox)
+		st := getStats(t, g.sandbox)
 		return st.AuthorizationsCancelled == 1, fmt.Sprintf("%+v", st)
 	})
 	login(issueCode(t, g.sandbox, "2188000000000903"), 200, "")

@@ -219,28 +219,6 @@ func TestRevokeOff(t *testing.T) {
 	}
 }
 
-// cancelStats are the sandbox's cancelToken counters.
-type cancelStats struct {
-	CancelTokenCalls        int64            `json:"cancelTokenCalls"`
-	CancelByResultCode      map[string]int64 `json:"cancelByResultCode"`
-	AuthorizationsCancelled int64            `json:"authorizationsCancelled"`
-	LiveRefreshTokens       int              `json:"liveRefreshTokens"`
-}
-
-func getCancelStats(t testing.TB, base string) cancelStats {
-	t.Helper()
-	resp, err := http.Get(base + "/sandbox/stats")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var st cancelStats
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
-
 // TestClusterRevokeSurvivesTheInstance: three instances on one Redis; one
 // takes a logout while Rebell fails every cancel, and is stopped: the
 // pending cancel is not lost, another instance makes it once Rebell is
@@ -251,7 +229,7 @@ func TestClusterRevokeSurvivesTheInstance(t *testing.T) {
 	const customer = "2188000000000904"
 	s := m.mustLogin(m.nodes[0], customer)
 	m.mustGet(m.nodes[1], s.SessionID, customer)
-	live := getCancelStats(t, m.sandbox).LiveRefreshTokens
+	live := getStats(t, m.sandbox).LiveRefreshTokens
 	if status, body := postJSON(t, m.sandbox+"/sandbox/faults",
 		`{"call":"cancelToken","count":10000,"resultStatus":"U","resultCode":"UNKNOWN_EXCEPTION","httpStatus":503}`); status != http.StatusOK {
 		t.Fatalf("fault: %d %s", status, body)
@@ -264,7 +242,7 @@ func TestClusterRevokeSurvivesTheInstance(t *testing.T) {
 		t.Logf("logout with store redis, Rebell failing, answered in %v", took.Round(time.Microsecond))
 	}
 	waitUntil(t, 5*time.Second, "a failed cancel", func() (bool, string) {
-		st := getCancelStats(t, m.sandbox)
+		st := getStats(t, m.sandbox)
 		return st.CancelTokenCalls >= 1, fmt.Sprint(st.CancelTokenCalls)
 	})
 	m.nodes[0].caddy.stop()
@@ -277,11 +255,11 @@ func TestClusterRevokeSurvivesTheInstance(t *testing.T) {
 	}
 	back := time.Now()
 	waitUntil(t, 40*time.Second, "the cancel made by another instance", func() (bool, string) {
-		st := getCancelStats(t, m.sandbox)
+		st := getStats(t, m.sandbox)
 		return st.AuthorizationsCancelled == 1, fmt.Sprintf("%+v", st)
 	})
 	t.Logf("cancelled %v after Rebell came back", time.Since(back).Round(time.Millisecond))
-	if st := getCancelStats(t, m.sandbox); st.LiveRefreshTokens != live-1 {
+	if st := getStats(t, m.sandbox); st.LiveRefreshTokens != live-1 {
 		t.Errorf("live refresh tokens %d, want %d", st.LiveRefreshTokens, live-1)
 	}
 	// Removed once the answer is back at the instance.
@@ -331,14 +309,14 @@ func TestRevokeWalkthrough(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("login: %d", resp.StatusCode)
 	}
-	if st := getCancelStats(t, g.sandbox); st.LiveRefreshTokens != 1 || st.CancelTokenCalls != 0 {
+	if st := getStats(t, g.sandbox); st.LiveRefreshTokens != 1 || st.CancelTokenCalls != 0 {
 		t.Fatalf("before the logout: %+v", st)
 	}
 	if resp, _ := g.call(http.MethodPost, "/rebell/logout", bearer(lr.SessionID)); resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("logout: %d", resp.StatusCode)
 	}
 	waitUntil(t, 5*time.Second, "the sandbox counting the cancel", func() (bool, string) {
-		st := getCancelStats(t, g.sandbox)
+		st := getStats(t, g.sandbox)
 		return st.CancelTokenCalls == 1 && st.AuthorizationsCancelled == 1 && st.CancelByResultCode[rebell.CodeSuccess] == 1 &&
 			st.LiveRefreshTokens == 0, fmt.Sprintf("%+v", st)
 	})

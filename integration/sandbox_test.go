@@ -57,10 +57,16 @@ func issueCode(t testing.TB, base, customerID string) string {
 	return out.AuthCode
 }
 
+// sandboxStats are the counters of the sandbox's /sandbox/stats.
 type sandboxStats struct {
 	ApplyTokenCalls int64                       `json:"applyTokenCalls"`
 	ByGrantType     map[string]map[string]int64 `json:"byGrantType"`
 	ByResultCode    map[string]int64            `json:"byResultCode"`
+	// The cancelToken counters.
+	CancelTokenCalls        int64            `json:"cancelTokenCalls"`
+	CancelByResultCode      map[string]int64 `json:"cancelByResultCode"`
+	AuthorizationsCancelled int64            `json:"authorizationsCancelled"`
+	LiveRefreshTokens       int              `json:"liveRefreshTokens"`
 }
 
 func getStats(t testing.TB, base string) sandboxStats {
