@@ -169,6 +169,7 @@ type Handler struct {
 	accessIsSession              bool   // accessHeader and sessionHeader are the same header
 	cookie                       string
 	omitAccess                   bool
+	upstreamValues               int // 2, or 3 with Identity: what pass allocates
 	identity                     *identity.Signer
 	jwksPath                     string // "" without Identity
 
@@ -218,6 +219,7 @@ func New(cfg Config) (*Handler, error) {
 		cookieAlwaysSecure: strings.EqualFold(cfg.CookieSecure, CookieSecureAlways),
 		omitAccess:         cfg.OmitAccessToken,
 		identity:           cfg.Identity,
+		upstreamValues:     2,
 
 		returnErrors: cfg.ReturnErrors,
 	}
@@ -232,6 +234,7 @@ func New(cfg Config) (*Handler, error) {
 		{"logout_path", h.logoutPath},
 	}
 	if h.identity != nil {
+		h.upstreamValues = 3
 		h.jwksPath = orDefault(cfg.JWKSPath, identity.DefaultJWKSPath)
 		paths = append(paths, struct{ field, path string }{"jwks_path", h.jwksPath})
 	}
@@ -347,9 +350,11 @@ func (h *Handler) isPublic(r *http.Request) bool { return h.public != nil && h.p
 // pass sends r, which carries the session of grant g (key k), to next with
 // the identity headers set.
 func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next Next, g *cache.Grant, k cache.Key) error {
-	// One allocation for every value; each slice is capped so that an
-	// append by a later handler cannot overwrite its neighbour.
-	vals := &[3]string{1: g.CustomerID}
+	// One allocation for every value, sized to the headers this config
+	// sends (the assertion's slot only with Identity); each slice is capped
+	// so that an append by a later handler cannot overwrite its neighbour.
+	vals := make([]string, h.upstreamValues)
+	vals[1] = g.CustomerID
 	r.Header[h.customerHeader] = vals[1:2:2]
 	if !h.omitAccess {
 		vals[0] = g.AccessToken.Reveal()
