@@ -26,12 +26,14 @@ var ErrQueueFull = errors.New("revoke: too many pending cancels held in memory")
 type MemoryQueue struct {
 	mu    sync.Mutex
 	items map[string]*memItem
+	added uint64 // the number of AddCancel calls, which orders ties
 }
 
 type memItem struct {
 	c          session.Cancel
 	owner      string
 	leaseUntil time.Time
+	seq        uint64 // when it was added: equal due times go oldest first
 }
 
 // due is when the item may be leased: its Due, or the end of a lease.
@@ -60,7 +62,8 @@ func (q *MemoryQueue) AddCancel(ctx context.Context, c *session.Cancel) error {
 	if _, ok := q.items[c.ID]; !ok && len(q.items) >= MaxMemoryPending {
 		return ErrQueueFull
 	}
-	q.items[c.ID] = &memItem{c: *c}
+	q.added++
+	q.items[c.ID] = &memItem{c: *c, seq: q.added}
 	return nil
 }
 
@@ -74,7 +77,11 @@ func (q *MemoryQueue) LeaseCancel(ctx context.Context, now time.Time, ttl time.D
 	defer q.mu.Unlock()
 	var best *memItem
 	for _, it := range q.items {
-		if d := it.due(); !d.After(now) && (best == nil || d.Before(best.due())) {
+		d := it.due()
+		if d.After(now) {
+			continue
+		}
+		if best == nil || d.Before(best.due()) || (d.Equal(best.due()) && it.seq < best.seq) {
 			best = it
 		}
 	}
