@@ -397,7 +397,7 @@ func (r *Revoker) try(ctx context.Context, q session.PendingCancels, c *session.
 		r.remove(q, c)
 		r.log.Info("rebell authorization cancelled",
 			zap.String("end", c.Reason), zap.Int("attempts", c.Attempts+1),
-			zap.Duration("after", now.Sub(c.Queued).Round(time.Millisecond)))
+			zap.Float64("after_seconds", now.Sub(c.Queued).Round(time.Millisecond).Seconds()))
 	case kind == rebell.KindNothingToCancel:
 		if rebell.ResultCodeOf(err) == rebell.CodeExpiredAccessToken && !c.RefreshToken.IsZero() &&
 			now.Before(c.RefreshTokenExpiry) {
@@ -456,7 +456,7 @@ func (r *Revoker) retry(q session.PendingCancels, c *session.Cancel, lease strin
 	}
 	c.Attempts++
 	r.log.Debug("rebell cancel to be tried again", zap.String("end", c.Reason),
-		zap.Int("attempts", c.Attempts), zap.Duration("in", wait), zap.Error(err))
+		zap.Int("attempts", c.Attempts), zap.Float64("in_seconds", wait.Seconds()), zap.Error(err))
 	r.putBack(q, c, lease, now.Add(wait))
 }
 
