@@ -118,6 +118,10 @@ type Config struct {
 	// request does not wait for (refresh-ahead). It returns the context
 	// the work runs with, derived from work.
 	Carry func(from, work context.Context, background bool) context.Context
+
+	// hotSessions is how many sessions may have an entry in the memory tier
+	// (memory.go); 0 means hotSize(MaxSessions). Tests set it.
+	hotSessions int
 }
 
 // Cache holds the gateway's sessions and keeps their tokens fresh
@@ -199,7 +203,7 @@ func New(cfg Config) (*Cache, error) {
 		c.log = zap.NewNop()
 	}
 	c.logins.m = make(map[[32]byte]*loginCall)
-	mem, err := newMemoryTier(orDefault(cfg.MaxSessions, DefaultMaxSessions), memoryHooks{
+	mem, err := newMemoryTier(orDefault(cfg.MaxSessions, DefaultMaxSessions), cfg.hotSessions, memoryHooks{
 		evicted: func(ctx context.Context, e *entry) { c.back.evicted(ctx, e) },
 		expired: c.expired,
 		changed: cfg.OnSessionsChanged,
@@ -332,7 +336,7 @@ func (c *Cache) Logout(ctx context.Context, k Key) error {
 func (c *Cache) EndCustomer(ctx context.Context, customerID string) (int, error) {
 	n := 0
 	ended := make(map[Key]bool)
-	for _, e := range c.mem.idx.sessionsOf(customerID) {
+	for _, e := range c.mem.sessionsOf(customerID) {
 		if c.endCopy(e, "customer", zapcore.InfoLevel) {
 			ended[e.key] = true
 			n++
@@ -400,8 +404,8 @@ func (c *Cache) closing() bool { return c.ctx.Err() != nil }
 // held returns the copy of session k that memory holds, or nil.
 func (c *Cache) held(k Key) *entry { return c.mem.get(&k) }
 
-// heldCopies returns every copy memory holds.
-func (c *Cache) heldCopies() []*entry { return c.mem.idx.all() }
+// heldKeys returns the key of every session memory holds.
+func (c *Cache) heldKeys() []Key { return c.mem.keys() }
 
 // hold puts e, read from the store with state st at now, in memory; see
 // host.hold.
@@ -458,12 +462,9 @@ func (c *Cache) dropCopy(e *entry, reason string, level zapcore.Level) {
 	c.reportEnd(e, reason, level)
 }
 
-// expired is ristretto's report that e's record lifetime (R + grace) passed.
-// It ends the session if the memory tier still holds it.
+// expired is the memory tier's report that it removed e's session: its
+// record lifetime (R + grace) passed.
 func (c *Cache) expired(e *entry) {
-	if c.mem.closed() || !c.mem.idx.remove(e) {
-		return // Close empties the tier; that ends no session
-	}
 	if e.ended.CompareAndSwap(false, true) {
 		c.reportEnd(e, "expired", zapcore.DebugLevel)
 	}

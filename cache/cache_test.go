@@ -128,9 +128,8 @@ func TestRecordLifetime(t *testing.T) {
 	}{{0, time.Hour}, {10 * time.Minute, 10 * time.Minute}, {2 * time.Hour, time.Hour}} {
 		h := newHarness(t, func(c *Config) { c.IdleTimeout = tc.idle })
 		k, g := h.login(t, "code-1")
-		h.mem.rc.Wait()
-		// ristretto's TTL runs on the wall clock from the write.
-		ttl, ok := h.mem.rc.GetTTL(hashKey(&k))
+		// The memory lifetime runs on the wall clock from the write.
+		ttl, ok := h.mem.lifetime(&k)
 		want := g.SessionExpiry.Add(tc.grace).Sub(t0)
 		if !ok || ttl > want || ttl < want-time.Minute {
 			t.Fatalf("idle %v: TTL %v, want %v (R + grace)", tc.idle, ttl, want)
@@ -146,7 +145,7 @@ func TestRecordLifetime(t *testing.T) {
 		if !g2.SessionExpiry.After(g.SessionExpiry) {
 			t.Fatal("refresh did not move R")
 		}
-		ttl, ok = h.mem.rc.GetTTL(hashKey(&k))
+		ttl, ok = h.mem.lifetime(&k)
 		want = g2.SessionExpiry.Add(tc.grace).Sub(h.clock.Now())
 		if !ok || ttl > want || ttl < want-time.Minute {
 			t.Fatalf("idle %v: TTL after refresh %v, want %v", tc.idle, ttl, want)
@@ -308,7 +307,7 @@ func TestEndCustomer(t *testing.T) {
 			t.Fatalf("OnSessionsChanged got %v, want %v", counts, want)
 		}
 	}
-	if n := len(h.mem.idx.customers); n != 1 {
+	if n := h.mem.customers(); n != 1 {
 		t.Fatalf("customer index holds %d customers, want 1", n)
 	}
 }
@@ -472,13 +471,14 @@ func TestExpiredHook(t *testing.T) {
 	h := newHarness(t)
 	k1, _ := h.login(t, "code-1")
 	e1 := h.entryOf(t, k1)
-	h.expired(e1) // the TTL sweep
-	h.expired(e1)
+	e1.until.Store(time.Now().UnixNano()) // its record lifetime passed
+	h.mem.sweep(time.Now().UnixNano())
+	h.mem.sweep(time.Now().UnixNano())
 	if !e1.ended.Load() {
 		t.Fatal("hook did not mark the entry ended")
 	}
-	if h.Len() != 0 || len(h.mem.idx.customers) != 0 {
-		t.Fatalf("Len %d, index %v after the hook", h.Len(), h.mem.idx.customers)
+	if h.Len() != 0 || h.mem.customers() != 0 {
+		t.Fatalf("Len %d, %d customers indexed after the sweep", h.Len(), h.mem.customers())
 	}
 	if _, err := h.get(t, k1); err != ErrSessionInvalid {
 		t.Fatalf("expired session: %v", err)

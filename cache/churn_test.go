@@ -80,23 +80,26 @@ func TestConcurrentChurn(t *testing.T) {
 	}
 	h.mem.rc.Wait()
 
-	held := map[*entry]bool{}
+	held := map[Key]bool{}
 	for _, k := range all {
 		if e := h.mem.get(&k); e != nil && !e.ended.Load() {
-			held[e] = true
+			held[k] = true
 		}
 	}
-	h.mem.idx.custMu.Lock()
 	indexed := 0
-	for _, es := range h.mem.idx.customers {
-		for _, e := range es {
-			indexed++
-			if !held[e] {
-				t.Errorf("index holds a session memory does not")
+	for j := range h.mem.shards {
+		sh := &h.mem.shards[j]
+		sh.mu.RLock()
+		for _, head := range sh.s.customers {
+			for v := head; v != 0; v = sh.s.slot(v - 1).nextCust {
+				indexed++
+				if !held[sh.s.slot(v-1).key] {
+					t.Errorf("index holds a session memory does not")
+				}
 			}
 		}
+		sh.mu.RUnlock()
 	}
-	h.mem.idx.custMu.Unlock()
 	if indexed != len(held) || h.Len() != indexed {
 		t.Fatalf("memory holds %d live sessions, index %d, Len %d", len(held), indexed, h.Len())
 	}

@@ -16,6 +16,15 @@ import (
 type entry struct {
 	// key is the session's full Key; ristretto only knows its first 8 bytes.
 	key Key
+	// gen is the generation of the session in the memory tier's slab (see
+	// slab.go): an entry of another generation under the same key is not
+	// the one held.
+	gen uint64
+	// frozen is set once the memory tier wrote the entry's session into its
+	// slot and took the entry out of its hot table (memory.go): the entry is
+	// a snapshot from then on, and a refresh or a state adopted from the
+	// store goes to the session's current entry. It is set under mu.
+	frozen atomic.Bool
 	// state is the current token snapshot; never nil.
 	state atomic.Pointer[tokenState]
 	// lastUsed is when a request last used the session (Unix ns), written at
@@ -138,6 +147,8 @@ func loginState(tok *rebell.Token, now time.Time) (*tokenState, error) {
 		return nil, badResponse("accessTokenExpiryTime not in the future")
 	case tok.AccessTokenExpiry.After(tok.RefreshTokenExpiry):
 		return nil, badResponse("accessTokenExpiryTime after refreshTokenExpiryTime")
+	case len(tok.CustomerID) > slabTextMax || tok.AccessToken.Len() > slabTextMax || tok.RefreshToken.Len() > slabTextMax:
+		return nil, badResponse("customerId or a token longer than 255 bytes")
 	}
 	return &tokenState{
 		grant: Grant{
@@ -177,6 +188,9 @@ func refreshedState(old *tokenState, tok *rebell.Token, now time.Time) (*tokenSt
 	}
 	if tok.AccessTokenExpiry.After(rexp) {
 		return nil, badResponse("accessTokenExpiryTime after refreshTokenExpiryTime")
+	}
+	if tok.AccessToken.Len() > slabTextMax || rt.Len() > slabTextMax {
+		return nil, badResponse("a token longer than 255 bytes")
 	}
 	return &tokenState{
 		grant: Grant{

@@ -102,8 +102,8 @@ type settings struct {
 type host interface {
 	// held returns the copy of session k that memory holds, or nil.
 	held(k Key) *entry
-	// heldCopies returns every copy memory holds.
-	heldCopies() []*entry
+	// heldKeys returns the key of every session memory holds.
+	heldKeys() []Key
 	// hold puts e, the copy of a session just read from the store with
 	// state st at now, in memory until st's R + grace, and returns the copy
 	// memory then holds of the session: e, or one another path put there

@@ -40,12 +40,12 @@ func (h *testHost) held(k Key) *entry {
 	return h.copies[k]
 }
 
-func (h *testHost) heldCopies() []*entry {
+func (h *testHost) heldKeys() []Key {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var all []*entry
-	for _, e := range h.copies {
-		all = append(all, e)
+	var all []Key
+	for k := range h.copies {
+		all = append(all, k)
 	}
 	return all
 }

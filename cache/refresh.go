@@ -31,7 +31,8 @@ type refreshCall struct {
 // one of its results tells the caller what to do:
 //   - call != nil: wait on it;
 //   - cur != st: a refresh finished since the caller read st; judge cur;
-//   - otherwise none was started: the session ended, the cache is closing,
+//   - otherwise none was started: the session ended, e was frozen (the
+//     session has another entry), the cache is closing,
 //     or (background) the last refresh failed within RetryCooldown.
 //
 // ctx is the request's: a refresh it starts keeps what Config.Carry keeps of
@@ -57,7 +58,7 @@ func (c *Cache) joinRefresh(ctx context.Context, e *entry, st *tokenState, now t
 	if f := e.failure.Load(); background && f != nil && ns < f.until {
 		return nil, st
 	}
-	if e.ended.Load() {
+	if e.ended.Load() || e.frozen.Load() {
 		return nil, st
 	}
 	call = &refreshCall{done: make(chan struct{}), background: background}
@@ -101,6 +102,13 @@ func (c *Cache) awaitRefresh(ctx context.Context, e *entry, st *tokenState, now 
 			}
 		case e.ended.Load():
 			return nil, ErrSessionInvalid
+		case e.frozen.Load():
+			// The memory tier froze the entry meanwhile: the session's
+			// current one refreshes it (memory.go).
+			if e = c.mem.get(&e.key); e == nil {
+				return nil, ErrSessionInvalid
+			}
+			continue
 		default:
 			return fallback(fmt.Errorf("%w: %w", ErrStoreUnavailable, errClosed), st, now)
 		}
@@ -206,6 +214,14 @@ func (c *Cache) runRefresh(ctx context.Context, e *entry, old *tokenState, call 
 // holds, and wakes refreshes waiting for it. It returns e's state afterwards.
 func (c *Cache) adopt(e *entry, st *tokenState) *tokenState {
 	e.mu.Lock()
+	if e.frozen.Load() {
+		// A snapshot (memory.go): the session's current entry adopts st.
+		e.mu.Unlock()
+		if cur := c.mem.get(&e.key); cur != nil && cur != e {
+			return c.adopt(cur, st)
+		}
+		return e.state.Load()
+	}
 	cur := e.state.Load()
 	moved := false
 	adopted := st.version > cur.version

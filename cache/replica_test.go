@@ -837,8 +837,7 @@ func TestSharedAdoptMovesMemoryLifetime(t *testing.T) {
 	node := cl.nodes[0]
 	_, k, _ := cl.loginOn(t, 0, "code-1")
 	e := node.entryOf(t, k)
-	node.mem.rc.Wait()
-	before, ok := node.mem.rc.GetTTL(hashKey(&k))
+	before, ok := node.mem.lifetime(&k)
 	if !ok {
 		t.Fatal("session not in memory")
 	}
@@ -854,7 +853,7 @@ func TestSharedAdoptMovesMemoryLifetime(t *testing.T) {
 		version:      cur.version + 1,
 	}
 	node.adopt(e, next)
-	after, ok := node.mem.rc.GetTTL(hashKey(&k))
+	after, ok := node.mem.lifetime(&k)
 	if !ok {
 		t.Fatal("session left memory")
 	}

@@ -274,11 +274,12 @@ func (r *replica) restore(ctx context.Context, e *entry, cur *tokenState) error 
 // for a request here.
 func (r *replica) restoreAll(ctx context.Context) {
 	n := 0
-	for _, e := range r.h.heldCopies() {
+	for _, k := range r.h.heldKeys() {
 		if ctx.Err() != nil {
 			return
 		}
-		if e.ended.Load() || !r.lostRecord(e) {
+		e := r.h.held(k)
+		if e == nil || e.ended.Load() || !r.lostRecord(e) {
 			continue
 		}
 		if err := r.restore(ctx, e, e.state.Load()); err != nil && errors.Is(err, ErrStoreUnavailable) {

@@ -145,7 +145,7 @@ var scaleSink [2][]byte
 
 // fillSessions stores n sessions with realistically sized tokens (as
 // BenchmarkMemoryPerSession does) and returns their keys.
-func fillSessions(b *testing.B, c *Cache, n int) []Key {
+func fillSessions(b testing.TB, c *Cache, n int) []Key {
 	now := c.now()
 	keys := make([]Key, n)
 	for i := range n {

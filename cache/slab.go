@@ -4,72 +4,76 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/maphash"
-	"sync"
-	"sync/atomic"
+	"time"
+
+	"github.com/rebell-gateway/caddy-rebell/rebell"
 )
 
-// This file is the first step of a compact memory tier (docs/design.md): the
-// pointer-free storage of the sessions' immutable hot data. It is not wired
-// into the tier yet (memoryTier still holds *entry); see slab_test.go for
-// what it costs per session.
+// A slab is where the memory tier keeps every session it holds
+// (docs/design.md, "The memory tier"): fixed-size slots in chunks that never
+// move, and the sessions' text (customer id, access token, refresh token) in
+// a byte arena addressed by offset. Nothing in it is a pointer the GC
+// follows, except one per chunk: a collection marks a slab of a million
+// sessions in a few dozen objects. Its index is an open-addressed table of
+// slot numbers keyed by the session Key stored in the slot, and its customer
+// index a map of customer id hashes to lists threaded through the slots, so
+// they hold no pointer either.
 //
-// A slab holds sessions in fixed-size slots, in chunks that never move, and
-// their text (customer id, access token, refresh token) in a byte arena
-// addressed by offset. Nothing in it is a pointer the GC follows, except
-// one per chunk: a collection marks a slab of a million sessions in a few
-// dozen objects. Its index is an open-addressed table of slot numbers
-// keyed by the session Key stored in the slot, and its customer index a map
-// of customer id hashes to lists threaded through the slots, so they hold
-// no pointer either.
+// A slot holds a session's data as of the last time its entry was frozen
+// (memory.go): while the session is hot, its entry is the truth and the
+// slot only its place (key, generation, customer). The slab has no lock of
+// its own: the memory tier's guards it.
 
-// slabChunk is how many slots (and text records) a chunk holds.
-const slabChunk = 4096
+// slabChunk is how many slots a chunk holds.
+const slabChunk = 1024
 
-// slabTextMax bounds the text of one session: customer id, access token and
-// refresh token, each at most 255 bytes (Rebell documents at most 64 and
-// 128).
+// slabTextMax bounds each part of a session's text: customer id, access
+// token and refresh token (Rebell's responses are refused beyond 64 and
+// 128; loginState and refreshedState refuse beyond this).
 const slabTextMax = 255
 
 // errSlabText reports a session whose text does not fit a slot.
-var errSlabText = errors.New("slab: customer id or token longer than 255 bytes")
+var errSlabText = errors.New("customer id or token longer than 255 bytes")
 
-// hotData is the immutable part of a session that a slot holds.
-type hotData struct {
-	key                       Key
-	customer, access, refresh string
-	accessExpiry, sessionExp  int64 // Unix ns
-	lifetime                  int64 // ns
-	created                   int64 // Unix ns
-	version                   uint64
-}
+// Slot flags: what an entry remembers beyond its state, kept over a freeze.
+const (
+	slotShortened = 1 << iota // entry.shortened
+	slotRestored              // entry.restored
+)
 
-// slot is one session in a slab. Its fields are written under the slab's
-// lock when the slot is taken, and only lastUsed and until change later.
+// slot is one session in a slab. A free slot has gen 0.
 type slot struct {
-	key          Key
-	accessExpiry int64
-	sessionExp   int64
-	lifetime     int64
-	created      int64
+	key Key
+	// gen tells the sessions held under one Key apart over time (a copy
+	// dropped for room and read back from the store is a new one): an entry
+	// of another generation is not the one held.
+	gen          uint64
+	accessExpiry int64 // Unix ns
+	sessionExp   int64 // Unix ns
+	lifetime     int64 // ns
+	created      int64 // Unix ns
+	lastUsed     int64 // Unix ns
+	until        int64 // Unix ns, wall clock
+	checked      int64 // Unix ns
 	version      uint64
-	lastUsed     atomic.Int64
-	until        atomic.Int64
 	// text is the offset of the session's text in the arena, and the
 	// lengths of its three parts.
-	text                   uint32
-	custLen, accLen, refLn uint8
+	text                    uint32
+	custLen, accLen, refLen uint8
+	flags                   uint8
+	// hot is the session's place in the hot table + 1 (0: cold, no entry).
+	hot uint32
 	// nextCust is the slot number + 1 of the next session of the same
 	// customer id hash (0: none): the customer index's list.
 	nextCust uint32
 }
 
 // textClass rounds a text length up to the size of its arena record.
-func textClass(n int) int { return (n + 15) &^ 15 }
+func textClass(n int) int { return (n + 7) &^ 7 }
 
-// slab stores sessions without pointers the GC follows. It is safe for
+// slab stores sessions without pointers the GC follows. It is not safe for
 // concurrent use.
 type slab struct {
-	mu     sync.RWMutex
 	chunks []*[slabChunk]slot
 	arena  [][]byte // chunks of slabArenaChunk bytes of text records
 	// free lists: slots freed, and text records freed by size class.
@@ -77,6 +81,7 @@ type slab struct {
 	freeText  map[int][]uint32
 	textEnd   uint32 // next unused byte of the arena
 	next      uint32 // next slot never used
+	gen       uint64 // last generation handed out
 	// index is an open-addressed table of slot number + 1 (0: empty),
 	// probed linearly from the first 4 bytes of the Key (a uniform hash).
 	index []uint32
@@ -89,7 +94,7 @@ type slab struct {
 }
 
 // slabArenaChunk is the size of one arena chunk.
-const slabArenaChunk = 1 << 20
+const slabArenaChunk = 64 << 10
 
 func newSlab() *slab {
 	return &slab{freeText: map[int][]uint32{}, customers: map[uint64]uint32{}, seed: maphash.MakeSeed()}
@@ -97,32 +102,30 @@ func newSlab() *slab {
 
 func (s *slab) slot(i uint32) *slot { return &s.chunks[i/slabChunk][i%slabChunk] }
 
-// put stores d and returns its slot number. It fails when a session is
-// held under d.key already, or when d's text does not fit.
-func (s *slab) put(d *hotData) (uint32, error) {
-	if len(d.customer) > slabTextMax || len(d.access) > slabTextMax || len(d.refresh) > slabTextMax {
+// fits reports whether st's text fits a slot.
+func fits(st *tokenState) bool {
+	return len(st.grant.CustomerID) <= slabTextMax && st.grant.AccessToken.Len() <= slabTextMax &&
+		st.refreshToken.Len() <= slabTextMax
+}
+
+// put stores e, a new session, with its state, gives it a generation and
+// returns its slot number. It fails with errOccupied when a session is held
+// under e's key already, and with errSlabText when e's text does not fit.
+func (s *slab) put(e *entry) (uint32, error) {
+	st := e.state.Load()
+	if !fits(st) {
 		return 0, errSlabText
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.find(&d.key); ok {
+	if _, ok := s.find(&e.key); ok {
 		return 0, errOccupied
 	}
 	i := s.takeSlot()
 	sl := s.slot(i)
-	tlen := len(d.customer) + len(d.access) + len(d.refresh)
-	off := s.takeText(tlen)
-	buf := s.text(off, tlen)
-	copy(buf, d.customer)
-	copy(buf[len(d.customer):], d.access)
-	copy(buf[len(d.customer)+len(d.access):], d.refresh)
-	*sl = slot{
-		key: d.key, accessExpiry: d.accessExpiry, sessionExp: d.sessionExp, lifetime: d.lifetime,
-		created: d.created, version: d.version, text: off,
-		custLen: uint8(len(d.customer)), accLen: uint8(len(d.access)), refLn: uint8(len(d.refresh)),
-	}
-	sl.lastUsed.Store(d.created)
-	h := maphash.String(s.seed, d.customer)
+	s.gen++
+	*sl = slot{key: e.key, gen: s.gen, created: e.created}
+	e.gen = s.gen
+	s.write(sl, e)
+	h := maphash.String(s.seed, st.grant.CustomerID)
 	sl.nextCust = s.customers[h]
 	s.customers[h] = i + 1
 	s.insertIndex(i)
@@ -130,65 +133,106 @@ func (s *slab) put(d *hotData) (uint32, error) {
 	return i, nil
 }
 
-// get copies out the session held under k.
-func (s *slab) get(k *Key) (hotData, uint32, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	i, ok := s.find(k)
-	if !ok {
-		return hotData{}, 0, false
+// write copies e's state and what it remembers into its slot, sl.
+func (s *slab) write(sl *slot, e *entry) {
+	st := e.state.Load()
+	cust, acc, ref := st.grant.CustomerID, st.grant.AccessToken.Reveal(), st.refreshToken.Reveal()
+	tlen := len(cust) + len(acc) + len(ref)
+	if old := int(sl.custLen) + int(sl.accLen) + int(sl.refLen); sl.text == 0 || textClass(old) != textClass(tlen) {
+		if sl.text != 0 {
+			s.freeRecord(sl)
+		}
+		sl.text = s.takeText(tlen)
 	}
-	sl := s.slot(i)
-	tlen := int(sl.custLen) + int(sl.accLen) + int(sl.refLn)
-	t := string(s.text(sl.text, tlen)) // a copy: the record may be reused after remove
-	c, a := int(sl.custLen), int(sl.custLen)+int(sl.accLen)
-	return hotData{
-		key: sl.key, customer: t[:c], access: t[c:a], refresh: t[a:],
-		accessExpiry: sl.accessExpiry, sessionExp: sl.sessionExp, lifetime: sl.lifetime,
-		created: sl.created, version: sl.version,
-	}, i, true
+	buf := s.text(sl.text, textClass(tlen))
+	clear(buf)
+	copy(buf, cust)
+	copy(buf[len(cust):], acc)
+	copy(buf[len(cust)+len(acc):], ref)
+	sl.custLen, sl.accLen, sl.refLen = uint8(len(cust)), uint8(len(acc)), uint8(len(ref))
+	sl.accessExpiry = st.grant.AccessTokenExpiry.UnixNano()
+	sl.sessionExp = st.grant.SessionExpiry.UnixNano()
+	sl.lifetime = int64(st.lifetime)
+	sl.version = st.version
+	sl.lastUsed = e.lastUsed.Load()
+	sl.until = e.until.Load()
+	sl.checked = e.checked.Load()
+	sl.flags = 0
+	if e.shortened.Load() {
+		sl.flags |= slotShortened
+	}
+	if e.restored.Load() {
+		sl.flags |= slotRestored
+	}
 }
 
-// remove forgets the session held under k, and reports whether there was one.
-func (s *slab) remove(k *Key) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	i, ok := s.find(k)
-	if !ok {
-		return false
-	}
-	s.deleteIndex(k)
+// entry makes an entry of the session in slot i, as it was last written.
+func (s *slab) entry(i uint32) *entry {
 	sl := s.slot(i)
+	c, a := int(sl.custLen), int(sl.custLen)+int(sl.accLen)
+	t := string(s.text(sl.text, a+int(sl.refLen))) // a copy: the record is reused after remove
+	st := &tokenState{
+		grant: Grant{
+			CustomerID:        t[:c],
+			AccessToken:       rebell.NewSecret(t[c:a]),
+			AccessTokenExpiry: time.Unix(0, sl.accessExpiry),
+			SessionExpiry:     time.Unix(0, sl.sessionExp),
+		},
+		refreshToken: rebell.NewSecret(t[a:]),
+		version:      sl.version,
+		lifetime:     time.Duration(sl.lifetime),
+	}
+	e := &entry{key: sl.key, gen: sl.gen, created: sl.created}
+	e.state.Store(st)
+	e.lastUsed.Store(sl.lastUsed)
+	e.until.Store(sl.until)
+	e.checked.Store(sl.checked)
+	e.storing.Store(sl.version)
+	e.shortened.Store(sl.flags&slotShortened != 0)
+	e.restored.Store(sl.flags&slotRestored != 0)
+	return e
+}
+
+// customer returns the customer id of slot i, without allocating when the
+// caller only compares it.
+func (s *slab) customer(i uint32) []byte {
+	sl := s.slot(i)
+	return s.text(sl.text, int(sl.custLen))
+}
+
+// remove frees slot i: its text is cleared, so that no token outlives its
+// session in memory.
+func (s *slab) remove(i uint32) {
+	sl := s.slot(i)
+	s.deleteIndex(&sl.key)
 	s.unlinkCustomer(i)
-	tlen := int(sl.custLen) + int(sl.accLen) + int(sl.refLn)
-	clear(s.text(sl.text, tlen)) // no token outlives its session in memory
-	c := textClass(tlen)
-	s.freeText[c] = append(s.freeText[c], sl.text)
+	s.freeRecord(sl)
 	*sl = slot{}
 	s.freeSlots = append(s.freeSlots, i)
 	s.n--
-	return true
 }
 
-// sessionsOf returns the keys of the customer's sessions.
-func (s *slab) sessionsOf(customer string) []Key {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var ks []Key
-	for v := s.customers[maphash.String(s.seed, customer)]; v != 0; {
-		sl := s.slot(v - 1)
-		if string(s.text(sl.text, int(sl.custLen))) == customer { // another id may share the hash
-			ks = append(ks, sl.key)
+func (s *slab) freeRecord(sl *slot) {
+	c := textClass(int(sl.custLen) + int(sl.accLen) + int(sl.refLen))
+	clear(s.text(sl.text, c))
+	s.freeText[c] = append(s.freeText[c], sl.text)
+}
+
+// sessionsOf returns the slot numbers of the customer's sessions.
+func (s *slab) sessionsOf(customer string) []uint32 {
+	var is []uint32
+	for v := s.customers[maphash.String(s.seed, customer)]; v != 0; v = s.slot(v - 1).nextCust {
+		if string(s.customer(v-1)) == customer { // another id may share the hash
+			is = append(is, v-1)
 		}
-		v = sl.nextCust
 	}
-	return ks
+	return is
 }
 
 // unlinkCustomer takes slot i out of its customer's list.
 func (s *slab) unlinkCustomer(i uint32) {
 	sl := s.slot(i)
-	h := maphash.String(s.seed, string(s.text(sl.text, int(sl.custLen))))
+	h := maphash.Bytes(s.seed, s.customer(i))
 	head := s.customers[h]
 	if head == i+1 {
 		if sl.nextCust == 0 {
@@ -206,11 +250,8 @@ func (s *slab) unlinkCustomer(i uint32) {
 	}
 }
 
-func (s *slab) len() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.n
-}
+// used reports whether slot number i holds a session.
+func (s *slab) used(i uint32) bool { return i < s.next && s.slot(i).gen != 0 }
 
 func (s *slab) takeSlot() uint32 {
 	if n := len(s.freeSlots); n > 0 {
@@ -226,12 +267,17 @@ func (s *slab) takeSlot() uint32 {
 	return i
 }
 
+// takeText returns the offset of a free record of n bytes. Offset 0 is
+// never handed out, so that a slot's text 0 means none.
 func (s *slab) takeText(n int) uint32 {
 	c := textClass(n)
 	if fl := s.freeText[c]; len(fl) > 0 {
 		off := fl[len(fl)-1]
 		s.freeText[c] = fl[:len(fl)-1]
 		return off
+	}
+	if s.textEnd == 0 {
+		s.textEnd = 8
 	}
 	off := s.textEnd
 	if int(off)%slabArenaChunk+c > slabArenaChunk { // a record never spans two arena chunks
@@ -255,6 +301,7 @@ func (s *slab) text(off uint32, n int) []byte {
 
 func (s *slab) home(k *Key) int { return int(binary.LittleEndian.Uint32(k[:4])) & (len(s.index) - 1) }
 
+// find returns the slot number of the session held under k.
 func (s *slab) find(k *Key) (uint32, bool) {
 	if len(s.index) == 0 {
 		return 0, false
