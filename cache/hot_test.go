@@ -383,3 +383,24 @@ func TestShardedColdTier(t *testing.T) {
 		t.Fatalf("after the sweep: Len %d, hot %d, customers %d", c.Len(), c.mem.hotLen(), c.mem.customers())
 	}
 }
+
+// TestUseOfFrozenEntryCounts: a request that used an entry the tier froze
+// meanwhile leaves its use in the session: the next request does not find
+// the session idle.
+func TestUseOfFrozenEntryCounts(t *testing.T) {
+	h := newHarness(t, hot(1), func(c *Config) { c.IdleTimeout = 10 * time.Minute })
+	ctx := context.Background()
+	kA, _ := h.login(t, "code-A")
+	eA := h.entryOf(t, kA)
+	h.clock.Advance(time.Minute)
+	h.login(t, "code-B") // freezes A
+	if !eA.frozen.Load() {
+		t.Fatal("not frozen")
+	}
+	h.clock.Advance(9 * time.Minute)
+	h.mem.touch(eA, h.clock.Now().UnixNano()) // a request that got eA before the freeze
+	h.clock.Advance(2 * time.Minute)          // 12 minutes after the login, 2 after that use
+	if _, err := h.Get(ctx, kA); err != nil {
+		t.Fatalf("a session used 2 minutes ago: %v", err)
+	}
+}

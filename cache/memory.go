@@ -317,9 +317,12 @@ func (sh *tierShard) freeze(e *entry) bool {
 	if e.flight.Load() != nil || e.wake != nil || e.storing.Load() > e.state.Load().version {
 		return false
 	}
+	// frozen is set before the last use is read (write), and touch reads
+	// frozen after writing the last use: a use either reaches the slot
+	// here or sees frozen and writes it there itself.
+	e.frozen.Store(true)
 	sl := sh.s.slot(i)
 	sh.s.write(sl, e)
-	e.frozen.Store(true)
 	sh.unHot(sl)
 	return true
 }
@@ -729,8 +732,34 @@ func (m *memoryTier) keys() []Key {
 	return ks
 }
 
-// touch records a use of e at now (Unix ns); see entry.touch.
-func (m *memoryTier) touch(e *entry, now int64) { e.touch(now, m.newest.Load()) }
+// touch records a use of e at now (Unix ns); see entry.touch. A use of an
+// entry frozen meanwhile is recorded in the session's slot or current
+// entry, so that it counts for the idle timeout and for eviction.
+func (m *memoryTier) touch(e *entry, now int64) {
+	e.touch(now, m.newest.Load())
+	if e.frozen.Load() {
+		m.touchFrozen(e, now)
+	}
+}
+
+func (m *memoryTier) touchFrozen(e *entry, now int64) {
+	sh := m.shard(&e.key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	i, ok := sh.s.find(&e.key)
+	if !ok || sh.s.slot(i).gen != e.gen {
+		return
+	}
+	sl := sh.s.slot(i)
+	if sl.hot != 0 {
+		h := sh.hot[sl.hot-1]
+		if h.lastUsed.Load() < now {
+			h.lastUsed.Store(now)
+		}
+	} else if sl.lastUsed < now {
+		sl.lastUsed = now
+	}
+}
 
 // len is the number of sessions held.
 func (m *memoryTier) len() int { return int(m.n.Load()) }
