@@ -225,6 +225,15 @@ if [[ $B_STORE == redis ]]; then
 			encryption_key $(openssl rand -base64 32)
 		}"
 fi
+# A block, not a ${B_IDENTITY:+...} expansion: bash ends that at the first
+# closing brace inside it.
+IDENTITY_BLOCK=
+if [[ -n ${B_IDENTITY:-} ]]; then
+	IDENTITY_BLOCK="
+		identity_assertion {
+			signing_key_file $TMP/keys/identity.pem
+		}"
+fi
 {
 	global_opts "$ADM_B"
 	cat <<EOF
@@ -239,10 +248,7 @@ http://127.0.0.1:$P_B {
 		# limit, and no cap of login calls that the load would reach.
 		login_rate off
 		login_calls_per_second 100000${B_MAX_SESSIONS:+
-		max_sessions $B_MAX_SESSIONS}$STORE_BLOCK${B_IDENTITY:+
-		identity_assertion {
-			signing_key_file $TMP/keys/identity.pem
-		}}
+		max_sessions $B_MAX_SESSIONS}$STORE_BLOCK$IDENTITY_BLOCK
 	}
 	reverse_proxy 127.0.0.1:$P_UP {
 $TRANSPORT
