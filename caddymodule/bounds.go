@@ -17,11 +17,11 @@ import (
 // duration, or panic (README.md, "Caddyfile").
 const (
 	// maxMaxSessions bounds max_sessions. A session held in memory takes
-	// about 830 bytes at a million sessions (README.md, "Performance"), so
-	// 100 million sessions are about 83 GB, more than a gateway host is
+	// about 370 bytes at a million sessions (README.md, "Performance"), so
+	// 100 million sessions are about 37 GB, more than a gateway host is
 	// given. The memory tier allocates nothing up front from max_sessions,
-	// but a larger number is a typo, and the bound keeps the index's
-	// arithmetic far from overflow.
+	// but a larger number is a typo, and the bound keeps the slab's 32-bit
+	// slot numbers and text offsets (per shard) far from overflow.
 	maxMaxSessions = 100_000_000
 	// maxRetries bounds retries: each retry waits up to 2 s of backoff
 	// plus one timeout, and a Mini App's call gives up after 30 s.
