@@ -533,15 +533,21 @@ func (m *memoryTier) insert(ctx context.Context, e *entry, ttl time.Duration, r 
 		sh.addHot(i, e)
 		m.count(1)
 		frozen = sh.cool(e)
-		// ristretto applies a new key's write asynchronously; until it
-		// has, the session's requests find it in the slab.
 		m.rc.Set(hashKey(&e.key), e, 1)
 	}
 	sh.mu.Unlock()
 	m.roomMu.Unlock()
 	m.dropAll(frozen)
 	m.report(ctx, victims)
-	return err
+	if err != nil {
+		return err
+	}
+	// ristretto applies a new key's write asynchronously: wait for it, so
+	// that the session's first requests find it in the hot lookup rather
+	// than in the slab (where each would write it again). A thaw does not
+	// wait: its session's next requests are rarely that close.
+	m.rc.Wait()
+	return nil
 }
 
 // update moves the memory lifetime of e's session, if it is held, to ttl
