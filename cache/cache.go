@@ -38,6 +38,14 @@ type Config struct {
 	// dropping its copy from memory. Memory grows with the sessions held,
 	// not with MaxSessions. 0 means 1,000,000.
 	MaxSessions int64
+	// HotSessions is how many of the sessions in memory keep an entry ready
+	// for requests: the sessions in use (docs/sessions.md). The others are
+	// kept compactly, and a request for one of them makes it an entry again
+	// (a few microseconds, a few allocations) while the least recently used
+	// entry is folded back. 0 means MaxSessions up to 65,536, and the larger
+	// of 65,536 and MaxSessions/16 beyond that; more than MaxSessions means
+	// MaxSessions; negative is an error.
+	HotSessions int64
 	// RefreshAhead is how long before the access token expires a background
 	// refresh starts (docs/freshness.md). 0 means 5m; negative is an error.
 	RefreshAhead time.Duration
@@ -111,6 +119,11 @@ type Config struct {
 	// memory after it changes. It is called with an internal lock held: it
 	// must be quick and must not call the Cache other than Len.
 	OnSessionsChanged func(n int)
+	// OnThawed, if set, is called each time a session kept without an
+	// entry gets one again (see HotSessions): a request for a session not
+	// used lately. Its rate tells whether HotSessions is too small for the
+	// sessions in use.
+	OnThawed func()
 	// Carry, if set, gives work a request starts in one of the cache's own
 	// goroutines (a login, a refresh) what it keeps of the request's
 	// context: the gateway passes its tracing span on this way
@@ -118,10 +131,6 @@ type Config struct {
 	// request does not wait for (refresh-ahead). It returns the context
 	// the work runs with, derived from work.
 	Carry func(from, work context.Context, background bool) context.Context
-
-	// hotSessions is how many sessions may have an entry in the memory tier
-	// (memory.go); 0 means hotSize(MaxSessions). Tests set it.
-	hotSessions int
 }
 
 // Cache holds the gateway's sessions and keeps their tokens fresh
@@ -159,6 +168,8 @@ func New(cfg Config) (*Cache, error) {
 		return nil, errors.New("cache: Exchanger is required")
 	case cfg.MaxSessions < 0 || cfg.MaxSessions > math.MaxInt64/10:
 		return nil, fmt.Errorf("cache: MaxSessions %d out of range", cfg.MaxSessions)
+	case cfg.HotSessions < 0:
+		return nil, fmt.Errorf("cache: HotSessions %d is negative", cfg.HotSessions)
 	case cfg.RefreshAhead < 0:
 		return nil, fmt.Errorf("cache: RefreshAhead %v is negative", cfg.RefreshAhead)
 	case cfg.IdleTimeout < 0:
@@ -203,10 +214,11 @@ func New(cfg Config) (*Cache, error) {
 		c.log = zap.NewNop()
 	}
 	c.logins.m = make(map[[32]byte]*loginCall)
-	mem, err := newMemoryTier(orDefault(cfg.MaxSessions, DefaultMaxSessions), cfg.hotSessions, memoryHooks{
+	mem, err := newMemoryTier(orDefault(cfg.MaxSessions, DefaultMaxSessions), cfg.HotSessions, memoryHooks{
 		evicted: func(ctx context.Context, e *entry) { c.back.evicted(ctx, e) },
 		expired: c.expired,
 		changed: cfg.OnSessionsChanged,
+		thawed:  cfg.OnThawed,
 	})
 	if err != nil {
 		return nil, err

@@ -444,9 +444,9 @@ type cluster struct {
 
 // newCluster starts n instances. Each has its own fake exchanger view only
 // through fake (shared), unless a test swaps one in.
-// clusterHotSessions is the hotSessions of the caches newCluster makes (0:
+// clusterHotSessions is the HotSessions of the caches newCluster makes (0:
 // the default); TestSharedWithColdCopies sets it.
-var clusterHotSessions int
+var clusterHotSessions int64
 
 func newCluster(t testing.TB, n int, mutate ...func(*Config)) *cluster {
 	t.Helper()
@@ -461,7 +461,7 @@ func newCluster(t testing.TB, n int, mutate ...func(*Config)) *cluster {
 			c.Now = clock.Now
 			c.Exchanger = cl.fake
 			c.Store = st
-			c.hotSessions = clusterHotSessions
+			c.HotSessions = clusterHotSessions
 		}}, mutate...)...)
 		h.clock, h.fake = clock, cl.fake
 		// Leases far longer than a test: the renewer (on the real clock)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,13 +13,14 @@ import (
 )
 
 // hot sets how many sessions of a harness's memory tier may have an entry.
-func hot(n int) func(*Config) { return func(c *Config) { c.hotSessions = n } }
+func hot(n int) func(*Config) { return func(c *Config) { c.HotSessions = int64(n) } }
 
 // TestColdSessionsServeAndEnd: in a tier where only 4 of 40 sessions have
 // an entry, every session is served with its own tokens, ended by logout
 // or by customer, and counted once.
 func TestColdSessionsServeAndEnd(t *testing.T) {
-	h := newHarness(t, hot(4))
+	var thawed atomic.Int64
+	h := newHarness(t, hot(4), func(c *Config) { c.OnThawed = func() { thawed.Add(1) } })
 	ctx := context.Background()
 	keys := make([]Key, 40)
 	tokens := make([]string, 40)
@@ -47,6 +49,11 @@ func TestColdSessionsServeAndEnd(t *testing.T) {
 	}
 	if h.fake.refreshes.Load() != 0 {
 		t.Fatal("a fresh session was refreshed")
+	}
+	// Every Get of the rounds went to a session the 4 before it had pushed
+	// out of the hot table.
+	if n := thawed.Load(); n != 3*40 {
+		t.Fatalf("OnThawed called %d times, want %d", n, 3*40)
 	}
 
 	// keys[0] is cold now (the last Gets went to keys 36–39).
@@ -320,7 +327,7 @@ func TestSharedWithColdCopies(t *testing.T) {
 // 4096 may have an entry: nearly every Get thaws one and freezes another.
 func BenchmarkGetCold(b *testing.B) {
 	clock := newFakeClock()
-	c, err := New(Config{Exchanger: newFakeExchanger(clock), MaxSessions: 100_000, Now: clock.Now, hotSessions: 4096})
+	c, err := New(Config{Exchanger: newFakeExchanger(clock), MaxSessions: 100_000, Now: clock.Now, HotSessions: 4096})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -344,7 +351,7 @@ func BenchmarkGetCold(b *testing.B) {
 // across shards, and sweeps them all.
 func TestShardedColdTier(t *testing.T) {
 	clock := newFakeClock()
-	c, err := New(Config{Exchanger: newFakeExchanger(clock), MaxSessions: 5000, Now: clock.Now, hotSessions: 2048})
+	c, err := New(Config{Exchanger: newFakeExchanger(clock), MaxSessions: 5000, Now: clock.Now, HotSessions: 2048})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,5 +409,11 @@ func TestUseOfFrozenEntryCounts(t *testing.T) {
 	h.clock.Advance(2 * time.Minute)          // 12 minutes after the login, 2 after that use
 	if _, err := h.Get(ctx, kA); err != nil {
 		t.Fatalf("a session used 2 minutes ago: %v", err)
+	}
+}
+
+func TestHotSessionsNegative(t *testing.T) {
+	if _, err := New(Config{Exchanger: newFakeExchanger(newFakeClock()), HotSessions: -1}); err == nil {
+		t.Fatal("negative HotSessions accepted")
 	}
 }

@@ -116,6 +116,9 @@ type memoryHooks struct {
 	// changed is called with the number of sessions held after it changes,
 	// in order.
 	changed func(n int)
+	// thawed is called, with no lock held, each time a session without an
+	// entry gets one.
+	thawed func()
 }
 
 // hotCounters is the size of ristretto's admission sketch. The sketch only
@@ -148,9 +151,10 @@ const (
 // lifetime.
 const sweepEvery = 10 * time.Second
 
-func newMemoryTier(maxSessions int64, hotMax int, hooks memoryHooks) (*memoryTier, error) {
-	if hotMax <= 0 {
-		hotMax = hotSize(maxSessions)
+func newMemoryTier(maxSessions, hotSessions int64, hooks memoryHooks) (*memoryTier, error) {
+	hotMax := hotSize(maxSessions)
+	if hotSessions > 0 {
+		hotMax = int(min(hotSessions, maxSessions))
 	}
 	shards := 1
 	if int64(hotMax) < maxSessions {
@@ -233,16 +237,21 @@ func (m *memoryTier) load(k *Key) *entry {
 		return nil
 	}
 	var frozen []*entry
+	thawed := false
 	if h := sh.s.slot(i).hot; h != 0 {
 		e = sh.hot[h-1]
 	} else {
 		e = sh.s.entry(i)
 		sh.addHot(i, e)
 		frozen = sh.cool(e)
+		thawed = true
 	}
 	m.rc.Set(hashKey(k), e, 1)
 	sh.mu.Unlock()
 	m.dropAll(frozen)
+	if thawed && m.hooks.thawed != nil {
+		m.hooks.thawed()
+	}
 	return e
 }
 

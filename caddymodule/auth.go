@@ -151,6 +151,15 @@ type Auth struct {
 	// How many sessions the in-memory cache holds. Default: 1000000.
 	MaxSessions int64 `json:"max_sessions,omitempty"`
 
+	// How many of the sessions in memory keep an entry ready for requests
+	// (the sessions in use). The others are kept compactly, in about 320
+	// bytes each, and a request for one of them makes it an entry again (a
+	// few microseconds) while the entry used least recently is folded back.
+	// Raise it if more sessions than this are active at once. Default:
+	// max_sessions up to 65536, and the larger of 65536 and max_sessions/16
+	// beyond that. At most max_sessions.
+	HotSessions int64 `json:"hot_sessions,omitempty"`
+
 	// How many applyToken calls this instance makes toward the endpoint at
 	// once, per client id; shared by every config using them, across
 	// reloads. A refresh that a request waits on may take any slot; logins
@@ -423,6 +432,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			SessionKeys:      sessionKeys,
 			Exchanger:        traced,
 			MaxSessions:      a.MaxSessions,
+			HotSessions:      a.HotSessions,
 			RefreshAhead:     time.Duration(a.RefreshAhead),
 			IdleTimeout:      time.Duration(a.IdleTimeout),
 			LoginDedupWindow: time.Duration(*a.LoginDedupWindow),
@@ -430,6 +440,7 @@ func (a *Auth) Provision(ctx caddy.Context) error {
 			OnLogin:          func(result string) { metrics.logins.WithLabelValues(result).Inc() },
 			OnRefresh:        func(result string) { metrics.refreshes.WithLabelValues(result).Inc() },
 			OnSessionEnded:   func(reason string) { metrics.ended.WithLabelValues(reason).Inc() },
+			OnThawed:         metrics.thawed.Inc,
 			Revoke:           p.queueCancel,
 			Carry:            carrySpan, // a request's trace goes with the work it starts (tracing.go)
 		})

@@ -63,6 +63,8 @@ func (a *Auth) checkBounds() error {
 		return fmt.Errorf("retries: %d is not between 0 and %d", *a.Retries, maxRetries)
 	case a.MaxSessions < 1 || a.MaxSessions > maxMaxSessions:
 		return fmt.Errorf("max_sessions: %d is not between 1 and %d (100 million)", a.MaxSessions, maxMaxSessions)
+	case a.HotSessions < 0 || a.HotSessions > a.MaxSessions:
+		return fmt.Errorf("hot_sessions: %d is not between 1 and max_sessions (%d)", a.HotSessions, a.MaxSessions)
 	case a.MaxConcurrentCalls < 0 || a.MaxConcurrentCalls > guard.MaxMaxConcurrent:
 		return fmt.Errorf("max_concurrent_calls: %d is not between 1 and %d", a.MaxConcurrentCalls, guard.MaxMaxConcurrent)
 	case a.LoginCallsPerSecond < 0 || a.LoginCallsPerSecond > guard.MaxLoginRate:

@@ -46,6 +46,7 @@ func parseAuthCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		idle_timeout           <duration>
 //		login_dedup_window     <duration>
 //		max_sessions           <n>
+//		hot_sessions           <n>
 //		max_concurrent_calls   <n>
 //		login_calls_per_second <n>
 //		access_token_header    <name>
@@ -174,6 +175,15 @@ func (a *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_sessions: %d is not between 1 and %d (100 million)", v, maxMaxSessions)
 			}
 			a.MaxSessions = int64(v)
+		case "hot_sessions":
+			var v int
+			if err := intArg(d, &v); err != nil {
+				return err
+			}
+			if v == 0 || v > maxMaxSessions {
+				return d.Errf("hot_sessions: %d is not between 1 and %d (100 million)", v, maxMaxSessions)
+			}
+			a.HotSessions = int64(v)
 		case "max_concurrent_calls":
 			if err := intArg(d, &a.MaxConcurrentCalls); err != nil {
 				return err

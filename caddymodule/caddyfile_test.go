@@ -47,6 +47,7 @@ func TestAuthCaddyfileGood(t *testing.T) {
 		idle_timeout 1d
 		login_dedup_window 0
 		max_sessions 5000
+		hot_sessions 500
 		access_token_header X-Token
 		customer_id_header X-Customer
 	}`
@@ -59,7 +60,7 @@ func TestAuthCaddyfileGood(t *testing.T) {
 		`"rebell_public_key":"{env.REBELL_PUBLIC_KEY}","key_version":0,"signature_algorithm":"SHA256withRSA","api_version":"v2",` +
 		`"reference_client_id":"3333010071465913001","customer_belongs_to":"REBELL","timeout":3000000000,"retries":0,` +
 		`"login_path":"/auth/login","logout_path":"/auth/logout","session_header":"X-Session","session_cookie":"off",` +
-		`"refresh_ahead":120000000000,"idle_timeout":86400000000000,"login_dedup_window":0,"max_sessions":5000,` +
+		`"refresh_ahead":120000000000,"idle_timeout":86400000000000,"login_dedup_window":0,"max_sessions":5000,"hot_sessions":500,` +
 		`"access_token_header":"X-Token","customer_id_header":"X-Customer"}`
 	if string(got) != want {
 		t.Errorf("got  %s\nwant %s", got, want)
@@ -77,6 +78,7 @@ func TestAuthCaddyfileBad(t *testing.T) {
 		"bad retries":      {"rebell_auth {\n\tretries many\n}", `retries: "many" is not a non-negative whole number`},
 		"too many retries": {"rebell_auth {\n\tretries 11\n}", "retries: 11 is more than 10"},
 		"zero sessions":    {"rebell_auth {\n\tmax_sessions 0\n}", "max_sessions: 0 is not between 1 and 100000000"},
+		"zero hot":         {"rebell_auth {\n\thot_sessions 0\n}", "hot_sessions: 0 is not between 1 and 100000000"},
 		"bad algorithm":    {"rebell_auth {\n\tsignature_algorithm SHA1withRSA\n}", "is not RSA256 or SHA256withRSA"},
 		"bad version":      {"rebell_auth {\n\tapi_version v3\n}", `api_version: "v3" is not v1 or v2`},
 		"empty file":       {"rebell_auth {\n\tclient_id x\n\tprivate_key_file \"\"\n}", "private_key_file: empty path, at Testfile:3"},

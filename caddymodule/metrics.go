@@ -21,6 +21,7 @@ var metrics = struct {
 	ended      *prometheus.CounterVec
 	cancels    *prometheus.CounterVec
 	pending    prometheus.GaugeFunc
+	thawed     prometheus.Counter
 }{
 	logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "rebell", Name: "logins_total",
@@ -55,6 +56,10 @@ var metrics = struct {
 		Namespace: "caddy", Subsystem: "rebell", Name: "pending_cancels",
 		Help: "Cancels of ended sessions' tokens not confirmed by Rebell yet: with store redis, those of every instance.",
 	}, func() float64 { return float64(pendingCancels()) }),
+	thawed: prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "rebell", Name: "sessions_thawed_total",
+		Help: "Sessions in memory that a request found without an entry ready (more than hot_sessions were used since it last was), and made one for.",
+	}),
 }
 
 // requestOutcomes are the outcomes a request can have (handler.Outcomes).
@@ -88,7 +93,7 @@ func registerMetrics(reg *prometheus.Registry) {
 	registerMu.Lock()
 	defer registerMu.Unlock()
 	for _, c := range []prometheus.Collector{metrics.logins, metrics.refreshes, metrics.requests, metrics.applyToken, metrics.sessions, metrics.ended,
-		metrics.cancels, metrics.pending,
+		metrics.cancels, metrics.pending, metrics.thawed,
 		guardMetrics.transitions, guardMetrics.refused, guardMetrics.gauges} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

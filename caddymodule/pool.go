@@ -18,9 +18,9 @@ import (
 //     reference_client_id and customer_belongs_to decide which Rebell
 //     merchant and Mini App issued the tokens the cache holds, and which of
 //     them a refresh may present;
-//   - the cache's shape, fixed when it is made: max_sessions (ristretto's
-//     capacity and counters), refresh_ahead, idle_timeout and
-//     login_dedup_window;
+//   - the cache's shape, fixed when it is made: max_sessions and
+//     hot_sessions (the memory tier's sizes), refresh_ahead, idle_timeout
+//     and login_dedup_window;
 //   - the shared store, which the cache owns: every store setting.
 //
 // Left out, because they apply to a kept cache without harming its sessions:
@@ -47,6 +47,7 @@ type poolIdentity struct {
 	customerBelongsTo string
 
 	maxSessions      int64
+	hotSessions      int64
 	refreshAhead     time.Duration
 	idleTimeout      time.Duration
 	loginDedupWindow time.Duration
@@ -66,6 +67,7 @@ func (a *Auth) poolIdentity() poolIdentity {
 		referenceClientID: a.ReferenceClientID,
 		customerBelongsTo: a.CustomerBelongsTo,
 		maxSessions:       a.MaxSessions,
+		hotSessions:       a.HotSessions,
 		refreshAhead:      time.Duration(a.RefreshAhead),
 		idleTimeout:       time.Duration(a.IdleTimeout),
 		loginDedupWindow:  time.Duration(*a.LoginDedupWindow),

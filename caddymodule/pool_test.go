@@ -30,6 +30,7 @@ var poolSettings = map[string]poolSetting{
 	"reference_client_id":     {true, func(a *Auth) { a.ReferenceClientID = "3333" }},
 	"customer_belongs_to":     {true, func(a *Auth) { a.CustomerBelongsTo = "REBELL" }},
 	"max_sessions":            {true, func(a *Auth) { a.MaxSessions = 5000 }},
+	"hot_sessions":            {true, func(a *Auth) { a.HotSessions = 500 }},
 	"refresh_ahead":           {true, func(a *Auth) { a.RefreshAhead = caddy.Duration(time.Minute) }},
 	"idle_timeout":            {true, func(a *Auth) { a.IdleTimeout = caddy.Duration(time.Hour) }},
 	"login_dedup_window":      {true, func(a *Auth) { d := caddy.Duration(0); a.LoginDedupWindow = &d }},
