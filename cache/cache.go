@@ -214,7 +214,7 @@ func New(cfg Config) (*Cache, error) {
 		c.log = zap.NewNop()
 	}
 	c.logins.m = make(map[[32]byte]*loginCall)
-	mem, err := newMemoryTier(orDefault(cfg.MaxSessions, DefaultMaxSessions), cfg.HotSessions, memoryHooks{
+	mem, err := newMemoryTier(orDefault(cfg.MaxSessions, DefaultMaxSessions), cfg.HotSessions, c.now, memoryHooks{
 		evicted: func(ctx context.Context, e *entry) { c.back.evicted(ctx, e) },
 		expired: c.expired,
 		changed: cfg.OnSessionsChanged,

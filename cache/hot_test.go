@@ -162,7 +162,9 @@ func TestRefreshedStateSurvivesFreeze(t *testing.T) {
 }
 
 // TestFreezeSkipsBusyEntries: an entry whose login is handing it out, whose
-// refresh runs or whose last refresh failed keeps its place.
+// refresh runs or whose last refresh failed within its cooldown keeps its
+// place; once the cooldown passed, a failed entry is frozen like any other
+// (an idle session with an old failure must not stay hot for ever).
 func TestFreezeSkipsBusyEntries(t *testing.T) {
 	h := newHarness(t, hot(4))
 	k, _ := h.login(t, "code-A")
@@ -173,7 +175,7 @@ func TestFreezeSkipsBusyEntries(t *testing.T) {
 	}{
 		{"pinned", func() { e.pinned.Store(true) }},
 		{"refreshing", func() { e.flight.Store(&refreshCall{done: make(chan struct{})}) }},
-		{"failed", func() { e.failure.Store(&refreshFailure{}) }},
+		{"failed", func() { e.failure.Store(&refreshFailure{until: h.clock.Now().Add(time.Second).UnixNano()}) }},
 		{"comparing", func() { e.checking.Store(true) }},
 		{"locked", func() { e.mu.Lock() }},
 	}
@@ -187,8 +189,8 @@ func TestFreezeSkipsBusyEntries(t *testing.T) {
 	e.mu.Unlock()
 	e.pinned.Store(false)
 	e.flight.Store(nil)
-	e.failure.Store(nil)
 	e.checking.Store(false)
+	h.clock.Advance(time.Second) // the failure's cooldown has passed: no longer busy
 	frozen := freeze(h, e)
 	if !frozen {
 		t.Fatal("an idle entry was not frozen")
@@ -201,7 +203,7 @@ func freeze(h *harness, e *entry) bool {
 	sh := h.mem.shard(&e.key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return sh.freeze(e)
+	return sh.freeze(e, h.clock.Now().UnixNano())
 }
 
 // TestSweepExpiresColdSessions: sessions without an entry whose record

@@ -45,9 +45,9 @@ var errOccupied = errors.New("a session with this key is held already")
 //     tier's sweeper removes sessions past their record lifetime.
 //
 // The slab and the hot table are split into shards by the last byte of the
-// Key, each under its own lock, when the tier is large enough for sessions
-// to go cold (MaxSessions above hotFloor): requests thawing sessions of
-// different shards do not wait for each other.
+// Key, each under its own lock, when sessions can go cold (the hot table
+// is smaller than MaxSessions) and it is large enough to split: requests
+// thawing sessions of different shards do not wait for each other.
 //
 // A frozen entry is a snapshot: whoever still holds it may read it, and may
 // end its session (the slab tells sessions apart by generation), but its
@@ -64,6 +64,8 @@ type memoryTier struct {
 	gate   gate
 	max    int64
 	shards []tierShard
+	// now is the cache's clock: a refresh failure's cooldown runs on it.
+	now func() time.Time
 
 	// n is the number of sessions held. countMu orders its changes, so
 	// that the changed hook hears counts in order.
@@ -151,7 +153,7 @@ const (
 // lifetime.
 const sweepEvery = 10 * time.Second
 
-func newMemoryTier(maxSessions, hotSessions int64, hooks memoryHooks) (*memoryTier, error) {
+func newMemoryTier(maxSessions, hotSessions int64, now func() time.Time, hooks memoryHooks) (*memoryTier, error) {
 	hotMax := hotSize(maxSessions)
 	if hotSessions > 0 {
 		hotMax = int(min(hotSessions, maxSessions))
@@ -162,7 +164,7 @@ func newMemoryTier(maxSessions, hotSessions int64, hooks memoryHooks) (*memoryTi
 			shards *= 2
 		}
 	}
-	m := &memoryTier{max: maxSessions, hooks: hooks, shards: make([]tierShard, shards),
+	m := &memoryTier{max: maxSessions, now: now, hooks: hooks, shards: make([]tierShard, shards),
 		stop: make(chan struct{}), swept: make(chan struct{})}
 	for i := range m.shards {
 		m.shards[i].s = newSlab()
@@ -243,7 +245,7 @@ func (m *memoryTier) load(k *Key) *entry {
 	} else {
 		e = sh.s.entry(i)
 		sh.addHot(i, e)
-		frozen = sh.cool(e)
+		frozen = sh.cool(e, m.now().UnixNano())
 		thawed = true
 	}
 	m.rc.Set(hashKey(k), e, 1)
@@ -281,8 +283,9 @@ func (sh *tierShard) unHot(sl *slot) {
 
 // cool freezes the entries of the sessions used least recently (sampled)
 // until at most hotMax are hot, never keep, and returns those it froze for
-// the caller to drop from ristretto once mu is released. mu is held.
-func (sh *tierShard) cool(keep *entry) []*entry {
+// the caller to drop from ristretto once mu is released. now is the
+// cache's clock (Unix ns). mu is held.
+func (sh *tierShard) cool(keep *entry, now int64) []*entry {
 	var frozen []*entry
 	for misses := 0; sh.nHot > sh.hotMax && misses < 4; {
 		var (
@@ -298,7 +301,7 @@ func (sh *tierShard) cool(keep *entry) []*entry {
 				best, bestUsed = e, used
 			}
 		}
-		if best == nil || !sh.freeze(best) {
+		if best == nil || !sh.freeze(best, now) {
 			misses++
 			continue
 		}
@@ -309,10 +312,14 @@ func (sh *tierShard) cool(keep *entry) []*entry {
 
 // freeze writes e's session into its slot and takes its entry out of the
 // hot table, unless e is busy: its login is handing it out, a refresh or
-// a comparison with the store runs, a recent refresh failed, or a write
-// it asked of the store is not in its state yet. mu is held.
-func (sh *tierShard) freeze(e *entry) bool {
-	if e.pinned.Load() || e.checking.Load() || e.ended.Load() || e.flight.Load() != nil || e.failure.Load() != nil {
+// a comparison with the store runs, the cooldown of a failed refresh runs
+// at now (Unix ns; a slot does not keep it), or a write it asked of the
+// store is not in its state yet. mu is held.
+func (sh *tierShard) freeze(e *entry, now int64) bool {
+	if e.pinned.Load() || e.checking.Load() || e.ended.Load() || e.flight.Load() != nil {
+		return false
+	}
+	if f := e.failure.Load(); f != nil && now < f.until {
 		return false
 	}
 	i, ok := sh.s.find(&e.key)
@@ -541,7 +548,7 @@ func (m *memoryTier) insert(ctx context.Context, e *entry, ttl time.Duration, r 
 	if err == nil {
 		sh.addHot(i, e)
 		m.count(1)
-		frozen = sh.cool(e)
+		frozen = sh.cool(e, m.now().UnixNano())
 		m.rc.Set(hashKey(&e.key), e, 1)
 	}
 	sh.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // BenchmarkMemoryTierPreallocation reports the heap a memory tier takes
@@ -20,7 +21,7 @@ func BenchmarkMemoryTierPreallocation(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
 		b.StartTimer()
-		m, err := newMemoryTier(maxSessions, 0, memoryHooks{evicted: func(context.Context, *entry) {}, expired: func(*entry) {}})
+		m, err := newMemoryTier(maxSessions, 0, time.Now, memoryHooks{evicted: func(context.Context, *entry) {}, expired: func(*entry) {}})
 		if err != nil {
 			b.Fatal(err)
 		}
