@@ -343,6 +343,15 @@ func (sh *tierShard) freeze(e *entry, now int64) bool {
 	return true
 }
 
+// until returns when the memory lifetime of slot i's session ends (Unix
+// ns): its entry's, if it has one, else its slot's. mu is held.
+func (sh *tierShard) until(i uint32) int64 {
+	if h := sh.s.slot(i).hot; h != 0 {
+		return sh.hot[h-1].until.Load()
+	}
+	return sh.s.slot(i).until
+}
+
 // dropAll drops entries just frozen or removed from ristretto.
 func (m *memoryTier) dropAll(es []*entry) {
 	for _, e := range es {
@@ -589,23 +598,6 @@ func (m *memoryTier) update(e *entry, ttl time.Duration) bool {
 	return true
 }
 
-// lifetime returns how long the session held under k stays, by the wall
-// clock, and whether it is held.
-func (m *memoryTier) lifetime(k *Key) (time.Duration, bool) {
-	sh := m.shard(k)
-	sh.mu.RLock()
-	defer sh.mu.RUnlock()
-	i, ok := sh.s.find(k)
-	if !ok {
-		return 0, false
-	}
-	until := sh.s.slot(i).until
-	if h := sh.s.slot(i).hot; h != 0 {
-		until = sh.hot[h-1].until.Load()
-	}
-	return time.Until(time.Unix(0, until)), true
-}
-
 // remove deletes e's session if it is the one held under its key (same
 // generation), and reports whether it was. The session's current entry, if
 // e is a frozen one, is marked ended.
@@ -660,13 +652,8 @@ func (m *memoryTier) sweep(now int64) {
 				if !sh.s.used(i) {
 					continue
 				}
-				sl := sh.s.slot(i)
-				until := sl.until
-				if sl.hot != 0 {
-					until = sh.hot[sl.hot-1].until.Load()
-				}
-				if until <= now {
-					due = append(due, candidate{sh: sh, i: i, gen: sl.gen})
+				if sh.until(i) <= now {
+					due = append(due, candidate{sh: sh, i: i, gen: sh.s.slot(i).gen})
 				}
 			}
 			sh.mu.RUnlock()
@@ -726,18 +713,6 @@ func (m *memoryTier) sessionsOf(customer string) []*entry {
 	return es
 }
 
-// customers returns the number of customer ids the tier indexes.
-func (m *memoryTier) customers() int {
-	n := 0
-	for j := range m.shards {
-		sh := &m.shards[j]
-		sh.mu.RLock()
-		n += len(sh.s.customers)
-		sh.mu.RUnlock()
-	}
-	return n
-}
-
 // keys returns the key of every session held.
 func (m *memoryTier) keys() []Key {
 	ks := make([]Key, 0, m.n.Load())
@@ -785,18 +760,6 @@ func (m *memoryTier) touchFrozen(e *entry, now int64) {
 
 // len is the number of sessions held.
 func (m *memoryTier) len() int { return int(m.n.Load()) }
-
-// hotLen is the number of sessions with an entry.
-func (m *memoryTier) hotLen() int {
-	n := 0
-	for j := range m.shards {
-		sh := &m.shards[j]
-		sh.mu.RLock()
-		n += sh.nHot
-		sh.mu.RUnlock()
-	}
-	return n
-}
 
 // closed reports whether close has begun.
 func (m *memoryTier) closed() bool { return m.gate.closed.Load() }
